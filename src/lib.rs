@@ -7,15 +7,16 @@
 
 pub mod body;
 pub mod config;
-pub mod demo;
 pub mod mnet;
 pub mod observe;
 pub mod pipeline;
 pub mod proxy;
 pub mod route;
+#[path = "shims/sendfile.rs"]
 pub mod sendfile;
 pub mod server;
 pub mod sso;
 pub mod state;
 pub mod store;
+#[path = "shims/webservice.rs"]
 pub mod webservice;

@@ -1,2 +1,129 @@
 //! The route stage: classify a request once, so later stages match on a small enum instead of
-//! re-parsing paths.
+//! re-parsing paths. The classes are also the `route` label of the request metrics.
+
+use crate::webservice::entry::EntryKind;
+
+/// What a request is, decided from its path alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Answered by the edge itself (the public health path).
+    Edge(EdgeRoute),
+    /// A client asked for an internal offload prefix directly: always 404.
+    Internal,
+    /// A Moodle web-service entry point; the guard stage applies.
+    WebService(EntryKind),
+    /// A single sign-on path (`/auth/...` or an intercepted login page).
+    Sso(SsoRoute),
+    /// Moodle Network XML-RPC (`/mnet/xmlrpc/server.php`).
+    Mnet,
+    /// Everything else: pages, pluginfile.php, theme files, AJAX.
+    Page,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EdgeRoute {
+    Health,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SsoRoute {
+    Login,
+    OidcCallback,
+    SamlMetadata,
+    SamlAcs,
+    Logout,
+    /// A Moodle path listed in `sso.intercept`.
+    Intercepted,
+}
+
+pub const MNET_PATH: &str = "/mnet/xmlrpc/server.php";
+
+impl Route {
+    /// The metrics label: low, fixed cardinality.
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::Edge(_) => "edge",
+            Route::Internal => "internal",
+            Route::WebService(_) => "webservice",
+            Route::Sso(_) => "sso",
+            Route::Mnet => "mnet",
+            Route::Page => "page",
+        }
+    }
+}
+
+/// What the classifier needs to know, taken from the current state.
+pub struct RouteTable<'a> {
+    pub public_health_path: &'a str,
+    pub is_internal: &'a dyn Fn(&str) -> bool,
+    pub entry_kind: &'a dyn Fn(&str) -> Option<EntryKind>,
+    /// `Some(intercept list)` when single sign-on is configured.
+    pub sso_intercept: Option<&'a [String]>,
+    pub mnet: bool,
+}
+
+pub fn classify(path: &str, table: &RouteTable<'_>) -> Route {
+    if !table.public_health_path.is_empty() && path == table.public_health_path {
+        return Route::Edge(EdgeRoute::Health);
+    }
+    if (table.is_internal)(path) {
+        return Route::Internal;
+    }
+    if let Some(kind) = (table.entry_kind)(path) {
+        return Route::WebService(kind);
+    }
+    if let Some(intercept) = table.sso_intercept {
+        let sso = match path {
+            "/auth/login" => Some(SsoRoute::Login),
+            "/auth/oidc/callback" => Some(SsoRoute::OidcCallback),
+            "/auth/saml/metadata" => Some(SsoRoute::SamlMetadata),
+            "/auth/saml/acs" => Some(SsoRoute::SamlAcs),
+            "/auth/logout" => Some(SsoRoute::Logout),
+            p if intercept.iter().any(|i| i == p) => Some(SsoRoute::Intercepted),
+            _ => None,
+        };
+        if let Some(s) = sso {
+            return Route::Sso(s);
+        }
+    }
+    if table.mnet && path == MNET_PATH {
+        return Route::Mnet;
+    }
+    Route::Page
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table<'a>(intercept: Option<&'a [String]>) -> RouteTable<'a> {
+        RouteTable {
+            public_health_path: "/.moodle-edge/health",
+            is_internal: &|p: &str| p.starts_with("/moodledata-internal/"),
+            entry_kind: &|p: &str| (p == "/webservice/rest/server.php").then_some(EntryKind::Rest),
+            sso_intercept: intercept,
+            mnet: true,
+        }
+    }
+
+    #[test]
+    fn classes() {
+        let t = table(None);
+        assert_eq!(classify("/.moodle-edge/health", &t), Route::Edge(EdgeRoute::Health));
+        assert_eq!(classify("/moodledata-internal/filedir/x", &t), Route::Internal);
+        assert_eq!(classify("/webservice/rest/server.php", &t), Route::WebService(EntryKind::Rest));
+        assert_eq!(classify("/mnet/xmlrpc/server.php", &t), Route::Mnet);
+        assert_eq!(classify("/course/view.php", &t), Route::Page);
+        // Without sso configured, /auth/* is Moodle's own (auth plugins live there).
+        assert_eq!(classify("/auth/login", &t), Route::Page);
+    }
+
+    #[test]
+    fn sso_paths_when_configured() {
+        let intercept = vec!["/login/index.php".to_string()];
+        let t = table(Some(&intercept));
+        assert_eq!(classify("/auth/login", &t), Route::Sso(SsoRoute::Login));
+        assert_eq!(classify("/auth/saml/acs", &t), Route::Sso(SsoRoute::SamlAcs));
+        assert_eq!(classify("/login/index.php", &t), Route::Sso(SsoRoute::Intercepted));
+    }
+}

@@ -79,9 +79,6 @@ pub struct LimitsConfig {
     /// A larger request body gets 413.
     #[serde(default = "default_max_body_size")]
     pub max_body_size: Size,
-    /// An idle keep-alive client connection is closed after this long.
-    #[serde(default = "default_keepalive_timeout")]
-    pub keepalive_timeout: Duration,
     /// A client that sends no body byte for this long is cut off (slow uploads).
     #[serde(default = "default_client_body_timeout")]
     pub client_body_timeout: Duration,
@@ -94,7 +91,6 @@ impl Default for LimitsConfig {
             max_header_size: default_max_header_size(),
             header_read_timeout: default_header_read_timeout(),
             max_body_size: default_max_body_size(),
-            keepalive_timeout: default_keepalive_timeout(),
             client_body_timeout: default_client_body_timeout(),
         }
     }
@@ -120,9 +116,6 @@ fn default_header_read_timeout() -> Duration {
 }
 fn default_max_body_size() -> Size {
     Size(2 << 30)
-}
-fn default_keepalive_timeout() -> Duration {
-    Duration::from_secs(75)
 }
 fn default_client_body_timeout() -> Duration {
     Duration::from_secs(60)

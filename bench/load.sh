@@ -1,0 +1,436 @@
+#!/usr/bin/env bash
+# Load benchmark: moodle-edge against nginx 1.22, both as reverse proxies with ONE worker, in
+# front of the SAME upstream (an nginx answering a fixed 1 KiB body), measured side by side in
+# one run, alternating, several rounds. Prints medians and the ratios moodle-edge / nginx.
+#
+# Scenarios (SCENARIOS, default "http https h2"):
+#   http   plain HTTP/1.1      wrk -t1 -cCONNS --latency
+#   https  HTTP/1.1 over TLS   h2load --h1 -t1 -cCONNS        (self-signed cert, ALPN http/1.1)
+#   h2     HTTP/2 over TLS     h2load -t1 -cCONNS -m1         (ALPN h2, one stream per connection)
+#
+# CPU layout on a 2-core machine (see bench/README.md): both proxies pinned to PROXY_CPU (1),
+# the load generator and the upstream nginx to CLIENT_CPU (0). Only one proxy is under load at a
+# time; the other sits idle.
+#
+# Env (defaults in brackets):
+#   ROUNDS [3]  DURATION [10] seconds per measurement  CONNS [64]  WARMUP [2] seconds
+#   SCENARIOS ["http https h2"]   PROXY_CPU [1]  CLIENT_CPU [0]  BASE_PORT [18000]
+#   MOODLE_EDGE_BIN [target/release/moodle-edge; built with cargo build --release if missing]
+#   EDGE [moodle-edge]  set EDGE=nginx to put a second, identical nginx in moodle-edge's place:
+#                       proves the harness and shows its noise (ratios should be about 1.00)
+#   KEEP_DIR [0]        1 keeps the temp dir (configs, logs, raw tool output) for inspection
+#
+# Only 127.0.0.1 is used. Every process the script starts is stopped by PID on exit.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export PATH="$PATH:/usr/sbin:/sbin"
+
+ROUNDS="${ROUNDS:-3}"
+DURATION="${DURATION:-10}"
+CONNS="${CONNS:-64}"
+WARMUP="${WARMUP:-2}"
+SCENARIOS="${SCENARIOS:-http https h2}"
+PROXY_CPU="${PROXY_CPU:-1}"
+CLIENT_CPU="${CLIENT_CPU:-0}"
+BASE_PORT="${BASE_PORT:-18000}"
+EDGE="${EDGE:-moodle-edge}"
+KEEP_DIR="${KEEP_DIR:-0}"
+MOODLE_EDGE_BIN="${MOODLE_EDGE_BIN:-$repo/target/release/moodle-edge}"
+
+for v in ROUNDS DURATION CONNS WARMUP BASE_PORT; do
+    [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "load.sh: $v must be a whole number" >&2; exit 2; }
+done
+for s in $SCENARIOS; do
+    [[ "$s" =~ ^(http|https|h2)$ ]] || { echo "load.sh: unknown scenario $s" >&2; exit 2; }
+done
+case "$EDGE" in
+moodle-edge | nginx) ;;
+*) echo "load.sh: EDGE must be moodle-edge or nginx" >&2; exit 2 ;;
+esac
+for cmd in nginx wrk h2load openssl curl ps; do
+    command -v "$cmd" >/dev/null || { echo "load.sh: $cmd missing; run scripts/install-test-deps.sh" >&2; exit 1; }
+done
+
+if [[ "$EDGE" == moodle-edge && ! -x "$MOODLE_EDGE_BIN" ]]; then
+    if [[ "$MOODLE_EDGE_BIN" == "$repo/target/release/moodle-edge" ]]; then
+        echo "load.sh: $MOODLE_EDGE_BIN missing, building it (cargo build --release)"
+        (cd "$repo" && cargo build --release --bin moodle-edge)
+    else
+        echo "load.sh: MOODLE_EDGE_BIN=$MOODLE_EDGE_BIN is not executable" >&2
+        exit 1
+    fi
+fi
+
+# Pinning: needs taskset and the two CPUs named.
+pin_proxy=() pin_client=()
+ncpu="$(nproc)"
+if command -v taskset >/dev/null && ((ncpu > PROXY_CPU && ncpu > CLIENT_CPU)) && [[ $PROXY_CPU != "$CLIENT_CPU" ]]; then
+    pin_proxy=(taskset -c "$PROXY_CPU")
+    pin_client=(taskset -c "$CLIENT_CPU")
+    pinning="proxies on cpu $PROXY_CPU; load generator and upstream on cpu $CLIENT_CPU"
+else
+    pinning="NOT pinned (need taskset and 2 distinct CPUs; have $ncpu)"
+fi
+
+dir="$(mktemp -d -t moodle-edge-load.XXXXXX)"
+pids=()
+
+cleanup() {
+    local pid
+    for pid in "${pids[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        # Bounded wait, then SIGKILL.
+        for _ in $(seq 1 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ "$KEEP_DIR" == 1 ]]; then
+        echo "load.sh: kept $dir"
+    else
+        rm -rf "$dir"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+port_upstream=$((BASE_PORT + 10))
+port_nginx_http=$((BASE_PORT + 20))
+port_nginx_tls=$((BASE_PORT + 21))
+port_edge_http=$((BASE_PORT + 30))
+port_edge_tls=$((BASE_PORT + 31))
+port_edge_admin=$((BASE_PORT + 39))
+
+# ---------------------------------------------------------------- files
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    -keyout "$dir/key.pem" -out "$dir/cert.pem" 2>/dev/null
+mkdir -p "$dir/moodledata"
+body="$(head -c 1024 /dev/zero | tr '\0' 'x')"
+
+# nginx_common NAME: the top of every nginx config, everything kept inside $dir/NAME.
+nginx_common() {
+    local name="$1"
+    mkdir -p "$dir/$name"
+    cat <<EOF
+worker_processes 1;
+daemon off;
+pid $dir/$name/nginx.pid;
+error_log $dir/$name/error.log warn;
+events { worker_connections 4096; }
+EOF
+}
+nginx_temp_paths() {
+    local name="$1"
+    cat <<EOF
+    client_body_temp_path $dir/$name/client_body;
+    proxy_temp_path $dir/$name/proxy;
+    fastcgi_temp_path $dir/$name/fastcgi;
+    uwsgi_temp_path $dir/$name/uwsgi;
+    scgi_temp_path $dir/$name/scgi;
+EOF
+}
+
+{
+    nginx_common upstream
+    cat <<EOF
+http {
+    access_log off;
+$(nginx_temp_paths upstream)
+    keepalive_requests 100000;
+    keepalive_timeout 75s;
+    server {
+        listen 127.0.0.1:$port_upstream;
+        location / {
+            default_type text/html;
+            return 200 "$body";
+        }
+    }
+}
+EOF
+} >"$dir/upstream.conf"
+
+# proxy_nginx_conf NAME HTTP_PORT TLS_PORT: nginx as the reverse proxy under test.
+proxy_nginx_conf() {
+    local name="$1" http_port="$2" tls_port="$3"
+    nginx_common "$name"
+    cat <<EOF
+http {
+    access_log off;
+$(nginx_temp_paths "$name")
+    keepalive_requests 100000;
+    keepalive_timeout 75s;
+    upstream moodle {
+        server 127.0.0.1:$port_upstream;
+        keepalive 64;
+        keepalive_requests 100000;
+    }
+    server {
+        listen 127.0.0.1:$http_port;
+        listen 127.0.0.1:$tls_port ssl http2;
+        ssl_certificate $dir/cert.pem;
+        ssl_certificate_key $dir/key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        location / {
+            proxy_pass http://moodle;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$http_host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+        }
+    }
+}
+EOF
+}
+proxy_nginx_conf nginx "$port_nginx_http" "$port_nginx_tls" >"$dir/nginx.conf"
+
+if [[ "$EDGE" == nginx ]]; then
+    edge_label="nginx-b"
+    proxy_nginx_conf nginx-b "$port_edge_http" "$port_edge_tls" >"$dir/nginx-b.conf"
+else
+    edge_label="moodle-edge"
+    cat >"$dir/moodle-edge.yaml" <<EOF
+server:
+  listen:
+    - addr: "127.0.0.1:$port_edge_http"
+    - addr: "127.0.0.1:$port_edge_tls"
+      tls:
+        certificates:
+          - cert_file: "$dir/cert.pem"
+            key_file: "$dir/key.pem"
+  admin_addr: "127.0.0.1:$port_edge_admin"
+  worker_threads: 1
+  shutdown_timeout: "1s"
+upstream:
+  url: "http://127.0.0.1:$port_upstream"
+moodle:
+  wwwroot: "http://127.0.0.1:$port_edge_http"
+  dataroot: "$dir/moodledata"
+log:
+  level: warn
+  access:
+    target: "off"
+EOF
+fi
+
+# ---------------------------------------------------------------- processes
+
+# start NAME CMD...: runs CMD in the background, output to $dir/NAME.out; sets started_pid.
+start() {
+    local name="$1"
+    shift
+    "$@" >"$dir/$name.out" 2>&1 &
+    started_pid=$!
+    pids+=("$started_pid")
+}
+
+# wait_ready URL NAME: until URL answers 200, at most 10 s.
+wait_ready() {
+    local url="$1" name="$2" code
+    for _ in $(seq 1 100); do
+        code="$(curl -sk -o /dev/null -w '%{http_code}' --max-time 1 "$url" || true)"
+        [[ "$code" == 200 ]] && return 0
+        sleep 0.1
+    done
+    echo "load.sh: $name did not answer 200 at $url (last: $code); its output:" >&2
+    cat "$dir/$name.out" "$dir/$name/error.log" 2>/dev/null | tail -20 >&2
+    exit 1
+}
+
+start upstream "${pin_client[@]}" nginx -p "$dir/upstream" -c "$dir/upstream.conf" -e "$dir/upstream/error.log"
+wait_ready "http://127.0.0.1:$port_upstream/" upstream
+
+start nginx "${pin_proxy[@]}" nginx -p "$dir/nginx" -c "$dir/nginx.conf" -e "$dir/nginx/error.log"
+nginx_pid=$started_pid
+if [[ "$EDGE" == nginx ]]; then
+    start nginx-b "${pin_proxy[@]}" nginx -p "$dir/nginx-b" -c "$dir/nginx-b.conf" -e "$dir/nginx-b/error.log"
+else
+    if ! "$MOODLE_EDGE_BIN" check --config "$dir/moodle-edge.yaml" >"$dir/check.out" 2>&1; then
+        echo "load.sh: moodle-edge check rejected the bench config:" >&2
+        cat "$dir/check.out" >&2
+        exit 1
+    fi
+    start moodle-edge "${pin_proxy[@]}" "$MOODLE_EDGE_BIN" run --config "$dir/moodle-edge.yaml"
+fi
+edge_pid=$started_pid
+for p in nginx:"$port_nginx_http":"$port_nginx_tls" "$edge_label":"$port_edge_http":"$port_edge_tls"; do
+    IFS=: read -r name hp tp <<<"$p"
+    wait_ready "http://127.0.0.1:$hp/" "$name"
+    wait_ready "https://127.0.0.1:$tp/" "$name"
+done
+
+# Same body through both proxies, or the comparison is meaningless.
+for url in "http://127.0.0.1:$port_nginx_http/" "http://127.0.0.1:$port_edge_http/"; do
+    size="$(curl -s -o /dev/null -w '%{size_download}' "$url")"
+    [[ "$size" == 1024 ]] || { echo "load.sh: $url gave $size bytes, expected 1024" >&2; exit 1; }
+done
+
+# ---------------------------------------------------------------- measuring
+
+clk_tck="$(getconf CLK_TCK)"
+
+# cpu_ticks PID: utime+stime of PID and its direct children (nginx's workers), in clock ticks.
+cpu_ticks() {
+    local total=0 pid stat rest
+    for pid in "$1" $(ps -o pid= --ppid "$1"); do
+        stat="$(cat "/proc/$pid/stat" 2>/dev/null)" || continue
+        rest="${stat##*) }" # fields from 3 (state) on; comm may hold spaces
+        # shellcheck disable=SC2086
+        set -- $rest
+        total=$((total + ${12} + ${13})) # fields 14 and 15: utime, stime
+    done
+    echo "$total"
+}
+
+# to_ms VALUE: wrk latency ("812.00us", "4.53ms", "1.02s") in milliseconds.
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0
+        if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n *= 1; else if (v ~ /s$/) n *= 1000
+        printf "%.3f", n }'
+}
+
+# p99_from_log FILE: h2load --log-file third column (microseconds) -> p99 in milliseconds.
+p99_from_log() {
+    cut -f3 "$1" | sort -n | awk '{ a[NR] = $1 } END {
+        if (NR == 0) { print "nan"; exit }
+        i = int(NR * 0.99); if (i < NR * 0.99) i++; if (i < 1) i = 1
+        printf "%.3f", a[i] / 1000 }'
+}
+
+# load SCENARIO PORT_HTTP PORT_TLS SECONDS OUT: runs the load; prints "requests p99_ms errors".
+load() {
+    local scenario="$1" hp="$2" tp="$3" secs="$4" out="$5"
+    local -a cmd
+    case "$scenario" in
+    http) cmd=(wrk -t1 -c"$CONNS" -d"${secs}s" --latency "http://127.0.0.1:$hp/") ;;
+    https) cmd=(h2load --h1 -t1 -c"$CONNS" -D "$secs" --log-file "$out.log" "https://127.0.0.1:$tp/") ;;
+    h2) cmd=(h2load -t1 -c"$CONNS" -m1 -D "$secs" --log-file "$out.log" "https://127.0.0.1:$tp/") ;;
+    esac
+    timeout -k 5 $((secs + 30)) "${pin_client[@]}" "${cmd[@]}" >"$out" 2>&1 || {
+        echo "load.sh: load generator failed: ${cmd[*]}" >&2
+        cat "$out" >&2
+        exit 1
+    }
+    local requests p99 errors
+    if [[ "$scenario" == http ]]; then
+        requests="$(awk '/requests in/ { print $1 }' "$out")"
+        p99="$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")"
+        errors="$(awk '/Non-2xx/ { e += $NF } /Socket errors/ { gsub(/,/, ""); e += $4 + $6 + $8 + $10 } END { print e + 0 }' "$out")"
+    else
+        local proto
+        proto="$(awk -F': ' '/^Application protocol/ { print $2 }' "$out")"
+        local want=http/1.1
+        [[ "$scenario" == h2 ]] && want=h2
+        if [[ "$proto" != "$want" ]]; then
+            echo "load.sh: $scenario negotiated '$proto', expected $want" >&2
+            exit 1
+        fi
+        requests="$(awk '/^requests:/ { print $8 }' "$out")"
+        p99="$(p99_from_log "$out.log")"
+        errors="$(awk '/^requests:/ { e = $10 + $12 + $14 } /^status codes:/ { e += $5 + $7 + $9 } END { print e + 0 }' "$out")"
+        grep -E '^(TLS Protocol|Cipher):' "$out" | tr '\n' ' ' >"$out.tls"
+        rm -f "$out.log"
+    fi
+    echo "$requests $p99 $errors"
+}
+
+# measure SCENARIO LABEL PID HTTP_PORT TLS_PORT ROUND: one measured run; appends to results.
+measure() {
+    local scenario="$1" label="$2" pid="$3" hp="$4" tp="$5" round="$6"
+    local out="$dir/raw.$scenario.$label.$round"
+    local t0 t1 w0 w1 requests p99 errors
+    t0="$(cpu_ticks "$pid")"
+    w0="$(date +%s%N)"
+    read -r requests p99 errors < <(load "$scenario" "$hp" "$tp" "$DURATION" "$out")
+    w1="$(date +%s%N)"
+    t1="$(cpu_ticks "$pid")"
+    [[ -n "$requests" && "$requests" -gt 0 ]] || { echo "load.sh: no requests completed in $out" >&2; cat "$out" >&2; exit 1; }
+    awk -v s="$scenario" -v l="$label" -v r="$round" -v n="$requests" -v p="$p99" -v e="$errors" \
+        -v dt=$((t1 - t0)) -v hz="$clk_tck" -v wall=$((w1 - w0)) -v d="$DURATION" 'BEGIN {
+        cpu_us = dt * 1e6 / hz
+        printf "%s %s %s %.0f %s %.2f %.0f %d\n", s, l, r, n / d, p, cpu_us / n, 100 * cpu_us * 1000 / wall, e
+    }' >>"$dir/results"
+    printf '  %-6s %-12s round %s: %s\n' "$scenario" "$label" "$round" "$(tail -1 "$dir/results" | awk '{ printf "%s req/s, p99 %s ms, %s us CPU/req, proxy CPU %s%%, errors %s", $4, $5, $6, $7, $8 }')"
+}
+
+echo "moodle-edge load benchmark"
+echo "  $(nginx -v 2>&1 | sed 's/.*: //'); $(wrk -v 2>&1 | head -1 | awk '{ print "wrk", $2 }'); $(h2load --version | head -1)"
+if [[ "$EDGE" == moodle-edge ]]; then
+    echo "  moodle-edge: $MOODLE_EDGE_BIN ($("$MOODLE_EDGE_BIN" --version 2>/dev/null || echo 'version unknown'))"
+else
+    echo "  EDGE=nginx: a second identical nginx stands in for moodle-edge (harness check)"
+fi
+echo "  upstream: nginx, 1 worker, fixed 1024-byte body; both proxies: 1 worker, upstream keepalive 64,"
+echo "  keepalive_requests 100000 on both sides; NO access log on either proxy (fair comparison)"
+echo "  $pinning"
+echo "  $ROUNDS rounds x ${DURATION}s per scenario and proxy, $CONNS connections, order alternates per round"
+echo "  host: $(nproc) CPUs, $(uname -r)"
+echo
+
+# Warm-up (not measured): fills both proxies' upstream pools and caches.
+for s in $SCENARIOS; do
+    load "$s" "$port_nginx_http" "$port_nginx_tls" "$WARMUP" "$dir/warm.nginx.$s" >/dev/null
+    load "$s" "$port_edge_http" "$port_edge_tls" "$WARMUP" "$dir/warm.edge.$s" >/dev/null
+done
+
+: >"$dir/results"
+for round in $(seq 1 "$ROUNDS"); do
+    for s in $SCENARIOS; do
+        if ((round % 2)); then
+            measure "$s" nginx "$nginx_pid" "$port_nginx_http" "$port_nginx_tls" "$round"
+            measure "$s" "$edge_label" "$edge_pid" "$port_edge_http" "$port_edge_tls" "$round"
+        else
+            measure "$s" "$edge_label" "$edge_pid" "$port_edge_http" "$port_edge_tls" "$round"
+            measure "$s" nginx "$nginx_pid" "$port_nginx_http" "$port_nginx_tls" "$round"
+        fi
+    done
+done
+
+# ---------------------------------------------------------------- report
+
+# median COLUMN SCENARIO LABEL
+median() {
+    awk -v c="$1" -v s="$2" -v l="$3" '$1 == s && $2 == l { print $c }' "$dir/results" | sort -g |
+        awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+
+echo
+echo "Medians of $ROUNDS rounds (req/s higher is better; p99 and CPU/request lower is better)"
+printf '%-7s %-12s %10s %9s %12s %10s %7s\n' scenario proxy "req/s" "p99 ms" "CPU us/req" "proxy CPU" errors
+for s in $SCENARIOS; do
+    for l in nginx "$edge_label"; do
+        printf '%-7s %-12s %10.0f %9.2f %12.1f %9.0f%% %7d\n' "$s" "$l" \
+            "$(median 4 "$s" "$l")" "$(median 5 "$s" "$l")" "$(median 6 "$s" "$l")" "$(median 7 "$s" "$l")" \
+            "$(awk -v s="$s" -v l="$l" '$1 == s && $2 == l { e += $8 } END { print e + 0 }' "$dir/results")"
+    done
+    awk -v r="$(median 4 "$s" "$edge_label")" -v rn="$(median 4 "$s" nginx)" \
+        -v p="$(median 5 "$s" "$edge_label")" -v pn="$(median 5 "$s" nginx)" \
+        -v c="$(median 6 "$s" "$edge_label")" -v cn="$(median 6 "$s" nginx)" -v s="$s" -v l="$edge_label" 'BEGIN {
+        printf "%-7s %-12s %9.2fx %8.2fx %11.2fx\n", s, l "/nginx", r / rn, p / pn, c / cn }'
+    if [[ -f "$dir/raw.$s.nginx.1.tls" ]]; then
+        echo "        TLS nginx: $(cat "$dir/raw.$s.nginx.1.tls")"
+        echo "        TLS $edge_label: $(cat "$dir/raw.$s.$edge_label.1.tls")"
+    fi
+done
+echo
+echo "proxy CPU = the proxy's CPU time / wall time during the run; near 100% means the proxy's"
+echo "one core was the limit, well below it means the load generator or upstream (sharing cpu"
+echo "$CLIENT_CPU) was, and req/s then understates the proxy: compare CPU us/req instead."
+for l in nginx "$edge_label"; do
+    if [[ -s "$dir/$l/error.log" ]]; then
+        echo "note: $l error.log is not empty:"
+        tail -5 "$dir/$l/error.log"
+    fi
+done
+if [[ "$EDGE" == moodle-edge && -s "$dir/moodle-edge.out" ]]; then
+    echo "note: moodle-edge printed (last lines):"
+    tail -5 "$dir/moodle-edge.out"
+fi

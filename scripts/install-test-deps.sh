@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Installs the programs the tests and load benchmarks run beside moodle-edge, on Debian 12 as
+# root. Idempotent and quick to repeat: apt is only touched when a command is missing.
+#
+# To add a dependency, add one line to NEEDED below: "<command> <debian-package>".
+set -euo pipefail
+
+# command-that-must-exist  debian-package-that-provides-it
+NEEDED=(
+    "nginx        nginx"          # the reference proxy and the fake Moodle upstream (1.22 in Debian 12)
+    "redis-server redis-server"   # store back end for the integration tests (7.0)
+    "redis-cli    redis-tools"    # stopping / probing that redis
+    "wrk          wrk"            # HTTP/1.1 load generator (bench/load.sh)
+    "h2load       nghttp2-client" # HTTP/2 and TLS load generator (bench/load.sh)
+    "curl         curl"           # smoke checks in scripts
+    "openssl      openssl"        # self-signed certificates for TLS tests and benches
+    "taskset      util-linux"     # pinning servers and load generator to separate cores
+    "ps           procps"         # process inspection in scripts
+)
+
+missing=()
+for entry in "${NEEDED[@]}"; do
+    read -r cmd pkg <<<"$entry"
+    if ! command -v "$cmd" >/dev/null 2>&1; then
+        missing+=("$pkg")
+    fi
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+    echo "install-test-deps: all test dependencies already present"
+    exit 0
+fi
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "install-test-deps: missing packages (${missing[*]}) and not root; install them and rerun" >&2
+    exit 1
+fi
+
+# Deduplicate (several commands can come from one package).
+mapfile -t packages < <(printf '%s\n' "${missing[@]}" | sort -u)
+echo "install-test-deps: installing ${packages[*]}"
+
+export DEBIAN_FRONTEND=noninteractive
+# Debian starts nginx and redis-server as services on install; the tests run their own copies
+# on their own 127.0.0.1 ports, so the system services are harmless but not needed.
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${packages[@]}" </dev/null
+
+for entry in "${NEEDED[@]}"; do
+    read -r cmd pkg <<<"$entry"
+    if ! command -v "$cmd" >/dev/null 2>&1; then
+        echo "install-test-deps: $cmd still missing after installing $pkg" >&2
+        exit 1
+    fi
+done
+echo "install-test-deps: done"

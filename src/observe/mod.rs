@@ -1,0 +1,9 @@
+//! The log stage and everything an operator watches: Prometheus metrics, health and readiness,
+//! access and audit logs with secrets redacted.
+
+pub mod access_log;
+pub mod config;
+pub mod health;
+pub mod metrics;
+pub mod redact;
+pub mod sink;

@@ -1,0 +1,477 @@
+//! One request, one path. Every request walks these stages in this order; each is a function
+//! in its own module, and this file is the table of contents:
+//!
+//! 1. accept        `server::listener`      TLS, SNI, connection limit, header-read timeout
+//! 2. sanitize      `proxy::sanitize`       smuggling, reserved headers, X-Forwarded-*
+//! 3. route         `route`                 classify once: page, web service, SSO, MNet, edge
+//! 4. guard         `webservice::guard`     rate limits, concurrency caps, breaker, policy
+//! 5. authenticate  `sso`                   single sign-on (answered here when it applies)
+//! 6. forward       `proxy::forward`        the pooled upstream call with its timeouts
+//! 7. respond       `sendfile`, `proxy::*`  offload files, hop-by-hop, upgrades, error pages
+//! 8. log           `observe::access_log`   one line and the metrics, secrets redacted
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{request, Method, Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+
+use crate::body::ProxyBody;
+use crate::observe::access_log::{AccessRecord, Finish, LoggedBody};
+use crate::observe::redact;
+use crate::proxy::body::GuardedBody;
+use crate::proxy::error_page::{error_response, ErrorStyle};
+use crate::proxy::forward::{Forward, ForwardError};
+use crate::proxy::sanitize::{self, SanitizeInput};
+use crate::proxy::{headers, upgrade};
+use crate::route::{self, EdgeRoute, Route, RouteTable};
+use crate::sendfile::Offloader;
+use crate::state::State;
+use crate::{server, sso, webservice};
+
+/// What the accept stage knows about the connection a request came on.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub tls: bool,
+    /// The SNI name the client sent (picks the certificate, and later the tenant).
+    pub sni: Option<String>,
+    /// Index of the `server.listen` entry.
+    pub listener: usize,
+}
+
+/// The request context: what the stages learn about one request, in the order they learn it.
+pub struct RequestContext {
+    pub request_id: String,
+    pub started: Instant,
+    pub route: Route,
+    pub client_ip: IpAddr,
+    pub host: String,
+    pub upstream_time: Option<Duration>,
+    /// The file an offload served.
+    pub offload: Option<String>,
+    /// Why the edge answered by itself, when it did.
+    pub note: Option<&'static str>,
+}
+
+/// The request headers the respond stage needs after the request itself went upstream.
+const PRECONDITION_HEADERS: &[HeaderName] = &[
+    header::RANGE,
+    header::IF_RANGE,
+    header::IF_MATCH,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_UNMODIFIED_SINCE,
+];
+
+/// The service function: runs the stages, then the log stage.
+pub async fn handle(
+    state: Arc<State>,
+    conn: Arc<ConnInfo>,
+    mut req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let started = Instant::now();
+    let on_upgrade = upgrade::is_upgrade_request(&req).then(|| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+    let mut ctx = RequestContext {
+        request_id: request_id(&parts.headers),
+        started,
+        route: Route::Page,
+        client_ip: conn.peer.ip(),
+        host: String::new(),
+        upstream_time: None,
+        offload: None,
+        note: None,
+    };
+    let log_base = state.access_log.enabled().then(|| LogBase::from(&parts));
+    let mut response = run_stages(&state, &conn, &mut ctx, parts, body, on_upgrade).await;
+    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    Ok(log_stage(&state, &conn, ctx, log_base, response))
+}
+
+async fn run_stages(
+    state: &State,
+    conn: &ConnInfo,
+    ctx: &mut RequestContext,
+    mut parts: request::Parts,
+    body: Incoming,
+    on_upgrade: Option<OnUpgrade>,
+) -> Response<ProxyBody> {
+    let cfg = &state.config;
+
+    // 2. sanitize
+    let sanitized = match sanitize::sanitize(
+        &mut parts,
+        &SanitizeInput {
+            peer: conn.peer.ip(),
+            tls: conn.tls,
+            trusted_proxies: &cfg.server.trusted_proxies,
+            max_body_size: cfg.server.limits.max_body_size.bytes(),
+            upgrade: on_upgrade.is_some(),
+        },
+    ) {
+        Ok(s) => s,
+        Err(refusal) => {
+            ctx.note = Some(refusal.reason);
+            state.process.core.rejected_requests.with_label_values(&[refusal.reason]).inc();
+            let style = style_for_path(state, parts.uri.path());
+            let mut resp = error_response(refusal.status, style, refusal.message, &ctx.request_id);
+            if refusal.reason == "smuggling" {
+                // The framing of anything after this request cannot be trusted either.
+                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            return resp;
+        }
+    };
+    ctx.client_ip = sanitized.client.ip;
+    ctx.host = sanitized.host.clone();
+    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+        parts.headers.insert("x-request-id", v);
+    }
+
+    // 3. route
+    ctx.route = route::classify(
+        parts.uri.path(),
+        &RouteTable {
+            public_health_path: &cfg.server.public_health_path,
+            is_internal: &|p| state.offloader.is_internal_path(p),
+            entry_kind: &|p| state.guard.entry_kind(p),
+            sso_intercept: cfg.sso.as_ref().map(|s| s.intercept.as_slice()),
+            mnet: cfg.mnet.is_some(),
+        },
+    );
+    match ctx.route {
+        Route::Edge(EdgeRoute::Health) => return server::admin::readiness_response(state).await,
+        Route::Internal => {
+            ctx.note = Some("internal_path");
+            state.process.core.rejected_requests.with_label_values(&["internal_path"]).inc();
+            return error_response(StatusCode::NOT_FOUND, ErrorStyle::Html, "Not found.", &ctx.request_id);
+        }
+        _ => {}
+    }
+    if let Some(listen) = cfg.server.listen.get(conn.listener) {
+        if listen.redirect_to_https {
+            ctx.note = Some("https_redirect");
+            return https_redirect(&ctx.host, listen.https_port, &parts);
+        }
+    }
+
+    // 4. guard
+    let (body, ws) = match ctx.route {
+        Route::WebService(entry) => {
+            match webservice::stage::guard(state, ctx, entry, &parts, crate::body::boxed(body)).await {
+                Ok((body, admitted)) => (body, Some(admitted)),
+                Err(response) => return response,
+            }
+        }
+        _ => (crate::body::boxed(body), None),
+    };
+
+    // 5. authenticate
+    if let Some(response) = sso::authenticate(state, ctx, &parts) {
+        return response;
+    }
+
+    // 6. forward
+    let method = parts.method.clone();
+    let preconditions = copy_headers(&parts.headers, PRECONDITION_HEADERS);
+    let (body, fate) = GuardedBody::new(
+        body,
+        Some(cfg.server.limits.max_body_size.bytes()),
+        cfg.server.limits.client_body_timeout.get(),
+    );
+    let forward = Forward {
+        client: &state.client,
+        target: &state.target,
+        response_timeout: cfg.upstream.response_timeout.get(),
+        metrics: &state.process.core,
+    };
+    let upstream_started = Instant::now();
+    let result = forward.send(parts, body.boxed_unsync(), Some(fate)).await;
+    ctx.upstream_time = Some(upstream_started.elapsed());
+    let upstream = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let response = forward_error_response(state, ctx, &e);
+            if let Some(ws) = ws {
+                ws.upstream_failed(state, ctx, &e, response.status());
+            }
+            return response;
+        }
+    };
+
+    // 7. respond
+    let response = if Offloader::wants_offload(upstream.headers()) {
+        offload(state, ctx, &method, &preconditions, upstream).await
+    } else {
+        pass_through(state, upstream, on_upgrade, sanitized.upgrade)
+    };
+    match ws {
+        Some(ws) => ws.watch_response(state, ctx, response),
+        None => response,
+    }
+}
+
+/// The X-Request-Id to use: the client's (or front proxy's) when it is sane, else a new one.
+fn request_id(headers: &HeaderMap) -> String {
+    if let Some(id) = headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
+        if !id.is_empty()
+            && id.len() <= 128
+            && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'@'))
+        {
+            return id.to_string();
+        }
+    }
+    format!("{:032x}", rand::random::<u128>())
+}
+
+fn copy_headers(from: &HeaderMap, names: &[HeaderName]) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for name in names {
+        for v in from.get_all(name) {
+            out.append(name.clone(), v.clone());
+        }
+    }
+    out
+}
+
+fn style_for_path(state: &State, path: &str) -> ErrorStyle {
+    if state.guard.entry_kind(path).is_some() {
+        ErrorStyle::MoodleJson
+    } else {
+        ErrorStyle::Html
+    }
+}
+
+fn style_for(ctx: &RequestContext) -> ErrorStyle {
+    match ctx.route {
+        Route::WebService(_) => ErrorStyle::MoodleJson,
+        _ => ErrorStyle::Html,
+    }
+}
+
+fn https_redirect(host: &str, port: Option<u16>, parts: &request::Parts) -> Response<ProxyBody> {
+    let bare_host = match host.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && !host.ends_with(']') => h,
+        _ => host,
+    };
+    let port = match port {
+        Some(443) | None => String::new(),
+        Some(p) => format!(":{p}"),
+    };
+    let target = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let location = format!("https://{bare_host}{port}{target}");
+    let mut resp = Response::new(crate::body::empty());
+    *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+fn forward_error_response(state: &State, ctx: &mut RequestContext, e: &ForwardError) -> Response<ProxyBody> {
+    let core = &state.process.core;
+    if let Some(kind) = e.upstream_kind() {
+        core.upstream_errors.with_label_values(&[kind]).inc();
+        tracing::warn!(request_id = %ctx.request_id, error = %e, "upstream failed");
+    }
+    let (status, note, message) = match e {
+        ForwardError::Connect(_) => (StatusCode::BAD_GATEWAY, "upstream_connect", "The site is not answering. Please try again shortly."),
+        ForwardError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "The site took too long to answer."),
+        ForwardError::Protocol(_) => (StatusCode::BAD_GATEWAY, "upstream_protocol", "The site sent a broken answer."),
+        ForwardError::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "The request body is larger than this site accepts."),
+        ForwardError::ClientBodyTimeout => (StatusCode::REQUEST_TIMEOUT, "client_body_timeout", "The request body stopped arriving."),
+        // Nobody is left to read this answer; 499 is what nginx logs for it.
+        ForwardError::ClientGone => (StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST), "client_gone", "The client went away."),
+        ForwardError::BadUri(_) => (StatusCode::BAD_REQUEST, "bad_target", "The request target is not valid."),
+    };
+    ctx.note = Some(note);
+    if e.upstream_kind().is_none() {
+        core.rejected_requests.with_label_values(&[note]).inc();
+    }
+    let mut resp = error_response(status, style_for(ctx), message, &ctx.request_id);
+    if matches!(e, ForwardError::BodyTooLarge | ForwardError::ClientBodyTimeout | ForwardError::ClientGone) {
+        // The rest of the request body is still on the wire: do not read it as a new request.
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+/// An ordinary answer: hop-by-hop headers out, body streamed with the idle timeout.
+fn pass_through(
+    state: &State,
+    upstream: Response<Incoming>,
+    on_upgrade: Option<OnUpgrade>,
+    upgrade_requested: bool,
+) -> Response<ProxyBody> {
+    let (mut parts, body) = upstream.into_parts();
+    let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
+    if switching {
+        if let (Some(client), true) = (on_upgrade, upgrade_requested) {
+            let mut upstream = Response::from_parts(parts.clone(), body);
+            upgrade::join(client, hyper::upgrade::on(&mut upstream));
+            headers::strip_hop_by_hop(&mut parts.headers, true);
+            return Response::from_parts(parts, crate::body::empty());
+        }
+        // A 101 nobody asked for cannot be honoured.
+        return error_response(StatusCode::BAD_GATEWAY, ErrorStyle::Html, "Unexpected protocol switch.", "");
+    }
+    headers::strip_hop_by_hop(&mut parts.headers, false);
+    strip_offload_controls(&mut parts.headers);
+    let (body, _fate) = GuardedBody::new(body, None, state.config.upstream.idle_timeout.get());
+    Response::from_parts(parts, body.boxed_unsync())
+}
+
+/// nginx never passes X-Accel-* controls to the client, whether or not it acted on them.
+fn strip_offload_controls(headers: &mut HeaderMap) {
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| n.as_str().starts_with("x-accel-") || n.as_str() == "x-sendfile")
+        .cloned()
+        .collect();
+    for n in names {
+        headers.remove(n);
+    }
+}
+
+/// The upstream asked for a file: release it at once and stream the file ourselves.
+async fn offload(
+    state: &State,
+    ctx: &mut RequestContext,
+    method: &Method,
+    preconditions: &HeaderMap,
+    upstream: Response<Incoming>,
+) -> Response<ProxyBody> {
+    let (parts, body) = upstream.into_parts();
+    release_upstream(body);
+    let result = state.offloader.respond(method, preconditions, parts).await;
+    if let Some(reason) = result.refusal {
+        ctx.note = Some(reason);
+        tracing::warn!(request_id = %ctx.request_id, reason, "offload refused");
+    }
+    ctx.offload = result.file.map(|f| f.display().to_string());
+    let mut response = result.response;
+    headers::strip_hop_by_hop(response.headers_mut(), false);
+    response
+}
+
+/// Reads what is left of an offload answer's body (Moodle sends none) so the connection goes
+/// back to the pool; a body that keeps coming is dropped, which closes that connection.
+fn release_upstream(body: Incoming) {
+    use http_body::Body as _;
+    if body.is_end_stream() {
+        return;
+    }
+    tokio::spawn(async move {
+        let drain = async {
+            let mut body = body;
+            let mut seen = 0usize;
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(f) => {
+                        seen += f.data_ref().map_or(0, |d| d.len());
+                        if seen > 64 * 1024 {
+                            return;
+                        }
+                    }
+                    Err(_) => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+    });
+}
+
+/// What the access log needs from the request head, taken before the head moves on.
+struct LogBase {
+    method: String,
+    target: String,
+    protocol: &'static str,
+    user_agent: String,
+    referer: String,
+}
+
+impl LogBase {
+    fn from(parts: &request::Parts) -> Self {
+        let header = |name: header::HeaderName| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.chars().take(512).collect::<String>())
+                .unwrap_or_default()
+        };
+        LogBase {
+            method: parts.method.as_str().to_string(),
+            target: redact::redact_target(parts.uri.path(), parts.uri.query()),
+            protocol: match parts.version {
+                Version::HTTP_09 => "HTTP/0.9",
+                Version::HTTP_10 => "HTTP/1.0",
+                Version::HTTP_2 => "HTTP/2.0",
+                Version::HTTP_3 => "HTTP/3.0",
+                _ => "HTTP/1.1",
+            },
+            user_agent: header(header::USER_AGENT),
+            referer: header(header::REFERER),
+        }
+    }
+}
+
+// 8. log
+fn log_stage(
+    state: &State,
+    conn: &ConnInfo,
+    ctx: RequestContext,
+    base: Option<LogBase>,
+    response: Response<ProxyBody>,
+) -> Response<ProxyBody> {
+    let core = &state.process.core;
+    let route = ctx.route.label();
+    core.request_duration
+        .with_label_values(&[route])
+        .observe(ctx.started.elapsed().as_secs_f64());
+    let base = base.unwrap_or(LogBase {
+        method: String::new(),
+        target: String::new(),
+        protocol: "",
+        user_agent: String::new(),
+        referer: String::new(),
+    });
+    let record = AccessRecord {
+        time: SystemTime::now(),
+        request_id: ctx.request_id,
+        client_ip: ctx.client_ip,
+        method: base.method,
+        host: ctx.host,
+        target: base.target,
+        protocol: base.protocol,
+        tls: conn.tls,
+        route,
+        status: response.status().as_u16(),
+        bytes_sent: 0,
+        duration_ms: 0.0,
+        upstream_ms: ctx.upstream_time.map(|d| d.as_secs_f64() * 1000.0),
+        offload: ctx.offload,
+        note: ctx.note,
+        complete: false,
+        user_agent: base.user_agent,
+        referer: base.referer,
+    };
+    let finish = Finish::new(
+        record,
+        ctx.started,
+        state.access_log.clone(),
+        state.access_format,
+        core.clone(),
+    );
+    let (parts, body) = response.into_parts();
+    Response::from_parts(parts, LoggedBody::new(body, finish).boxed_unsync())
+}

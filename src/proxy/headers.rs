@@ -1,0 +1,233 @@
+//! Header rules shared by both directions: hop-by-hop headers (RFC 9110 §7.6.1) never cross the
+//! proxy, headers only the proxy may set are stripped from clients, and X-Forwarded-* says who
+//! the client was.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+
+/// Hop-by-hop headers, always removed, plus whatever `Connection` names.
+const HOP_BY_HOP: &[HeaderName] = &[
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+];
+
+/// Removes hop-by-hop headers. `keep_upgrade` keeps `Connection: upgrade` + `Upgrade` for a
+/// WebSocket handshake, which must reach the other side.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Headers named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        if keep_upgrade && (name == header::UPGRADE) {
+            continue;
+        }
+        headers.remove(&name);
+    }
+    for name in HOP_BY_HOP {
+        if keep_upgrade && (name == header::CONNECTION || name == header::UPGRADE) {
+            continue;
+        }
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// True when the header is one a client must never set: the offload controls (only the
+/// upstream may ask for an offload) and the identity headers moodle-edge itself sets.
+pub fn is_reserved_request_header(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    n.starts_with("x-accel-")
+        || n == "x-sendfile"
+        || n == "x-sendfile-type"
+        || n == "x-lighttpd-send-file"
+        || n.starts_with("x-moodle-edge-")
+}
+
+pub fn strip_reserved_request_headers(headers: &mut HeaderMap) -> usize {
+    let reserved: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_reserved_request_header(n))
+        .cloned()
+        .collect();
+    let count = reserved.len();
+    for name in reserved {
+        headers.remove(name);
+    }
+    count
+}
+
+/// Who the client is, once the trusted proxies in front of us are accounted for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAddr {
+    pub ip: IpAddr,
+    /// The X-Forwarded-For chain to send upstream: what trusted proxies told us, then the peer.
+    pub forwarded_for: String,
+    /// A trusted proxy in front of us said the original scheme was this.
+    pub forwarded_proto: Option<String>,
+}
+
+pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
+    trusted.iter().any(|net| net.contains(&ip))
+}
+
+/// Works out the client address. The incoming X-Forwarded-For is believed only when the peer is
+/// a trusted proxy; then the chain is walked from the right, skipping trusted hops, and the first
+/// untrusted address is the client (the same rule as nginx's real_ip_recursive).
+pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> ClientAddr {
+    if !is_trusted(peer, trusted) {
+        return ClientAddr {
+            ip: peer,
+            forwarded_for: peer.to_string(),
+            forwarded_proto: None,
+        };
+    }
+    let chain: Vec<String> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let mut client = peer;
+    for hop in chain.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) => {
+                client = ip;
+                if !is_trusted(ip, trusted) {
+                    break;
+                }
+            }
+            // Garbage in the chain: stop believing it here.
+            Err(_) => break,
+        }
+    }
+    let mut forwarded_for = chain.join(", ");
+    if !forwarded_for.is_empty() {
+        forwarded_for.push_str(", ");
+    }
+    forwarded_for.push_str(&peer.to_string());
+    let forwarded_proto = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .filter(|v| v == "http" || v == "https");
+    ClientAddr {
+        ip: client,
+        forwarded_for,
+        forwarded_proto,
+    }
+}
+
+/// Sets X-Forwarded-For/-Proto/-Host and X-Real-IP, replacing whatever the client sent.
+pub fn set_forwarded(headers: &mut HeaderMap, client: &ClientAddr, proto: &str, host: &str) {
+    headers.remove("forwarded");
+    if let Ok(v) = HeaderValue::from_str(&client.forwarded_for) {
+        headers.insert("x-forwarded-for", v);
+    }
+    let proto = client.forwarded_proto.as_deref().unwrap_or(proto);
+    if let Ok(v) = HeaderValue::from_str(proto) {
+        headers.insert("x-forwarded-proto", v);
+    }
+    match HeaderValue::from_str(host) {
+        Ok(v) if !host.is_empty() => {
+            headers.insert("x-forwarded-host", v);
+        }
+        _ => {
+            headers.remove("x-forwarded-host");
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&client.ip.to_string()) {
+        headers.insert("x-real-ip", v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret-hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret-hop", "1"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("content-type", "text/html"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("content-type"));
+    }
+
+    #[test]
+    fn upgrade_survives_when_asked() {
+        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["upgrade"], "websocket");
+    }
+
+    #[test]
+    fn reserved_headers_are_stripped() {
+        let mut h = map(&[
+            ("x-accel-redirect", "/moodledata-internal/x"),
+            ("X-Sendfile", "/etc/passwd"),
+            ("x-moodle-edge-user", "admin"),
+            ("x-other", "ok"),
+        ]);
+        assert_eq!(strip_reserved_request_headers(&mut h), 3);
+        assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn untrusted_peer_forwarded_for_is_ignored() {
+        let h = map(&[("x-forwarded-for", "1.2.3.4")]);
+        let c = client_addr("10.0.0.9".parse().unwrap(), &h, &[]);
+        assert_eq!(c.ip.to_string(), "10.0.0.9");
+        assert_eq!(c.forwarded_for, "10.0.0.9");
+    }
+
+    #[test]
+    fn trusted_chain_is_walked_from_the_right() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let h = map(&[("x-forwarded-for", "6.6.6.6, 1.2.3.4, 10.0.0.5"), ("x-forwarded-proto", "https")]);
+        let c = client_addr("10.0.0.9".parse().unwrap(), &h, &trusted);
+        assert_eq!(c.ip.to_string(), "1.2.3.4");
+        assert_eq!(c.forwarded_for, "6.6.6.6, 1.2.3.4, 10.0.0.5, 10.0.0.9");
+        assert_eq!(c.forwarded_proto.as_deref(), Some("https"));
+    }
+
+    #[test]
+    fn garbage_in_a_trusted_chain_stops_the_walk() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let h = map(&[("x-forwarded-for", "1.2.3.4, nonsense")]);
+        let c = client_addr("10.0.0.9".parse().unwrap(), &h, &trusted);
+        assert_eq!(c.ip.to_string(), "10.0.0.9");
+    }
+}

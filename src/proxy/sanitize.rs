@@ -1,0 +1,279 @@
+//! The sanitize stage: refuse malformed or smuggled requests, strip what a client must never
+//! send, and set the forwarding headers. hyper has already refused what it cannot parse (bad
+//! chunk sizes, conflicting Content-Length values, obs-fold); this stage refuses what hyper lets
+//! through but a Moodle behind us could read differently.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{request, Method, StatusCode, Version};
+use ipnet::IpNet;
+
+use crate::proxy::headers::{self, ClientAddr};
+
+/// Why a request was refused, and how to answer it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: StatusCode,
+    /// Metric label and access-log note.
+    pub reason: &'static str,
+    pub message: &'static str,
+}
+
+fn refuse(status: StatusCode, reason: &'static str, message: &'static str) -> Refusal {
+    Refusal {
+        status,
+        reason,
+        message,
+    }
+}
+
+/// What the later stages learn from sanitizing.
+#[derive(Debug, Clone)]
+pub struct Sanitized {
+    /// The Host the client asked for (from Host, or :authority on HTTP/2), forwarded as is.
+    pub host: String,
+    pub client: ClientAddr,
+    /// An HTTP/1.1 Upgrade (WebSocket) handshake: Connection/Upgrade must reach the upstream.
+    pub upgrade: bool,
+}
+
+pub struct SanitizeInput<'a> {
+    pub peer: IpAddr,
+    pub tls: bool,
+    pub trusted_proxies: &'a [IpNet],
+    pub max_body_size: u64,
+    pub upgrade: bool,
+}
+
+pub fn sanitize(parts: &mut request::Parts, input: &SanitizeInput<'_>) -> Result<Sanitized, Refusal> {
+    check_method(&parts.method)?;
+    check_target(parts)?;
+    check_framing(&parts.headers, parts.version)?;
+    check_body_size(&parts.headers, input.max_body_size)?;
+    let host = resolve_host(parts)?;
+
+    headers::strip_reserved_request_headers(&mut parts.headers);
+    headers::strip_hop_by_hop(&mut parts.headers, input.upgrade);
+    if parts.version == Version::HTTP_2 {
+        merge_cookies(&mut parts.headers);
+    }
+    let client = headers::client_addr(input.peer, &parts.headers, input.trusted_proxies);
+    headers::set_forwarded(
+        &mut parts.headers,
+        &client,
+        if input.tls { "https" } else { "http" },
+        &host,
+    );
+    Ok(Sanitized {
+        host,
+        client,
+        upgrade: input.upgrade,
+    })
+}
+
+fn check_method(method: &Method) -> Result<(), Refusal> {
+    // A reverse proxy for a web application has no business tunnelling (CONNECT) or echoing
+    // requests with their cookies back (TRACE); nginx refuses both too.
+    if method == Method::CONNECT || method == Method::TRACE {
+        return Err(refuse(StatusCode::METHOD_NOT_ALLOWED, "method", "This method is not allowed."));
+    }
+    Ok(())
+}
+
+fn check_target(parts: &request::Parts) -> Result<(), Refusal> {
+    let path = parts.uri.path();
+    if !path.starts_with('/') {
+        // Authority form (CONNECT) or asterisk form (OPTIONS *): nothing Moodle serves.
+        return Err(refuse(StatusCode::BAD_REQUEST, "bad_target", "The request target is not a path."));
+    }
+    Ok(())
+}
+
+/// Request smuggling defences (RFC 9112 §6.1, §6.3).
+fn check_framing(headers: &HeaderMap, version: Version) -> Result<(), Refusal> {
+    let te = headers.get_all(header::TRANSFER_ENCODING).iter().count();
+    let cl: Vec<&HeaderValue> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
+    if te > 0 && !cl.is_empty() {
+        // Both framings at once is the classic CL.TE / TE.CL desync: refuse, never pick one.
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "smuggling",
+            "Content-Length and Transfer-Encoding together are not allowed.",
+        ));
+    }
+    if te > 0 && version == Version::HTTP_10 {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "smuggling",
+            "Transfer-Encoding is not allowed in HTTP/1.0.",
+        ));
+    }
+    if cl.len() > 1 {
+        return Err(refuse(StatusCode::BAD_REQUEST, "smuggling", "More than one Content-Length."));
+    }
+    if let Some(v) = cl.first() {
+        let ok = v.to_str().map(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).unwrap_or(false);
+        if !ok {
+            return Err(refuse(StatusCode::BAD_REQUEST, "smuggling", "Content-Length is not a number."));
+        }
+    }
+    Ok(())
+}
+
+fn check_body_size(headers: &HeaderMap, max: u64) -> Result<(), Refusal> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max) {
+        return Err(refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "The request body is larger than this site accepts.",
+        ));
+    }
+    Ok(())
+}
+
+/// The host the client asked for. HTTP/1.1 needs exactly one Host header; an absolute-form
+/// target's authority wins over it (RFC 9112 §3.2.2); HTTP/2 carries it as :authority.
+fn resolve_host(parts: &mut request::Parts) -> Result<String, Refusal> {
+    let hosts: Vec<&HeaderValue> = parts.headers.get_all(header::HOST).iter().collect();
+    if hosts.len() > 1 {
+        return Err(refuse(StatusCode::BAD_REQUEST, "bad_host", "More than one Host header."));
+    }
+    let host = match (parts.uri.authority(), hosts.first()) {
+        (Some(authority), _) => authority.as_str().to_string(),
+        (None, Some(h)) => h
+            .to_str()
+            .map_err(|_| refuse(StatusCode::BAD_REQUEST, "bad_host", "The Host header is not valid."))?
+            .to_string(),
+        (None, None) if parts.version == Version::HTTP_10 => String::new(),
+        (None, None) => return Err(refuse(StatusCode::BAD_REQUEST, "bad_host", "The Host header is missing.")),
+    };
+    if !host.is_empty() && !valid_host(&host) {
+        return Err(refuse(StatusCode::BAD_REQUEST, "bad_host", "The Host header is not valid."));
+    }
+    if !host.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&host) {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+    Ok(host)
+}
+
+/// host[:port], a bracketed IPv6 literal, nothing else: no userinfo, paths or spaces.
+fn valid_host(host: &str) -> bool {
+    host.len() <= 255
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_'))
+}
+
+/// HTTP/2 clients may split Cookie into several fields; an HTTP/1.1 upstream needs one
+/// (RFC 9113 §8.2.3).
+fn merge_cookies(headers: &mut HeaderMap) {
+    let count = headers.get_all(header::COOKIE).iter().count();
+    if count < 2 {
+        return;
+    }
+    let joined = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join("; ");
+    if let Ok(v) = HeaderValue::from_str(&joined) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Request;
+
+    fn parts(req: Request<()>) -> request::Parts {
+        req.into_parts().0
+    }
+
+    fn input() -> SanitizeInput<'static> {
+        SanitizeInput {
+            peer: "192.0.2.7".parse().unwrap(),
+            tls: true,
+            trusted_proxies: &[],
+            max_body_size: 1000,
+            upgrade: false,
+        }
+    }
+
+    #[test]
+    fn a_plain_request_gets_forwarding_headers() {
+        let mut p = parts(
+            Request::get("/course/view.php?id=2")
+                .header("host", "lms.example.edu")
+                .header("x-forwarded-for", "6.6.6.6")
+                .header("x-accel-redirect", "/moodledata-internal/x")
+                .body(())
+                .unwrap(),
+        );
+        let s = sanitize(&mut p, &input()).unwrap();
+        assert_eq!(s.host, "lms.example.edu");
+        assert_eq!(p.headers["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(p.headers["x-forwarded-proto"], "https");
+        assert_eq!(p.headers["x-forwarded-host"], "lms.example.edu");
+        assert!(!p.headers.contains_key("x-accel-redirect"));
+    }
+
+    #[test]
+    fn cl_and_te_together_are_refused() {
+        let mut p = parts(
+            Request::post("/")
+                .header("host", "h")
+                .header("content-length", "5")
+                .header("transfer-encoding", "chunked")
+                .body(())
+                .unwrap(),
+        );
+        assert_eq!(sanitize(&mut p, &input()).unwrap_err().reason, "smuggling");
+    }
+
+    #[test]
+    fn oversized_declared_body_is_413() {
+        let mut p = parts(Request::post("/").header("host", "h").header("content-length", "1001").body(()).unwrap());
+        assert_eq!(sanitize(&mut p, &input()).unwrap_err().status, 413);
+    }
+
+    #[test]
+    fn missing_or_double_host_is_400() {
+        let mut p = parts(Request::get("/").body(()).unwrap());
+        assert_eq!(sanitize(&mut p, &input()).unwrap_err().reason, "bad_host");
+        let mut p = parts(Request::get("/").header("host", "a").header("host", "b").body(()).unwrap());
+        assert_eq!(sanitize(&mut p, &input()).unwrap_err().reason, "bad_host");
+        let mut p = parts(Request::get("/").header("host", "a b").body(()).unwrap());
+        assert_eq!(sanitize(&mut p, &input()).unwrap_err().reason, "bad_host");
+    }
+
+    #[test]
+    fn trace_and_connect_are_refused() {
+        let mut p = parts(Request::builder().method("TRACE").uri("/").header("host", "h").body(()).unwrap());
+        assert_eq!(sanitize(&mut p, &input()).unwrap_err().status, 405);
+    }
+
+    #[test]
+    fn h2_cookies_are_joined() {
+        let mut p = parts(
+            Request::get("https://lms/")
+                .version(Version::HTTP_2)
+                .header("cookie", "a=1")
+                .header("cookie", "MoodleSession=x")
+                .body(())
+                .unwrap(),
+        );
+        let s = sanitize(&mut p, &input()).unwrap();
+        assert_eq!(s.host, "lms");
+        assert_eq!(p.headers["cookie"], "a=1; MoodleSession=x");
+        assert_eq!(p.headers["host"], "lms");
+    }
+}

@@ -1,0 +1,205 @@
+//! The accept stage: one accept loop per public listener, the connection limit, TLS with SNI
+//! and ALPN, the header-read timeout, HTTP/1.1 and HTTP/2, and a graceful stop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::pipeline::{self, ConnInfo};
+use crate::state::SharedState;
+
+/// Which protocols a connection may speak.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Protocols {
+    Http1,
+    Http2,
+    /// Plain listener with HTTP/2 on: h1, or h2 with prior knowledge (h2c).
+    Auto,
+}
+
+/// Everything an accept loop needs; cheap to clone.
+#[derive(Clone)]
+pub struct Acceptor {
+    pub index: usize,
+    pub label: String,
+    pub shared: SharedState,
+    /// One permit per open client connection, across all listeners (`max_connections`).
+    pub connections: Arc<Semaphore>,
+    pub shutdown: CancellationToken,
+    /// Tracks connection tasks, so shutdown can wait for them to drain.
+    pub tracker: TaskTracker,
+}
+
+impl Acceptor {
+    pub async fn run(self, listener: TcpListener) {
+        loop {
+            // Waiting for a permit before accepting leaves extra connections in the kernel
+            // backlog instead of accepting and then dropping them.
+            let permit = tokio::select! {
+                p = self.connections.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+                _ = self.shutdown.cancelled() => return,
+            };
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(listener = %self.label, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = self.shutdown.cancelled() => return,
+            };
+            let this = self.clone();
+            self.tracker.spawn(async move {
+                let _permit = permit;
+                this.serve(stream, peer).await;
+            });
+        }
+    }
+
+    async fn serve(self, stream: TcpStream, peer: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().unwrap_or(peer);
+        let state = self.shared.load_full();
+        let core = state.process.core.clone();
+        let open = core.connections_open.with_label_values(&[&self.label]);
+        core.connections_total.with_label_values(&[&self.label]).inc();
+        open.inc();
+        let limits = state.config.server.limits.clone();
+        let http2 = state.config.server.listen.get(self.index).is_none_or(|l| l.http2);
+        let tls = state.tls.get(self.index).cloned().flatten();
+        drop(state);
+
+        let result = match tls {
+            Some(tls) => {
+                let handshake = TlsAcceptor::from(tls).accept(stream);
+                match tokio::time::timeout(limits.header_read_timeout.get(), handshake).await {
+                    Ok(Ok(tls_stream)) => {
+                        let (_, session) = tls_stream.get_ref();
+                        let sni = session.server_name().map(str::to_string);
+                        let protocols = if session.alpn_protocol() == Some(b"h2") {
+                            Protocols::Http2
+                        } else {
+                            Protocols::Http1
+                        };
+                        let conn = ConnInfo {
+                            peer,
+                            local,
+                            tls: true,
+                            sni,
+                            listener: self.index,
+                        };
+                        self.serve_http(TokioIo::new(tls_stream), conn, protocols, &limits).await
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        core.tls_handshake_failures.with_label_values(&[&self.label]).inc();
+                        Ok(())
+                    }
+                    Err(_) => {
+                        core.tls_handshake_failures.with_label_values(&[&self.label]).inc();
+                        Ok(())
+                    }
+                }
+            }
+            None => {
+                let conn = ConnInfo {
+                    peer,
+                    local,
+                    tls: false,
+                    sni: None,
+                    listener: self.index,
+                };
+                let protocols = if http2 { Protocols::Auto } else { Protocols::Http1 };
+                self.serve_http(TokioIo::new(stream), conn, protocols, &limits).await
+            }
+        };
+        if let Err(reason) = result {
+            core.connections_rejected.with_label_values(&[reason]).inc();
+        }
+        open.dec();
+    }
+
+    async fn serve_http<I>(
+        &self,
+        io: TokioIo<I>,
+        conn: ConnInfo,
+        protocols: Protocols,
+        limits: &crate::server::config::LimitsConfig,
+    ) -> Result<(), &'static str>
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let conn = Arc::new(conn);
+        let shared = self.shared.clone();
+        let service = service_fn(move |req| pipeline::handle(shared.load_full(), conn.clone(), req));
+
+        let max_header = limits.max_header_size.bytes().min(u32::MAX as u64) as usize;
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout.get())
+            // Bounds both the header (431 beyond it) and what one slow reader can queue.
+            .max_buf_size(max_header.max(64 * 1024))
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(max_header as u32)
+            .max_concurrent_streams(128)
+            .max_send_buf_size(64 * 1024);
+        let builder = match protocols {
+            Protocols::Http1 => builder.http1_only(),
+            Protocols::Http2 => builder.http2_only(),
+            Protocols::Auto => builder,
+        };
+        let connection = builder.serve_connection_with_upgrades(io, service);
+        tokio::pin!(connection);
+        let result = tokio::select! {
+            r = connection.as_mut() => r,
+            _ = self.shutdown.cancelled() => {
+                // Finish the requests in flight, then close; idle connections close now.
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let reason = classify_connection_error(e.as_ref());
+                tracing::debug!(reason, error = %e, "client connection ended with an error");
+                Err(reason)
+            }
+        }
+    }
+}
+
+fn classify_connection_error(e: &(dyn std::error::Error + 'static)) -> &'static str {
+    if let Some(h) = e.downcast_ref::<hyper::Error>() {
+        if h.is_timeout() {
+            return "header_timeout";
+        }
+        if h.is_parse() || h.is_parse_status() {
+            return "protocol";
+        }
+        if h.is_incomplete_message() {
+            return "incomplete";
+        }
+    }
+    "io"
+}

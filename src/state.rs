@@ -1,0 +1,135 @@
+//! Shared state: everything built from the config (upstream client, TLS, limiters, breaker,
+//! store, log sinks) in one value that a reload replaces whole, so a request sees one
+//! consistent config from start to end; and the process-wide parts (metrics, health) that
+//! outlive reloads.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use prometheus::Registry;
+use thiserror::Error;
+
+use crate::config::Config;
+use crate::observe::config::AccessFormat;
+use crate::observe::health::UpstreamHealth;
+use crate::observe::metrics::CoreMetrics;
+use crate::observe::sink::LineSink;
+use crate::proxy::client::{self, ClientError, UpstreamClient, UpstreamTarget};
+use crate::sendfile::{Offloader, SendfileMetrics};
+use crate::server::tls::{self, TlsError};
+use crate::store::{Store, StoreError};
+use crate::webservice::{Guard, GuardConfigError, WebserviceMetrics};
+
+/// Built once per process, kept across reloads.
+pub struct Process {
+    pub registry: Registry,
+    pub core: Arc<CoreMetrics>,
+    pub sendfile: Arc<SendfileMetrics>,
+    pub webservice: Arc<WebserviceMetrics>,
+    pub upstream_health: UpstreamHealth,
+}
+
+impl Process {
+    pub fn new() -> Result<Arc<Process>, prometheus::Error> {
+        let registry = Registry::new();
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        Ok(Arc::new(Process {
+            core: Arc::new(CoreMetrics::register(&registry)?),
+            sendfile: Arc::new(SendfileMetrics::register(&registry)?),
+            webservice: Arc::new(WebserviceMetrics::register(&registry)?),
+            upstream_health: UpstreamHealth::default(),
+            registry,
+        }))
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("webservice: {0}")]
+    Guard(#[from] GuardConfigError),
+    #[error("log.{which}: cannot open: {source}")]
+    Log {
+        which: &'static str,
+        source: std::io::Error,
+    },
+}
+
+/// Everything a request needs, built from one config.
+pub struct State {
+    pub config: Config,
+    pub process: Arc<Process>,
+    pub client: UpstreamClient,
+    pub target: UpstreamTarget,
+    /// One TLS server config per `server.listen` entry (None for plain listeners).
+    pub tls: Vec<Option<Arc<rustls::ServerConfig>>>,
+    pub offloader: Offloader,
+    pub guard: Guard,
+    pub store: Store,
+    pub access_log: LineSink,
+    pub access_format: AccessFormat,
+    pub audit_log: LineSink,
+}
+
+impl State {
+    pub fn build(config: Config, process: Arc<Process>) -> Result<State, BuildError> {
+        let state = State::build_parts(config, process, true)?;
+        Ok(state)
+    }
+
+    /// Builds everything without opening log sinks: what `moodle-edge check` runs.
+    pub fn dry_run(config: Config) -> Result<(), BuildError> {
+        let process = Process::new().map_err(|e| BuildError::Log {
+            which: "metrics",
+            source: std::io::Error::other(e),
+        })?;
+        State::build_parts(config, process, false).map(|_| ())
+    }
+
+    fn build_parts(config: Config, process: Arc<Process>, open_logs: bool) -> Result<State, BuildError> {
+        let (client, target) = client::build(&config.upstream, process.core.clone())?;
+        let tls = config
+            .server
+            .listen
+            .iter()
+            .enumerate()
+            .map(|(i, l)| match &l.tls {
+                Some(t) => tls::server_config(t, l.http2, i).map(Some),
+                None => Ok(None),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let offloader = Offloader::new(&config.sendfile, process.sendfile.clone());
+        let guard = Guard::new(&config.webservice, process.webservice.clone())?;
+        let store = Store::build(&config.store)?;
+        let (access_log, audit_log) = if open_logs {
+            (
+                LineSink::open(&config.log.access.sink()).map_err(|source| BuildError::Log { which: "access", source })?,
+                LineSink::open(&config.log.audit).map_err(|source| BuildError::Log { which: "audit", source })?,
+            )
+        } else {
+            (LineSink::off(), LineSink::off())
+        };
+        Ok(State {
+            access_format: config.log.access.format,
+            config,
+            process,
+            client,
+            target,
+            tls,
+            offloader,
+            guard,
+            store,
+            access_log,
+            audit_log,
+        })
+    }
+}
+
+/// The current state; a reload stores a new one.
+pub type SharedState = Arc<ArcSwap<State>>;

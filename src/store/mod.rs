@@ -1,0 +1,105 @@
+//! Where state that outlives a request lives: in memory for one machine (moka), or in Redis so
+//! several replicas share it. One enum over both back ends, so callers never care which.
+//!
+//! Single sign-on sessions and replay caches (later issues) are its first users; `/readyz`
+//! checks that it answers.
+
+pub mod config;
+mod memory;
+mod redis_store;
+
+use std::time::Duration;
+
+use thiserror::Error;
+
+pub use memory::MemoryStore;
+pub use redis_store::RedisStore;
+
+use config::{StoreBackend, StoreConfig};
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("cannot read store.redis_password_file {path}: {source}")]
+    PasswordFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("store.redis_url: {0}")]
+    Url(String),
+}
+
+/// The store chosen by `store.backend`.
+#[derive(Clone)]
+pub enum Store {
+    Memory(MemoryStore),
+    Redis(RedisStore),
+}
+
+impl Store {
+    /// Builds the store. For Redis this does not connect yet: the connection is made lazily and
+    /// re-made after failures, so a Redis restart does not need a proxy restart.
+    pub fn build(cfg: &StoreConfig) -> Result<Store, StoreError> {
+        match cfg.backend {
+            StoreBackend::Memory => Ok(Store::Memory(MemoryStore::new(1_000_000))),
+            StoreBackend::Redis => Ok(Store::Redis(RedisStore::new(cfg)?)),
+        }
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Store::Memory(_) => "memory",
+            Store::Redis(_) => "redis",
+        }
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(m.get(key)),
+            Store::Redis(r) => r.get(key).await,
+        }
+    }
+
+    pub async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                m.set(key, value, ttl);
+                Ok(())
+            }
+            Store::Redis(r) => r.set(key, value, ttl).await,
+        }
+    }
+
+    /// Stores the value only if the key is absent; true when it was stored. This is the
+    /// primitive a replay cache needs (a SAML assertion ID or MNet nonce seen twice).
+    pub async fn set_if_absent(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(m.set_if_absent(key, value, ttl)),
+            Store::Redis(r) => r.set_if_absent(key, value, ttl).await,
+        }
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                m.delete(key);
+                Ok(())
+            }
+            Store::Redis(r) => r.delete(key).await,
+        }
+    }
+
+    /// For /readyz: the store answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(_) => Ok(()),
+            Store::Redis(r) => r.ping().await,
+        }
+    }
+}

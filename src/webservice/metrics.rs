@@ -1,0 +1,142 @@
+//! Prometheus metrics of the web-service guard. Created once per process and shared through an
+//! `Arc`, so counters survive config reloads (a new `Guard` reuses them).
+
+use std::collections::HashSet;
+use std::sync::RwLock;
+
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+/// Distinct function labels kept beyond those named in config; later ones become "other".
+pub const MAX_FUNCTION_LABELS: usize = 500;
+
+pub struct WebserviceMetrics {
+    pub calls: IntCounterVec,
+    pub rate_limited: IntCounterVec,
+    pub policy_refusals: IntCounterVec,
+    pub breaker_state: IntGaugeVec,
+    pub breaker_transitions: IntCounterVec,
+    pub concurrency_waits: IntCounterVec,
+    pub inflight: IntGauge,
+    /// Function names that may be a label value. Bounded, because the names come from clients.
+    labels: RwLock<LabelSet>,
+}
+
+#[derive(Default)]
+struct LabelSet {
+    configured: HashSet<String>,
+    seen: HashSet<String>,
+}
+
+fn plausible_function(name: &str) -> bool {
+    (1..=100).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+impl WebserviceMetrics {
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let counter = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let calls = counter(
+            "moodle_edge_ws_calls_total",
+            "Web-service calls that reached Moodle, by function and outcome class.",
+            &["function", "outcome"],
+        )?;
+        let rate_limited = counter(
+            "moodle_edge_ws_rate_limited_total",
+            "Web-service calls refused by a rate limit, by rule name.",
+            &["limit"],
+        )?;
+        let policy_refusals = counter(
+            "moodle_edge_ws_policy_refusals_total",
+            "Web-service calls refused by function policy or token networks.",
+            &["reason"],
+        )?;
+        let breaker_transitions = counter(
+            "moodle_edge_ws_breaker_transitions_total",
+            "Circuit breaker state changes, by scope (upstream or function) and new state.",
+            &["scope", "to"],
+        )?;
+        let concurrency_waits = counter(
+            "moodle_edge_ws_concurrency_waits_total",
+            "Calls that had to wait for a per-token slot, by result.",
+            &["result"],
+        )?;
+        let breaker_state = IntGaugeVec::new(
+            Opts::new(
+                "moodle_edge_ws_breaker_state",
+                "Circuit breaker state: 0 closed, 1 open, 2 half-open.",
+            ),
+            &["scope"],
+        )?;
+        registry.register(Box::new(breaker_state.clone()))?;
+        let inflight = IntGauge::new("moodle_edge_ws_inflight", "Web-service calls in flight.")?;
+        registry.register(Box::new(inflight.clone()))?;
+        Ok(WebserviceMetrics {
+            calls,
+            rate_limited,
+            policy_refusals,
+            breaker_state,
+            breaker_transitions,
+            concurrency_waits,
+            inflight,
+            labels: RwLock::new(LabelSet::default()),
+        })
+    }
+
+    /// Names from config always get their own label (replaces the previous config's set).
+    pub fn set_configured_functions<'a>(&self, names: impl Iterator<Item = &'a str>) {
+        let mut set = self.labels.write().unwrap_or_else(|p| p.into_inner());
+        set.configured = names.map(str::to_owned).collect();
+    }
+
+    /// The label value for a function: the name itself if configured or among the first
+    /// [`MAX_FUNCTION_LABELS`] plausible names seen, "other" beyond that, "none" without one.
+    pub fn function_label<'a>(&self, function: Option<&'a str>) -> &'a str {
+        let Some(f) = function else { return "none" };
+        {
+            let set = self.labels.read().unwrap_or_else(|p| p.into_inner());
+            if set.configured.contains(f) || set.seen.contains(f) {
+                return f;
+            }
+            if !plausible_function(f) || set.seen.len() >= MAX_FUNCTION_LABELS {
+                return "other";
+            }
+        }
+        let mut set = self.labels.write().unwrap_or_else(|p| p.into_inner());
+        if set.seen.len() < MAX_FUNCTION_LABELS {
+            set.seen.insert(f.to_owned());
+            f
+        } else {
+            "other"
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registers_and_caps_labels() {
+        let reg = Registry::new();
+        let m = WebserviceMetrics::register(&reg).unwrap();
+        assert!(WebserviceMetrics::register(&reg).is_err(), "once per registry");
+        m.set_configured_functions(["Weird-Name"].into_iter());
+        assert_eq!(m.function_label(Some("Weird-Name")), "Weird-Name");
+        assert_eq!(m.function_label(Some("DROP TABLE")), "other");
+        assert_eq!(m.function_label(None), "none");
+        for i in 0..MAX_FUNCTION_LABELS {
+            let name = format!("f_{i}");
+            assert_eq!(m.function_label(Some(&name)), name);
+        }
+        assert_eq!(m.function_label(Some("one_too_many")), "other");
+        assert_eq!(m.function_label(Some("f_7")), "f_7");
+        m.calls.with_label_values(&["f_7", "ok"]).inc();
+        assert!(reg.gather().iter().any(|f| f.name() == "moodle_edge_ws_calls_total"));
+    }
+}

@@ -1,0 +1,560 @@
+//! Reading `wstoken` / `token`, `wsfunction` and `moodlewsrestformat` the way PHP and Moodle do.
+//!
+//! Moodle merges GET and POST with POST winning, and PHP lets the last of two equal keys win.
+//! The edge reproduces that, with three safety rules, because a mismatch between what the edge
+//! checks and what Moodle executes is a policy bypass:
+//! * keys are compared after PHP's own key handling (percent-decoding, `+` as space, leading
+//!   spaces dropped, cut at NUL), so `%77sfunction=` is `wsfunction=`;
+//! * a key seen twice with different values marks the parameters *ambiguous* (PHP's
+//!   `max_input_vars` could make it keep either);
+//! * when the body was only partly read (`max_inspect_body`), a value could still hide in the
+//!   unread part, so the result says *incomplete* and the guard fails closed where it matters.
+//!
+//! The body itself is never changed: [`inspect_body`] hands back a body that replays the bytes
+//! it read, then the untouched rest of the stream.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+
+use crate::body::{BoxError, ProxyBody};
+use crate::webservice::entry::EntryKind;
+use crate::webservice::guard::WsFormat;
+use crate::webservice::token;
+
+/// The parameters found in one source (query string or body). Holds only the four keys the guard
+/// needs, nothing else is kept.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct QueryParams {
+    pub wstoken: Option<String>,
+    pub token: Option<String>,
+    pub wsfunction: Option<String>,
+    pub moodlewsrestformat: Option<String>,
+    /// A key appeared twice with different values.
+    pub ambiguous: bool,
+}
+
+/// What a POST body revealed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BodyParams {
+    pub params: QueryParams,
+    /// The whole body was read and parsed: nothing can hide beyond what was seen.
+    pub complete: bool,
+}
+
+impl BodyParams {
+    /// For bodies PHP does not turn into `$_POST` (JSON, XML, none): nothing to find, nothing
+    /// hidden.
+    pub fn none() -> Self {
+        BodyParams {
+            params: QueryParams::default(),
+            complete: true,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    /// The client's body failed while being read (reset, timeout in a lower layer).
+    #[error("request body could not be read: {0}")]
+    Body(#[source] BoxError),
+}
+
+#[derive(Clone, Copy)]
+enum Key {
+    WsToken,
+    Token,
+    WsFunction,
+    Format,
+}
+
+impl QueryParams {
+    fn set(&mut self, key: Key, value: String) {
+        let slot = match key {
+            Key::WsToken => &mut self.wstoken,
+            Key::Token => &mut self.token,
+            Key::WsFunction => &mut self.wsfunction,
+            Key::Format => &mut self.moodlewsrestformat,
+        };
+        if let Some(old) = slot {
+            if *old != value {
+                self.ambiguous = true;
+            }
+        }
+        *slot = Some(value);
+    }
+}
+
+/// Scans a query string (or an urlencoded body) for the keys the guard needs. No map is built:
+/// each pair's key is compared in place and only the wanted values are decoded.
+pub fn query_params(query: &str) -> QueryParams {
+    let mut out = QueryParams::default();
+    scan_urlencoded(query.as_bytes(), &mut out);
+    out
+}
+
+fn scan_urlencoded(input: &[u8], out: &mut QueryParams) {
+    for pair in input.split(|&b| b == b'&') {
+        if pair.is_empty() {
+            continue;
+        }
+        let (raw_key, raw_value) = match pair.iter().position(|&b| b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &b""[..]),
+        };
+        if let Some(key) = match_key(raw_key, true) {
+            out.set(key, decode_value(raw_value));
+        }
+    }
+}
+
+fn key_of(name: &[u8]) -> Option<Key> {
+    match name {
+        b"wstoken" => Some(Key::WsToken),
+        b"token" => Some(Key::Token),
+        b"wsfunction" => Some(Key::WsFunction),
+        b"moodlewsrestformat" => Some(Key::Format),
+        _ => None,
+    }
+}
+
+/// PHP's treatment of a variable name: (url-decoded), cut at NUL, leading spaces dropped.
+fn match_key(raw: &[u8], urlencoded: bool) -> Option<Key> {
+    let fast = !raw.iter().any(|&b| b == b'%' || b == b'+' || b == b' ' || b == 0);
+    if fast {
+        // Cheap reject: every wanted key is 5..=18 bytes of lowercase letters.
+        if raw.len() < 5 || raw.len() > 18 {
+            return None;
+        }
+        return key_of(raw);
+    }
+    let decoded: Vec<u8> = if urlencoded {
+        let plus: Vec<u8> = raw.iter().map(|&b| if b == b'+' { b' ' } else { b }).collect();
+        percent_encoding::percent_decode(&plus).collect()
+    } else {
+        raw.to_vec()
+    };
+    let name = match decoded.iter().position(|&b| b == 0) {
+        Some(nul) => &decoded[..nul],
+        None => &decoded[..],
+    };
+    let start = name.iter().position(|&b| b != b' ').unwrap_or(name.len());
+    key_of(&name[start..])
+}
+
+fn decode_value(raw: &[u8]) -> String {
+    if !raw.iter().any(|&b| b == b'%' || b == b'+') {
+        return String::from_utf8_lossy(raw).into_owned();
+    }
+    let plus: Vec<u8> = raw.iter().map(|&b| if b == b'+' { b' ' } else { b }).collect();
+    let decoded: Vec<u8> = percent_encoding::percent_decode(&plus).collect();
+    String::from_utf8_lossy(&decoded).into_owned()
+}
+
+/// The merged view Moodle would act on, in the edge's normal forms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Params {
+    /// [`token::normalize`]d.
+    pub token: Option<String>,
+    /// Trimmed and lower-cased (MySQL's default collations match names that way).
+    pub function: Option<String>,
+    pub format: WsFormat,
+    /// False when the body was not read to its end or a key was ambiguous.
+    pub complete: bool,
+}
+
+/// Merges query and body the way Moodle does (`array_merge($_GET, $_POST)`: POST wins).
+pub fn merge(entry: EntryKind, query: &QueryParams, body: Option<&BodyParams>) -> Params {
+    let post = body.map(|b| &b.params);
+    let pick = |f: fn(&QueryParams) -> &Option<String>| -> Option<String> {
+        post.and_then(|p| f(p).clone()).or_else(|| f(query).clone())
+    };
+    let raw_token = match entry {
+        EntryKind::Token => None,
+        EntryKind::Pluginfile => pick(|p| &p.token),
+        EntryKind::Rest | EntryKind::Soap | EntryKind::XmlRpc => pick(|p| &p.wstoken),
+        EntryKind::Extra => pick(|p| &p.wstoken).or_else(|| pick(|p| &p.token)),
+    };
+    let function = pick(|p| &p.wsfunction)
+        .map(|f| f.trim().to_ascii_lowercase())
+        .filter(|f| !f.is_empty());
+    let format = match entry {
+        EntryKind::Token => WsFormat::Json,
+        _ => match pick(|p| &p.moodlewsrestformat) {
+            Some(f) if f.eq_ignore_ascii_case("json") => WsFormat::Json,
+            _ => WsFormat::Xml,
+        },
+    };
+    let complete = body.is_none_or(|b| b.complete && !b.params.ambiguous) && !query.ambiguous;
+    Params {
+        token: raw_token.as_deref().and_then(token::normalize),
+        function,
+        format,
+        complete,
+    }
+}
+
+enum BodyKind {
+    Urlencoded,
+    Multipart(String),
+    /// Multipart without a usable boundary: PHP may still parse something we cannot.
+    Unreadable,
+    Other,
+}
+
+fn body_kind(content_type: Option<&str>) -> BodyKind {
+    let Some(ct) = content_type else {
+        return BodyKind::Other;
+    };
+    let media = ct.split(';').next().unwrap_or("").trim();
+    if media.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        BodyKind::Urlencoded
+    } else if media.eq_ignore_ascii_case("multipart/form-data") {
+        match multer::parse_boundary(ct) {
+            Ok(b) => BodyKind::Multipart(b),
+            Err(_) => BodyKind::Unreadable,
+        }
+    } else {
+        BodyKind::Other
+    }
+}
+
+/// Reads up to `max` bytes of a form body (urlencoded or multipart), finds the parameters in
+/// them, and returns a body that yields exactly the original bytes. Other content types are
+/// returned untouched without reading (PHP does not fill `$_POST` from them).
+///
+/// Memory is bounded by `max` plus one frame. A multipart file part that runs past the buffer
+/// just leaves later fields unknown (`complete: false`).
+pub async fn inspect_body(
+    content_type: Option<&str>,
+    mut body: ProxyBody,
+    max: usize,
+) -> Result<(BodyParams, ProxyBody), InspectError> {
+    let kind = body_kind(content_type);
+    if matches!(kind, BodyKind::Other) {
+        return Ok((BodyParams::none(), body));
+    }
+    let mut chunks: VecDeque<Bytes> = VecDeque::new();
+    let mut read = 0usize;
+    let mut trailers = None;
+    let mut ended = body.is_end_stream();
+    while !ended && read < max {
+        match body.frame().await {
+            None => ended = true,
+            Some(Err(e)) => return Err(InspectError::Body(e)),
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    read += data.len();
+                    if !data.is_empty() {
+                        chunks.push_back(data);
+                    }
+                    ended = body.is_end_stream();
+                }
+                Err(frame) => {
+                    if let Ok(t) = frame.into_trailers() {
+                        trailers = Some(t);
+                    }
+                    ended = true;
+                }
+            },
+        }
+    }
+    let prefix = contiguous(&chunks, read);
+    let mut found = BodyParams::default();
+    let parsed_ok = match kind {
+        BodyKind::Urlencoded => {
+            // A pair cut by the buffer's end could be a truncated value: drop it.
+            let usable = if ended {
+                &prefix[..]
+            } else {
+                match prefix.iter().rposition(|&b| b == b'&') {
+                    Some(i) => &prefix[..i],
+                    None => &b""[..],
+                }
+            };
+            scan_urlencoded(usable, &mut found.params);
+            true
+        }
+        BodyKind::Multipart(boundary) => scan_multipart(prefix.clone(), boundary, &mut found.params).await,
+        BodyKind::Unreadable | BodyKind::Other => false,
+    };
+    found.complete = ended && parsed_ok;
+    let replay = PrefixedBody {
+        prefix: chunks,
+        trailers,
+        rest: if ended { None } else { Some(body) },
+    };
+    Ok((found, replay.boxed_unsync()))
+}
+
+fn contiguous(chunks: &VecDeque<Bytes>, len: usize) -> Bytes {
+    match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks[0].clone(),
+        _ => {
+            let mut buf = BytesMut::with_capacity(len);
+            for c in chunks {
+                buf.extend_from_slice(c);
+            }
+            buf.freeze()
+        }
+    }
+}
+
+/// Returns false when the parse stopped early (truncated or malformed): later fields unknown.
+async fn scan_multipart(prefix: Bytes, boundary: String, out: &mut QueryParams) -> bool {
+    let stream = futures_util::stream::iter(std::iter::once(Ok::<Bytes, std::io::Error>(prefix)));
+    let mut multipart = multer::Multipart::new(stream, boundary);
+    loop {
+        match multipart.next_field().await {
+            Ok(None) => return true,
+            Err(_) => return false,
+            Ok(Some(field)) => {
+                let key = match (field.name(), field.file_name()) {
+                    (Some(name), None) => match_key(name.as_bytes(), false),
+                    _ => None,
+                };
+                if let Some(key) = key {
+                    match field.bytes().await {
+                        Ok(value) => out.set(key, String::from_utf8_lossy(&value).into_owned()),
+                        Err(_) => return false,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Replays the bytes read for inspection, then the rest of the original body, frame for frame.
+struct PrefixedBody {
+    prefix: VecDeque<Bytes>,
+    trailers: Option<HeaderMap>,
+    rest: Option<ProxyBody>,
+}
+
+impl Body for PrefixedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(chunk) = self.prefix.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        if let Some(t) = self.trailers.take() {
+            return Poll::Ready(Some(Ok(Frame::trailers(t))));
+        }
+        match self.rest.as_mut() {
+            Some(rest) => Pin::new(rest).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.prefix.is_empty()
+            && self.trailers.is_none()
+            && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let buffered: u64 = self.prefix.iter().map(|c| c.len() as u64).sum();
+        let rest = self.rest.as_ref().map_or_else(|| SizeHint::with_exact(0), |r| r.size_hint());
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower().saturating_add(buffered));
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper.saturating_add(buffered));
+        }
+        hint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::body;
+    use futures_util::stream;
+    use http_body_util::StreamBody;
+
+    fn chunked(parts: Vec<&'static [u8]>) -> ProxyBody {
+        let frames = parts
+            .into_iter()
+            .map(|p| Ok::<_, BoxError>(Frame::data(Bytes::from_static(p))));
+        StreamBody::new(stream::iter(frames)).boxed_unsync()
+    }
+
+    async fn collect(b: ProxyBody) -> Bytes {
+        match b.collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(e) => panic!("body failed: {e}"),
+        }
+    }
+
+    #[test]
+    fn query_finds_the_keys_only() {
+        let q = query_params(
+            "wstoken=0123abcd&wsfunction=core_webservice_get_site_info&moodlewsrestformat=json&x=1",
+        );
+        assert_eq!(q.wstoken.as_deref(), Some("0123abcd"));
+        assert_eq!(q.wsfunction.as_deref(), Some("core_webservice_get_site_info"));
+        assert_eq!(q.moodlewsrestformat.as_deref(), Some("json"));
+        assert!(!q.ambiguous);
+        let q = query_params("token=abc&file=1");
+        assert_eq!(q.token.as_deref(), Some("abc"));
+        assert_eq!(q.wstoken, None);
+    }
+
+    #[test]
+    fn php_key_tricks() {
+        let q = query_params("%77sfunction=a&+wstoken=b&token%00x=c&wsfunction%5B%5D=d");
+        assert_eq!(q.wsfunction.as_deref(), Some("a"));
+        assert_eq!(q.wstoken.as_deref(), Some("b"));
+        assert_eq!(q.token.as_deref(), Some("c"));
+        let q = query_params("wsfunction=a&wsfunction=b");
+        assert_eq!(q.wsfunction.as_deref(), Some("b"));
+        assert!(q.ambiguous);
+        let q = query_params("wsfunction=a+b%21");
+        assert_eq!(q.wsfunction.as_deref(), Some("a b!"));
+    }
+
+    #[test]
+    fn post_wins_and_normal_forms() {
+        let q = query_params("wstoken=AAAA&wsfunction=one&moodlewsrestformat=json");
+        let b = BodyParams {
+            params: query_params("wsfunction=%20Two%20"),
+            complete: true,
+        };
+        let p = merge(EntryKind::Rest, &q, Some(&b));
+        assert_eq!(p.function.as_deref(), Some("two"));
+        assert_eq!(p.token.as_deref(), Some("aaaa"));
+        assert_eq!(p.format, WsFormat::Json);
+        assert!(p.complete);
+        let p = merge(EntryKind::Pluginfile, &query_params("token=abc&wstoken=zzz"), None);
+        assert_eq!(p.token.as_deref(), Some("abc"));
+        assert_eq!(p.format, WsFormat::Xml);
+        let p = merge(EntryKind::Token, &query_params("wstoken=abc"), None);
+        assert_eq!(p.token, None);
+        assert_eq!(p.format, WsFormat::Json);
+        let incomplete = BodyParams::default();
+        assert!(!merge(EntryKind::Rest, &q, Some(&incomplete)).complete);
+    }
+
+    #[tokio::test]
+    async fn urlencoded_body_with_bracket_arrays() {
+        let raw: &'static [u8] = b"users%5B0%5D%5Busername%5D=a&users[0][email]=a%40b.c&wstoken=t1&wsfunction=core_user_create_users";
+        let (found, body) = inspect_body(
+            Some("application/x-www-form-urlencoded; charset=UTF-8"),
+            chunked(vec![&raw[..10], &raw[10..]]),
+            1 << 20,
+        )
+        .await
+        .unwrap();
+        assert!(found.complete);
+        assert_eq!(found.params.wstoken.as_deref(), Some("t1"));
+        assert_eq!(found.params.wsfunction.as_deref(), Some("core_user_create_users"));
+        assert_eq!(collect(body).await, Bytes::from_static(raw));
+    }
+
+    #[tokio::test]
+    async fn bounded_read_passes_the_rest_byte_for_byte() {
+        let mut raw = b"wsfunction=mod_x&pad=".to_vec();
+        raw.extend(std::iter::repeat_n(b'x', 100_000));
+        raw.extend_from_slice(b"&wstoken=hidden");
+        let raw: &'static [u8] = Box::leak(raw.into_boxed_slice());
+        let parts: Vec<&'static [u8]> = raw.chunks(4096).collect();
+        let (found, body) =
+            inspect_body(Some("application/x-www-form-urlencoded"), chunked(parts), 10_000)
+                .await
+                .unwrap();
+        assert!(!found.complete);
+        assert_eq!(found.params.wsfunction.as_deref(), Some("mod_x"));
+        assert_eq!(found.params.wstoken, None);
+        assert_eq!(collect(body).await, Bytes::from_static(raw));
+    }
+
+    #[tokio::test]
+    async fn truncated_pair_is_not_trusted() {
+        let raw: &'static [u8] = b"a=1&wsfunction=core_user_delete_users_and_more";
+        let (found, body) =
+            inspect_body(Some("application/x-www-form-urlencoded"), chunked(vec![&raw[..20], &raw[20..]]), 20)
+                .await
+                .unwrap();
+        assert!(!found.complete);
+        assert_eq!(found.params.wsfunction, None);
+        assert_eq!(collect(body).await, Bytes::from_static(raw));
+    }
+
+    fn multipart_body(file_len: usize) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(b"--XyZ\r\nContent-Disposition: form-data; name=\"wstoken\"\r\n\r\ntok123\r\n");
+        b.extend_from_slice(b"--XyZ\r\nContent-Disposition: form-data; name=\"users[0][username]\"\r\n\r\nbob\r\n");
+        b.extend_from_slice(b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n");
+        b.extend(std::iter::repeat_n(b'z', file_len));
+        b.extend_from_slice(b"\r\n--XyZ\r\nContent-Disposition: form-data; name=\"wsfunction\"\r\n\r\ncore_files_upload\r\n--XyZ--\r\n");
+        b
+    }
+
+    #[tokio::test]
+    async fn multipart_small_and_large() {
+        let ct = Some("multipart/form-data; boundary=XyZ");
+        let raw: &'static [u8] = Box::leak(multipart_body(100).into_boxed_slice());
+        let (found, body) = inspect_body(ct, chunked(raw.chunks(7).collect()), 1 << 20)
+            .await
+            .unwrap();
+        assert!(found.complete);
+        assert_eq!(found.params.wstoken.as_deref(), Some("tok123"));
+        assert_eq!(found.params.wsfunction.as_deref(), Some("core_files_upload"));
+        assert_eq!(collect(body).await, Bytes::from_static(raw));
+
+        // A file part larger than the buffer: the field after it stays unknown, bytes intact.
+        let raw: &'static [u8] = Box::leak(multipart_body(300_000).into_boxed_slice());
+        let (found, body) = inspect_body(ct, chunked(raw.chunks(8192).collect()), 64 * 1024)
+            .await
+            .unwrap();
+        assert!(!found.complete);
+        assert_eq!(found.params.wstoken.as_deref(), Some("tok123"));
+        assert_eq!(found.params.wsfunction, None);
+        assert_eq!(collect(body).await, Bytes::from_static(raw));
+    }
+
+    #[tokio::test]
+    async fn other_types_untouched() {
+        let (found, body) = inspect_body(Some("application/json"), body::full("{}"), 10)
+            .await
+            .unwrap();
+        assert!(found.complete);
+        assert_eq!(collect(body).await, Bytes::from_static(b"{}"));
+        let (found, _) = inspect_body(Some("multipart/form-data"), body::full("x"), 10)
+            .await
+            .unwrap();
+        assert!(!found.complete);
+    }
+
+    #[tokio::test]
+    async fn size_hint_and_trailers_survive() {
+        let (_, body) =
+            inspect_body(Some("application/x-www-form-urlencoded"), body::full("wstoken=a"), 4)
+                .await
+                .unwrap();
+        assert_eq!(body.size_hint().exact(), Some(9));
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-t", http::HeaderValue::from_static("1"));
+        let frames = vec![
+            Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"a=1"))),
+            Ok(Frame::trailers(trailers)),
+        ];
+        let src = StreamBody::new(stream::iter(frames)).boxed_unsync();
+        let (_, body) = inspect_body(Some("application/x-www-form-urlencoded"), src, 100)
+            .await
+            .unwrap();
+        let collected = body.collect().await.unwrap();
+        assert!(collected.trailers().is_some());
+        assert_eq!(collected.to_bytes(), Bytes::from_static(b"a=1"));
+    }
+}
