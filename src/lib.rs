@@ -12,7 +12,6 @@ pub mod observe;
 pub mod pipeline;
 pub mod proxy;
 pub mod route;
-#[path = "shims/sendfile.rs"]
 pub mod sendfile;
 pub mod server;
 pub mod sso;

@@ -355,7 +355,7 @@ async fn offload(
     let result = state.offloader.respond(method, preconditions, parts).await;
     if let Some(reason) = result.refusal {
         ctx.note = Some(reason);
-        tracing::warn!(request_id = %ctx.request_id, reason, "offload refused");
+        tracing::debug!(request_id = %ctx.request_id, reason, "offload refused");
     }
     ctx.offload = result.file.map(|f| f.display().to_string());
     let mut response = result.response;

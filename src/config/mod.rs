@@ -217,10 +217,10 @@ impl Config {
 
         // sendfile
         for (i, m) in self.sendfile.mappings.iter().enumerate() {
-            if !m.prefix.starts_with('/') || !m.prefix.ends_with('/') {
+            if m.prefix.len() < 3 || !m.prefix.starts_with('/') || !m.prefix.ends_with('/') {
                 err(
                     format!("sendfile.mappings[{i}].prefix"),
-                    format!("{:?} must start and end with /", m.prefix),
+                    format!("{:?} must start and end with / and name a directory (not / itself)", m.prefix),
                 );
             }
             dir_must_exist(&mut err, &format!("sendfile.mappings[{i}].root"), &m.root);

@@ -89,6 +89,8 @@ struct Root {
 pub struct Offloader {
     /// X-Accel-Redirect: URI prefix -> directory.
     mappings: Vec<Root>,
+    /// The mapping prefixes alone, for `is_internal_path` on every request.
+    internal_prefixes: Vec<Vec<Vec<u8>>>,
     /// X-Sendfile: the directories a path must lie under.
     sendfile_roots: Vec<Root>,
     symlinks: SymlinkPolicy,
@@ -107,7 +109,7 @@ pub struct Offload {
 
 impl Offloader {
     pub fn new(cfg: &SendfileConfig, metrics: Arc<SendfileMetrics>) -> Self {
-        let mappings = cfg
+        let mappings: Vec<Root> = cfg
             .mappings
             .iter()
             .filter_map(|m| {
@@ -138,8 +140,10 @@ impl Offloader {
                 }
             })
             .collect();
+        let internal_prefixes = mappings.iter().map(|m| m.segments.clone()).collect();
         Offloader {
             mappings,
+            internal_prefixes,
             sendfile_roots,
             symlinks: cfg.symlinks,
             metrics,
@@ -155,9 +159,7 @@ impl Offloader {
     /// normalisation); the proxy answers those with 404 so the files are only reachable
     /// through Moodle's access checks.
     pub fn is_internal_path(&self, path: &str) -> bool {
-        let prefixes: Vec<Vec<Vec<u8>>> =
-            self.mappings.iter().map(|m| m.segments.clone()).collect();
-        path::path_reaches_prefix(path, &prefixes)
+        path::path_reaches_prefix(path, &self.internal_prefixes)
     }
 
     /// Builds the client response for an offload answer. `request_method`/`request_headers` are
