@@ -64,7 +64,9 @@ fn bench_guard(c: &mut Criterion) {
             )
         })
         .collect();
-    let ips: Vec<IpAddr> = (0..TOKENS).map(|i| IpAddr::V4(Ipv4Addr::new(10, 0, 0, i as u8))).collect();
+    let ips: Vec<IpAddr> = (0..TOKENS)
+        .map(|i| IpAddr::V4(Ipv4Addr::new(10, 0, 0, i as u8)))
+        .collect();
     let report = ok_report();
 
     let mut i = 0usize;

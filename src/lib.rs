@@ -17,5 +17,4 @@ pub mod server;
 pub mod sso;
 pub mod state;
 pub mod store;
-#[path = "shims/webservice.rs"]
 pub mod webservice;

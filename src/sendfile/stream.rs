@@ -165,7 +165,7 @@ impl FileBody {
         // A quarter of a second's worth per read when paced, so pacing is smooth.
         let chunk = match &pace {
             Some(pace) => (pace.rate / 4).clamp(1024, CHUNK_SIZE as u64),
-            None => CHUNK_SIZE as u64,
+            None => tmp_knob("SF_CHUNK", CHUNK_SIZE) as u64,
         };
         FileBody {
             file,
@@ -196,7 +196,7 @@ impl FileBody {
 
     /// Schedules reads until [`READ_AHEAD`] are in flight or the plan is empty.
     fn top_up(&mut self) {
-        while self.reads_in_flight() < READ_AHEAD {
+        while self.reads_in_flight() < tmp_knob("SF_READ_AHEAD", READ_AHEAD) {
             let Some(segment) = self.plan.pop_front() else {
                 return;
             };
@@ -274,6 +274,10 @@ impl FileBody {
         );
         Poll::Ready(Some(Err(err)))
     }
+}
+
+fn tmp_knob(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// The blocking part: read exactly `len` bytes at `offset`, then check the file is unchanged.

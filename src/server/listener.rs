@@ -5,6 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -14,7 +17,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::body::ProxyBody;
 use crate::pipeline::{self, ConnInfo};
+use crate::proxy::error_page::{error_response, ErrorStyle};
 use crate::state::SharedState;
 
 /// Which protocols a connection may speak.
@@ -146,9 +151,20 @@ impl Acceptor {
     {
         let conn = Arc::new(conn);
         let shared = self.shared.clone();
-        let service = service_fn(move |req| pipeline::handle(shared.load_full(), conn.clone(), req));
-
         let max_header = limits.max_header_size.bytes().min(u32::MAX as u64) as usize;
+        let service = service_fn(move |req: Request<Incoming>| {
+            let state = shared.load_full();
+            let conn = conn.clone();
+            async move {
+                // hyper's own 431 only fires at its read buffer size (at least 64 KiB, kept for
+                // throughput); a smaller `max_header_size` is enforced here, before any stage.
+                if head_size(&req) > max_header {
+                    return Ok(header_too_large(&state));
+                }
+                pipeline::handle(state, conn, req).await
+            }
+        });
+
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -187,6 +203,32 @@ impl Acceptor {
             }
         }
     }
+}
+
+/// The size of a request head as it came on the wire (request line, header lines, blank line);
+/// exact for HTTP/1.1 up to optional whitespace.
+fn head_size(req: &Request<Incoming>) -> usize {
+    let line = req.method().as_str().len() + 1 + req.uri().to_string().len() + 11;
+    let headers: usize = req.headers().iter().map(|(n, v)| n.as_str().len() + 2 + v.len() + 2).sum();
+    line + headers + 2
+}
+
+fn header_too_large(state: &crate::state::State) -> Response<ProxyBody> {
+    state
+        .process
+        .core
+        .rejected_requests
+        .with_label_values(&["header_too_large"])
+        .inc();
+    let mut resp = error_response(
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        ErrorStyle::Html,
+        "The request headers are larger than this site accepts.",
+        "",
+    );
+    // The request body, if any, was not read: the connection cannot carry another request.
+    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 fn classify_connection_error(e: &(dyn std::error::Error + 'static)) -> &'static str {

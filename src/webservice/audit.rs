@@ -38,7 +38,13 @@ impl AuditLog {
     }
 
     /// A call that went to Moodle.
-    pub fn record(&self, call: &WsCall, report: &CallReport, duration: Duration, request_id: Option<&str>) {
+    pub fn record(
+        &self,
+        call: &WsCall,
+        report: &CallReport,
+        duration: Duration,
+        request_id: Option<&str>,
+    ) {
         if !self.sink.enabled() {
             return;
         }
@@ -59,7 +65,13 @@ impl AuditLog {
     }
 
     /// A call the edge refused; outcome is `rejected:<reason>`.
-    pub fn record_rejection(&self, call: &WsCall, rejection: &Rejection, duration: Duration, request_id: Option<&str>) {
+    pub fn record_rejection(
+        &self,
+        call: &WsCall,
+        rejection: &Rejection,
+        duration: Duration,
+        request_id: Option<&str>,
+    ) {
         if !self.sink.enabled() {
             return;
         }

@@ -58,7 +58,10 @@ impl BreakerSettings {
         if window < Duration::from_millis(10) {
             return Err("window: must be at least 10ms".into());
         }
-        for (name, v) in [("error_rate", cfg.error_rate), ("slow_call_rate", cfg.slow_call_rate)] {
+        for (name, v) in [
+            ("error_rate", cfg.error_rate),
+            ("slow_call_rate", cfg.slow_call_rate),
+        ] {
             if !(v > 0.0 && v <= 1.0) {
                 return Err(format!("{name}: must be above 0 and at most 1, not {v}"));
             }
@@ -268,7 +271,11 @@ fn totals(buckets: &[Bucket; BUCKETS], epoch: u64) -> (u64, u64, u64) {
         .iter()
         .filter(|b| b.calls > 0 && b.epoch >= oldest && b.epoch <= epoch)
         .fold((0, 0, 0), |(c, f, s), b| {
-            (c + u64::from(b.calls), f + u64::from(b.failures), s + u64::from(b.slow))
+            (
+                c + u64::from(b.calls),
+                f + u64::from(b.failures),
+                s + u64::from(b.slow),
+            )
         })
 }
 
@@ -305,13 +312,26 @@ mod tests {
         let t0 = Instant::now();
         let b = Breaker::new(settings(), t0);
         for i in 0..9 {
-            assert_eq!(call(&b, false, SLOW, t0 + Duration::from_millis(i * 100)), None);
+            assert_eq!(
+                call(&b, false, SLOW, t0 + Duration::from_millis(i * 100)),
+                None
+            );
         }
         assert_eq!(b.state(), BreakerState::Closed, "below min_requests");
         let tr = call(&b, false, SLOW, t0 + Duration::from_secs(1));
-        assert_eq!(tr, Some(Transition { to: BreakerState::Open }));
+        assert_eq!(
+            tr,
+            Some(Transition {
+                to: BreakerState::Open
+            })
+        );
         let (r, _) = b.admit(t0 + Duration::from_secs(11));
-        assert_eq!(r, Err(BreakerOpen { retry_after: Duration::from_secs(20) }));
+        assert_eq!(
+            r,
+            Err(BreakerOpen {
+                retry_after: Duration::from_secs(20)
+            })
+        );
     }
 
     #[test]
@@ -326,7 +346,12 @@ mod tests {
         }
         assert_eq!(b.state(), BreakerState::Closed, "4/10 < 0.5");
         assert!(call(&b, true, FAST, t0).is_none(), "5/11 < 0.5");
-        assert_eq!(call(&b, true, FAST, t0), Some(Transition { to: BreakerState::Open }));
+        assert_eq!(
+            call(&b, true, FAST, t0),
+            Some(Transition {
+                to: BreakerState::Open
+            })
+        );
     }
 
     #[test]
@@ -355,13 +380,23 @@ mod tests {
         assert_eq!(b.state(), BreakerState::Open);
         let t1 = t0 + Duration::from_secs(30);
         let (probe, tr) = b.admit(t1);
-        assert_eq!(tr, Some(Transition { to: BreakerState::HalfOpen }));
+        assert_eq!(
+            tr,
+            Some(Transition {
+                to: BreakerState::HalfOpen
+            })
+        );
         let probe = probe.unwrap();
         assert!(probe.probe);
         assert!(b.admit(t1).0.is_err(), "only one probe");
         // A late result from before the opening changes nothing.
         assert_eq!(b.record(Ticket { probe: false }, false, FAST, t1), None);
-        assert_eq!(b.record(probe, false, FAST, t1), Some(Transition { to: BreakerState::Closed }));
+        assert_eq!(
+            b.record(probe, false, FAST, t1),
+            Some(Transition {
+                to: BreakerState::Closed
+            })
+        );
         assert!(b.is_idle(t1), "window reset on close");
     }
 
@@ -374,13 +409,23 @@ mod tests {
         }
         let t1 = t0 + Duration::from_secs(31);
         let probe = b.admit(t1).0.unwrap();
-        assert_eq!(b.record(probe, false, SLOW, t1), Some(Transition { to: BreakerState::Open }));
+        assert_eq!(
+            b.record(probe, false, SLOW, t1),
+            Some(Transition {
+                to: BreakerState::Open
+            })
+        );
         let t2 = t1 + Duration::from_secs(30);
         let probe = b.admit(t2).0.unwrap();
         b.release_probe();
         let again = b.admit(t2).0.unwrap();
         assert!(again.probe);
-        assert_eq!(b.record(again, true, FAST, t2), Some(Transition { to: BreakerState::Open }));
+        assert_eq!(
+            b.record(again, true, FAST, t2),
+            Some(Transition {
+                to: BreakerState::Open
+            })
+        );
         let _ = probe;
     }
 

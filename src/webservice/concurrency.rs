@@ -89,7 +89,10 @@ mod tests {
         let (a, w) = caps.acquire("t").await.unwrap();
         assert_eq!(w, SlotWait::Immediate);
         let (_b, _) = caps.acquire("t").await.unwrap();
-        assert!(caps.acquire("t").await.is_err(), "third waits, then is refused");
+        assert!(
+            caps.acquire("t").await.is_err(),
+            "third waits, then is refused"
+        );
         assert!(caps.acquire("u").await.is_ok(), "other tokens are separate");
         // Freed during the wait: admitted.
         let releaser = tokio::spawn(async move {
@@ -109,7 +112,10 @@ mod tests {
         assert_eq!(caps.tokens(), 2);
         caps.prune();
         assert_eq!(caps.tokens(), 1);
-        assert!(caps.acquire("busy").await.is_err(), "cap still enforced after prune");
+        assert!(
+            caps.acquire("busy").await.is_err(),
+            "cap still enforced after prune"
+        );
         drop(held);
         caps.prune();
         assert_eq!(caps.tokens(), 0);

@@ -133,15 +133,27 @@ mod tests {
 
     #[test]
     fn built_in_entries() {
-        assert_eq!(classify("/webservice/rest/server.php", &[]), Some(EntryKind::Rest));
+        assert_eq!(
+            classify("/webservice/rest/server.php", &[]),
+            Some(EntryKind::Rest)
+        );
         assert_eq!(
             classify("/webservice/rest/server.php?wstoken=x", &[]),
             Some(EntryKind::Rest)
         );
-        assert_eq!(classify("/webservice/soap/server.php", &[]), Some(EntryKind::Soap));
-        assert_eq!(classify("/webservice/xmlrpc/server.php", &[]), Some(EntryKind::XmlRpc));
         assert_eq!(
-            classify("/webservice/pluginfile.php/12/mod_resource/content/0/a.pdf", &[]),
+            classify("/webservice/soap/server.php", &[]),
+            Some(EntryKind::Soap)
+        );
+        assert_eq!(
+            classify("/webservice/xmlrpc/server.php", &[]),
+            Some(EntryKind::XmlRpc)
+        );
+        assert_eq!(
+            classify(
+                "/webservice/pluginfile.php/12/mod_resource/content/0/a.pdf",
+                &[]
+            ),
             Some(EntryKind::Pluginfile)
         );
         assert_eq!(classify("/login/token.php", &[]), Some(EntryKind::Token));
@@ -153,7 +165,10 @@ mod tests {
     #[test]
     fn extra_entries() {
         let extra = vec!["/local/api/server.php".to_string()];
-        assert_eq!(classify("/local/api/server.php", &extra), Some(EntryKind::Extra));
+        assert_eq!(
+            classify("/local/api/server.php", &extra),
+            Some(EntryKind::Extra)
+        );
         assert_eq!(classify("/local/api/server.phpx", &extra), None);
         assert_eq!(
             entry_path("/local//api/server.php/x", &extra),
@@ -163,9 +178,21 @@ mod tests {
 
     #[test]
     fn tricks_are_normalised() {
-        assert_eq!(classify("/webservice//rest/server.php", &[]), Some(EntryKind::Rest));
-        assert_eq!(classify("/webservice/x/../rest/server.php", &[]), Some(EntryKind::Rest));
-        assert_eq!(classify("/webservice/rest/server%2Ephp", &[]), Some(EntryKind::Rest));
-        assert_eq!(classify("/webservice/./rest/server.php", &[]), Some(EntryKind::Rest));
+        assert_eq!(
+            classify("/webservice//rest/server.php", &[]),
+            Some(EntryKind::Rest)
+        );
+        assert_eq!(
+            classify("/webservice/x/../rest/server.php", &[]),
+            Some(EntryKind::Rest)
+        );
+        assert_eq!(
+            classify("/webservice/rest/server%2Ephp", &[]),
+            Some(EntryKind::Rest)
+        );
+        assert_eq!(
+            classify("/webservice/./rest/server.php", &[]),
+            Some(EntryKind::Rest)
+        );
     }
 }

@@ -108,7 +108,13 @@ mod tests {
 
     #[tokio::test]
     async fn shapes() {
-        let r = error_response(StatusCode::TOO_MANY_REQUESTS, ErrorShape::Json, "toomanyrequests", "Slow <down>", Some(3));
+        let r = error_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorShape::Json,
+            "toomanyrequests",
+            "Slow <down>",
+            Some(3),
+        );
         assert_eq!(r.headers()[RETRY_AFTER], "3");
         assert_eq!(r.headers()[CACHE_CONTROL], "no-store");
         assert_eq!(r.headers()[CONTENT_TYPE], "application/json; charset=utf-8");
@@ -116,20 +122,41 @@ mod tests {
         assert_eq!(v["exception"], "moodle_exception");
         assert_eq!(v["errorcode"], "toomanyrequests");
 
-        let r = error_response(StatusCode::FORBIDDEN, ErrorShape::Xml, "accessexception", "a & <b>", None);
+        let r = error_response(
+            StatusCode::FORBIDDEN,
+            ErrorShape::Xml,
+            "accessexception",
+            "a & <b>",
+            None,
+        );
         assert!(r.headers().get(RETRY_AFTER).is_none());
         assert_eq!(
             text(r).await,
             "<?xml version=\"1.0\" encoding=\"UTF-8\" ?>\n<EXCEPTION class=\"moodle_exception\">\n<ERRORCODE>accessexception</ERRORCODE>\n<MESSAGE>a &amp; &lt;b&gt;</MESSAGE>\n</EXCEPTION>\n"
         );
 
-        let r = error_response(StatusCode::TOO_MANY_REQUESTS, ErrorShape::TokenJson, "toomanyrequests", "m", Some(1));
+        let r = error_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorShape::TokenJson,
+            "toomanyrequests",
+            "m",
+            Some(1),
+        );
         let v: serde_json::Value = serde_json::from_str(&text(r).await).unwrap();
         assert_eq!(v["error"], "m");
         assert!(v.get("exception").is_none());
-        let r = error_response(StatusCode::SERVICE_UNAVAILABLE, ErrorShape::SoapFault, "x", "m", Some(1));
+        let r = error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorShape::SoapFault,
+            "x",
+            "m",
+            Some(1),
+        );
         assert!(text(r).await.contains("<faultstring>m</faultstring>"));
         assert_eq!(shape_for(EntryKind::Rest, WsFormat::Xml), ErrorShape::Xml);
-        assert_eq!(shape_for(EntryKind::Token, WsFormat::Xml), ErrorShape::TokenJson);
+        assert_eq!(
+            shape_for(EntryKind::Token, WsFormat::Xml),
+            ErrorShape::TokenJson
+        );
     }
 }

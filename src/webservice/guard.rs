@@ -75,7 +75,12 @@ pub struct WsCall {
 }
 
 impl WsCall {
-    pub fn new(entry: EntryKind, path: impl Into<String>, client_ip: IpAddr, params: Params) -> Self {
+    pub fn new(
+        entry: EntryKind,
+        path: impl Into<String>,
+        client_ip: IpAddr,
+        params: Params,
+    ) -> Self {
         WsCall {
             entry,
             path: path.into(),
@@ -130,9 +135,8 @@ impl Rejection {
     pub fn retry_after(&self) -> Option<u64> {
         match &self.kind {
             RejectionKind::Policy(_) => None,
-            RejectionKind::RateLimited { retry_after } | RejectionKind::BreakerOpen { retry_after } => {
-                Some(*retry_after)
-            }
+            RejectionKind::RateLimited { retry_after }
+            | RejectionKind::BreakerOpen { retry_after } => Some(*retry_after),
             RejectionKind::Concurrency => Some(1),
         }
     }
@@ -213,12 +217,19 @@ impl Drop for Admission {
 
 fn note_transition(metrics: &WebserviceMetrics, scope: &str, transition: Option<Transition>) {
     if let Some(t) = transition {
-        metrics.breaker_state.with_label_values(&[scope]).set(t.to.gauge());
+        metrics
+            .breaker_state
+            .with_label_values(&[scope])
+            .set(t.to.gauge());
         metrics
             .breaker_transitions
             .with_label_values(&[scope, t.to.as_str()])
             .inc();
-        tracing::warn!(scope, to = t.to.as_str(), "web-service circuit breaker changed state");
+        tracing::warn!(
+            scope,
+            to = t.to.as_str(),
+            "web-service circuit breaker changed state"
+        );
     }
 }
 
@@ -235,17 +246,26 @@ pub struct Guard {
 }
 
 impl Guard {
-    pub fn new(cfg: &WebserviceConfig, metrics: Arc<WebserviceMetrics>) -> Result<Guard, GuardConfigError> {
+    pub fn new(
+        cfg: &WebserviceConfig,
+        metrics: Arc<WebserviceMetrics>,
+    ) -> Result<Guard, GuardConfigError> {
         for (i, e) in cfg.extra_entry_points.iter().enumerate() {
             if !e.starts_with('/') || e.contains('?') {
                 return Err(GuardConfigError {
                     key: format!("webservice.extra_entry_points[{i}]"),
-                    message: format!("must be a path starting with '/' and without a query, not {e:?}"),
+                    message: format!(
+                        "must be a path starting with '/' and without a query, not {e:?}"
+                    ),
                 });
             }
         }
-        let policy = Policy::new(&cfg.function_policy, &cfg.token_networks)
-            .map_err(|e| GuardConfigError { key: e.key, message: e.message })?;
+        let policy = Policy::new(&cfg.function_policy, &cfg.token_networks).map_err(|e| {
+            GuardConfigError {
+                key: e.key,
+                message: e.message,
+            }
+        })?;
         let limits = RateLimits::new(&cfg.rate_limits)
             .map_err(|(key, message)| GuardConfigError { key, message })?;
         let settings = match &cfg.circuit_breaker {
@@ -262,7 +282,10 @@ impl Guard {
         let now = Instant::now();
         let breaker = settings.clone().map(|s| Arc::new(Breaker::new(s, now)));
         if breaker.is_some() {
-            metrics.breaker_state.with_label_values(&[UPSTREAM_SCOPE]).set(0);
+            metrics
+                .breaker_state
+                .with_label_values(&[UPSTREAM_SCOPE])
+                .set(0);
         }
         let per_function = cfg
             .circuit_breaker
@@ -317,9 +340,9 @@ impl Guard {
             }
         }
 
-        if let Err(limited) = self
-            .limits
-            .check(call.token.as_ref(), call.function.as_ref(), call.client_ip)
+        if let Err(limited) =
+            self.limits
+                .check(call.token.as_ref(), call.function.as_ref(), call.client_ip)
         {
             self.metrics
                 .rate_limited
@@ -332,7 +355,10 @@ impl Guard {
             });
         }
 
-        let function_label = self.metrics.function_label(call.function.as_deref()).to_owned();
+        let function_label = self
+            .metrics
+            .function_label(call.function.as_deref())
+            .to_owned();
         let mut admission = Admission {
             metrics: self.metrics.clone(),
             tickets: Vec::new(),
@@ -347,10 +373,14 @@ impl Guard {
         if let (Some(map), Some(settings)) = (&self.per_function, &self.breaker_settings) {
             let label = admission.function_label.as_str();
             if label != "other" && label != "none" {
-                let b = map
-                    .entry(label.to_owned())
-                    .or_insert_with(|| Arc::new(Breaker::new(settings.clone(), now)))
-                    .clone();
+                let existing = map.get(label).map(|b| b.clone());
+                let b = match existing {
+                    Some(b) => b,
+                    None => map
+                        .entry(label.to_owned())
+                        .or_insert_with(|| Arc::new(Breaker::new(settings.clone(), now)))
+                        .clone(),
+                };
                 let scope: Arc<str> = label.into();
                 self.pass_breaker(&b, scope, now, &mut admission)?;
             }
@@ -435,9 +465,16 @@ mod tests {
     }
 
     fn call(g: &Guard, path_and_query: &str) -> WsCall {
-        let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+        let (path, query) = path_and_query
+            .split_once('?')
+            .unwrap_or((path_and_query, ""));
         let kind = g.entry_kind(path).unwrap();
-        WsCall::new(kind, path, "192.0.2.1".parse().unwrap(), merge(kind, &query_params(query), None))
+        WsCall::new(
+            kind,
+            path,
+            "192.0.2.1".parse().unwrap(),
+            merge(kind, &query_params(query), None),
+        )
     }
 
     fn report(class: OutcomeClass) -> CallReport {
@@ -458,10 +495,19 @@ mod tests {
         let (g, m, _r) = guard(
             "circuit_breaker: {min_requests: 4, error_rate: 0.5, open_for: 30s}\nmax_concurrent_per_token: 0\n",
         );
-        let c = call(&g, "/webservice/rest/server.php?wstoken=abc&wsfunction=f&moodlewsrestformat=json");
+        let c = call(
+            &g,
+            "/webservice/rest/server.php?wstoken=abc&wsfunction=f&moodlewsrestformat=json",
+        );
         for _ in 0..10 {
-            g.admit(&c).await.unwrap().finish(&report(OutcomeClass::ClientFault), FAST);
-            g.admit(&c).await.unwrap().finish(&report(OutcomeClass::AuthFailure), FAST);
+            g.admit(&c)
+                .await
+                .unwrap()
+                .finish(&report(OutcomeClass::ClientFault), FAST);
+            g.admit(&c)
+                .await
+                .unwrap()
+                .finish(&report(OutcomeClass::AuthFailure), FAST);
         }
         assert!(g.admit(&c).await.is_ok(), "client faults keep it closed");
         for _ in 0..20 {
@@ -474,40 +520,72 @@ mod tests {
         assert_eq!(rej.reason(), "breaker_open");
         let resp = rej.into_response(&c);
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
-        let secs: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        let secs: u64 = resp.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!((29..=30).contains(&secs));
-        assert_eq!(m.breaker_state.with_label_values(&[UPSTREAM_SCOPE]).get(), 1);
+        assert_eq!(
+            m.breaker_state.with_label_values(&[UPSTREAM_SCOPE]).get(),
+            1
+        );
         assert_eq!(m.inflight.get(), 0);
     }
 
     #[tokio::test]
     async fn upstream_failures_and_per_function_scope() {
-        let (g, m, _r) = guard("circuit_breaker: {min_requests: 2, error_rate: 0.9, per_function: true}\n");
-        let bad = call(&g, "/webservice/rest/server.php?wstoken=abc&wsfunction=mod_broken_x");
-        let good = call(&g, "/webservice/rest/server.php?wstoken=abd&wsfunction=core_ok");
+        let (g, m, _r) =
+            guard("circuit_breaker: {min_requests: 2, error_rate: 0.9, per_function: true}\n");
+        let bad = call(
+            &g,
+            "/webservice/rest/server.php?wstoken=abc&wsfunction=mod_broken_x",
+        );
+        let good = call(
+            &g,
+            "/webservice/rest/server.php?wstoken=abd&wsfunction=core_ok",
+        );
         for _ in 0..2 {
-            g.admit(&good).await.unwrap().finish(&report(OutcomeClass::Ok), FAST);
+            g.admit(&good)
+                .await
+                .unwrap()
+                .finish(&report(OutcomeClass::Ok), FAST);
         }
         for _ in 0..2 {
             let a = g.admit(&bad).await.unwrap();
-            a.finish(&CallReport::upstream_failure(UpstreamFailure::Timeout), FAST);
+            a.finish(
+                &CallReport::upstream_failure(UpstreamFailure::Timeout),
+                FAST,
+            );
         }
         assert!(g.admit(&bad).await.is_err(), "function breaker open");
-        assert!(g.admit(&good).await.is_ok(), "upstream: 2 of 4 failed, below 0.9");
-        assert_eq!(m.breaker_state.with_label_values(&["mod_broken_x"]).get(), 1);
+        assert!(
+            g.admit(&good).await.is_ok(),
+            "upstream: 2 of 4 failed, below 0.9"
+        );
+        assert_eq!(
+            m.breaker_state.with_label_values(&["mod_broken_x"]).get(),
+            1
+        );
     }
 
     #[tokio::test]
     async fn rate_limit_answers_429_in_moodle_shape() {
         let (g, m, _r) = guard("rate_limits: [{key: token, rate: 1/min, burst: 2}]\n");
-        let c = call(&g, "/webservice/rest/server.php?wstoken=0123456789abcdef0123456789abcdef&wsfunction=f");
+        let c = call(
+            &g,
+            "/webservice/rest/server.php?wstoken=0123456789abcdef0123456789abcdef&wsfunction=f",
+        );
         g.admit(&c).await.unwrap();
         g.admit(&c).await.unwrap();
         let rej = g.admit(&c).await.err().unwrap();
         let resp = rej.into_response(&c);
         assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(resp.headers()["retry-after"], "60");
-        assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("application/xml"));
+        assert!(resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/xml"));
         let text = resp.into_body().collect().await.unwrap().to_bytes();
         let text = String::from_utf8_lossy(&text);
         assert!(text.contains("<ERRORCODE>toomanyrequests</ERRORCODE>"));
@@ -517,15 +595,22 @@ mod tests {
 
     #[tokio::test]
     async fn policy_refusal_is_403() {
-        let (g, m, _r) = guard(
-            "function_policy: [{path: /webservice/rest/server.php, deny: [core_user_*]}]\n",
-        );
+        let (g, m, _r) =
+            guard("function_policy: [{path: /webservice/rest/server.php, deny: [core_user_*]}]\n");
         let c = call(&g, "/webservice/rest/server.php/x?wstoken=a&wsfunction=CORE_USER_delete_users&moodlewsrestformat=json");
         let rej = g.admit(&c).await.err().unwrap();
         assert_eq!(rej.reason(), "function_denied");
         assert_eq!(rej.into_response(&c).status(), StatusCode::FORBIDDEN);
-        assert_eq!(m.policy_refusals.with_label_values(&["function_denied"]).get(), 1);
-        let ok = call(&g, "/webservice/rest/server.php?wsfunction=core_course_get_courses");
+        assert_eq!(
+            m.policy_refusals
+                .with_label_values(&["function_denied"])
+                .get(),
+            1
+        );
+        let ok = call(
+            &g,
+            "/webservice/rest/server.php?wsfunction=core_course_get_courses",
+        );
         assert!(g.admit(&ok).await.is_ok());
     }
 
@@ -545,7 +630,10 @@ mod tests {
         drop(again);
         assert!(g.admit(&c).await.is_ok());
         g.housekeeping();
-        assert_eq!(m.concurrency_waits.with_label_values(&["rejected"]).get(), 1);
+        assert_eq!(
+            m.concurrency_waits.with_label_values(&["rejected"]).get(),
+            1
+        );
         assert_eq!(m.calls.with_label_values(&["f", "ok"]).get(), 1);
     }
 
@@ -574,8 +662,10 @@ mod tests {
             serde_saphyr::from_str("circuit_breaker: {error_rate: 1.5}\n").unwrap();
         let err = Guard::new(&cfg, m.clone()).err().unwrap();
         assert_eq!(err.key, "webservice.circuit_breaker.error_rate");
-        let cfg: WebserviceConfig =
-            serde_saphyr::from_str("token_networks: [{token_file: /nonexistent/x, networks: [10.0.0.0/8]}]\n").unwrap();
+        let cfg: WebserviceConfig = serde_saphyr::from_str(
+            "token_networks: [{token_file: /nonexistent/x, networks: [10.0.0.0/8]}]\n",
+        )
+        .unwrap();
         let err = Guard::new(&cfg, m).err().unwrap();
         assert_eq!(err.key, "webservice.token_networks[0].token_file");
     }

@@ -52,7 +52,10 @@ impl RateLimits {
         let mut out = Vec::with_capacity(rules.len());
         for (i, r) in rules.iter().enumerate() {
             let burst = NonZeroU32::new(r.burst).ok_or_else(|| {
-                (format!("webservice.rate_limits[{i}].burst"), "must be at least 1".to_string())
+                (
+                    format!("webservice.rate_limits[{i}].burst"),
+                    "must be at least 1".to_string(),
+                )
             })?;
             let quota = Quota::with_period(r.rate.interval())
                 .ok_or_else(|| {
@@ -164,7 +167,13 @@ mod tests {
     use super::*;
     use crate::config::units::Rate;
 
-    fn rule(key: LimitKey, count: u32, per_s: u64, burst: u32, functions: Option<&[&str]>) -> RateLimitRule {
+    fn rule(
+        key: LimitKey,
+        count: u32,
+        per_s: u64,
+        burst: u32,
+        functions: Option<&[&str]>,
+    ) -> RateLimitRule {
         RateLimitRule {
             key,
             rate: Rate {
@@ -225,7 +234,9 @@ mod tests {
 
     #[test]
     fn config_errors_name_the_key() {
-        let err = RateLimits::new(&[rule(LimitKey::Ip, 1, 1, 0, None)]).err().unwrap();
+        let err = RateLimits::new(&[rule(LimitKey::Ip, 1, 1, 0, None)])
+            .err()
+            .unwrap();
         assert_eq!(err.0, "webservice.rate_limits[0].burst");
     }
 }

@@ -36,11 +36,12 @@ fn plausible_function(name: &str) -> bool {
 
 impl WebserviceMetrics {
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let counter = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
-            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-            registry.register(Box::new(c.clone()))?;
-            Ok(c)
-        };
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
         let calls = counter(
             "moodle_edge_ws_calls_total",
             "Web-service calls that reached Moodle, by function and outcome class.",
@@ -125,7 +126,10 @@ mod tests {
     fn registers_and_caps_labels() {
         let reg = Registry::new();
         let m = WebserviceMetrics::register(&reg).unwrap();
-        assert!(WebserviceMetrics::register(&reg).is_err(), "once per registry");
+        assert!(
+            WebserviceMetrics::register(&reg).is_err(),
+            "once per registry"
+        );
         m.set_configured_functions(["Weird-Name"].into_iter());
         assert_eq!(m.function_label(Some("Weird-Name")), "Weird-Name");
         assert_eq!(m.function_label(Some("DROP TABLE")), "other");
@@ -137,6 +141,9 @@ mod tests {
         assert_eq!(m.function_label(Some("one_too_many")), "other");
         assert_eq!(m.function_label(Some("f_7")), "f_7");
         m.calls.with_label_values(&["f_7", "ok"]).inc();
-        assert!(reg.gather().iter().any(|f| f.name() == "moodle_edge_ws_calls_total"));
+        assert!(reg
+            .gather()
+            .iter()
+            .any(|f| f.name() == "moodle_edge_ws_calls_total"));
     }
 }

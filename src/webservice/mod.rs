@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod outcome;
 pub mod params;
 pub mod policy;
+pub mod stage;
 pub mod token;
 
 pub use entry::EntryKind;

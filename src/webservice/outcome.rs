@@ -187,7 +187,10 @@ pub fn sniff_exception(prefix: &[u8]) -> Option<(Option<String>, Option<String>)
 }
 
 fn skip_ws(b: &[u8]) -> &[u8] {
-    let i = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
+    let i = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
     &b[i..]
 }
 
@@ -237,18 +240,21 @@ fn json_string_field(body: &[u8], key: &[u8]) -> Option<String> {
 }
 
 /// Classifies a finished answer from its status and the first bytes of its body.
-pub fn classify_response(status: u16, prefix: &[u8]) -> (OutcomeClass, Option<String>, Option<String>) {
+pub fn classify_response(
+    status: u16,
+    prefix: &[u8],
+) -> (OutcomeClass, Option<String>, Option<String>) {
     if let Some((exception, errorcode)) = sniff_exception(prefix) {
         let class = classify_exception(exception.as_deref(), errorcode.as_deref());
         return (class, exception, errorcode);
     }
     let class = match status {
-        502..=504 => OutcomeClass::UpstreamError,
-        // A PHP fatal error (memory, time limit) with no Moodle exception in it.
-        500 => OutcomeClass::UpstreamError,
+        // Gateway errors, and a PHP fatal error (memory, time limit) with no Moodle exception
+        // in it: both say the upstream is unwell.
+        500 | 502..=504 => OutcomeClass::UpstreamError,
         401 | 403 => OutcomeClass::AuthFailure,
         400..=499 => OutcomeClass::ClientFault,
-        500..=599 => OutcomeClass::BusinessError,
+        501..=599 => OutcomeClass::BusinessError,
         _ => OutcomeClass::Ok,
     };
     (class, None, None)
@@ -268,7 +274,11 @@ pub struct OutcomeBody {
 }
 
 impl OutcomeBody {
-    pub fn new(inner: ProxyBody, status: u16, on_done: impl FnOnce(CallReport) + Send + 'static) -> Self {
+    pub fn new(
+        inner: ProxyBody,
+        status: u16,
+        on_done: impl FnOnce(CallReport) + Send + 'static,
+    ) -> Self {
         OutcomeBody {
             inner,
             status,
@@ -359,7 +369,10 @@ pub fn wrap_response(
 ) -> http::Response<ProxyBody> {
     let status = response.status().as_u16();
     let (parts, body) = response.into_parts();
-    http::Response::from_parts(parts, OutcomeBody::new(body, status, on_done).boxed_unsync())
+    http::Response::from_parts(
+        parts,
+        OutcomeBody::new(body, status, on_done).boxed_unsync(),
+    )
 }
 
 #[cfg(test)]
@@ -370,7 +383,10 @@ mod tests {
     use http_body_util::StreamBody;
     use std::sync::{Arc, Mutex};
 
-    fn recorder() -> (Arc<Mutex<Vec<CallReport>>>, impl FnOnce(CallReport) + Send + 'static) {
+    fn recorder() -> (
+        Arc<Mutex<Vec<CallReport>>>,
+        impl FnOnce(CallReport) + Send + 'static,
+    ) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s2 = seen.clone();
         (seen, move |r| s2.lock().unwrap().push(r))
@@ -379,13 +395,34 @@ mod tests {
     #[test]
     fn classes() {
         let c = |e: &str, code: &str| classify_exception(Some(e), Some(code));
-        assert_eq!(c("dml_write_exception", "dmlwriteexception"), OutcomeClass::Transient);
-        assert_eq!(c("moodle_exception", "lockdeadlock"), OutcomeClass::Transient);
-        assert_eq!(c("dml_read_exception", "dmlreadexception"), OutcomeClass::BusinessError);
-        assert_eq!(c("invalid_parameter_exception", "invalidparameter"), OutcomeClass::ClientFault);
-        assert_eq!(c("moodle_exception", "invalidtoken"), OutcomeClass::AuthFailure);
-        assert_eq!(c("required_capability_exception", "nopermissions"), OutcomeClass::AuthFailure);
-        assert_eq!(c("moodle_exception", "alreadyexists"), OutcomeClass::BusinessError);
+        assert_eq!(
+            c("dml_write_exception", "dmlwriteexception"),
+            OutcomeClass::Transient
+        );
+        assert_eq!(
+            c("moodle_exception", "lockdeadlock"),
+            OutcomeClass::Transient
+        );
+        assert_eq!(
+            c("dml_read_exception", "dmlreadexception"),
+            OutcomeClass::BusinessError
+        );
+        assert_eq!(
+            c("invalid_parameter_exception", "invalidparameter"),
+            OutcomeClass::ClientFault
+        );
+        assert_eq!(
+            c("moodle_exception", "invalidtoken"),
+            OutcomeClass::AuthFailure
+        );
+        assert_eq!(
+            c("required_capability_exception", "nopermissions"),
+            OutcomeClass::AuthFailure
+        );
+        assert_eq!(
+            c("moodle_exception", "alreadyexists"),
+            OutcomeClass::BusinessError
+        );
         assert!(OutcomeClass::Timeout.counts_as_failure());
         assert!(!OutcomeClass::ClientFault.counts_as_failure());
     }
@@ -406,11 +443,18 @@ mod tests {
         let token = br#"{"error":"Invalid login","errorcode":"invalidlogin"}"#;
         assert_eq!(classify_response(200, token).0, OutcomeClass::AuthFailure);
         // Truncated long debuginfo still classifies.
-        let cut = br#"{"exception":"moodle_exception","errorcode":"invalidtoken","message":"Invalid tok"#;
+        let cut =
+            br#"{"exception":"moodle_exception","errorcode":"invalidtoken","message":"Invalid tok"#;
         assert_eq!(classify_response(200, cut).0, OutcomeClass::AuthFailure);
-        assert_eq!(classify_response(200, br#"{"sitename":"x"}"#).0, OutcomeClass::Ok);
+        assert_eq!(
+            classify_response(200, br#"{"sitename":"x"}"#).0,
+            OutcomeClass::Ok
+        );
         assert_eq!(classify_response(200, b"[]").0, OutcomeClass::Ok);
-        assert_eq!(classify_response(503, b"<html>").0, OutcomeClass::UpstreamError);
+        assert_eq!(
+            classify_response(503, b"<html>").0,
+            OutcomeClass::UpstreamError
+        );
         assert_eq!(classify_response(404, b"").0, OutcomeClass::ClientFault);
         let soap = b"<?xml version=\"1.0\"?><SOAP-ENV:Envelope><SOAP-ENV:Body><SOAP-ENV:Fault><faultcode>SOAP-ENV:invalid_parameter_exception</faultcode>";
         assert_eq!(classify_response(500, soap).0, OutcomeClass::ClientFault);
@@ -420,8 +464,12 @@ mod tests {
     async fn callback_once_on_end_with_bytes_unchanged() {
         let (seen, cb) = recorder();
         let frames = vec![
-            Ok::<_, BoxError>(Frame::data(Bytes::from_static(br#"{"exception":"moodle_exception","#))),
-            Ok(Frame::data(Bytes::from_static(br#""errorcode":"invalidtoken","message":"m"}"#))),
+            Ok::<_, BoxError>(Frame::data(Bytes::from_static(
+                br#"{"exception":"moodle_exception","#,
+            ))),
+            Ok(Frame::data(Bytes::from_static(
+                br#""errorcode":"invalidtoken","message":"m"}"#,
+            ))),
         ];
         let resp = http::Response::new(StreamBody::new(stream::iter(frames)).boxed_unsync());
         let wrapped = wrap_response(resp, cb);
@@ -455,7 +503,11 @@ mod tests {
             Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"part"))),
             Ok(Frame::data(Bytes::from_static(b"more"))),
         ];
-        let mut b = OutcomeBody::new(StreamBody::new(stream::iter(frames)).boxed_unsync(), 200, cb);
+        let mut b = OutcomeBody::new(
+            StreamBody::new(stream::iter(frames)).boxed_unsync(),
+            200,
+            cb,
+        );
         let _ = b.frame().await;
         drop(b);
         {
@@ -470,7 +522,11 @@ mod tests {
             Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"{\"a\":"))),
             Err::<Frame<Bytes>, BoxError>("reset".into()),
         ];
-        let mut b = OutcomeBody::new(StreamBody::new(stream::iter(frames)).boxed_unsync(), 200, cb);
+        let mut b = OutcomeBody::new(
+            StreamBody::new(stream::iter(frames)).boxed_unsync(),
+            200,
+            cb,
+        );
         while let Some(r) = b.frame().await {
             if r.is_err() {
                 break;
@@ -488,6 +544,9 @@ mod tests {
         let r = CallReport::upstream_failure(UpstreamFailure::Timeout);
         assert_eq!(r.class, OutcomeClass::Timeout);
         assert_eq!(r.status, Some(504));
-        assert_eq!(CallReport::upstream_failure(UpstreamFailure::Refused).class, OutcomeClass::UpstreamError);
+        assert_eq!(
+            CallReport::upstream_failure(UpstreamFailure::Refused).class,
+            OutcomeClass::UpstreamError
+        );
     }
 }

@@ -30,7 +30,10 @@ impl Patterns {
 
     pub fn matches(&self, function: &str) -> bool {
         self.exact.iter().any(|e| e == function)
-            || self.prefixes.iter().any(|pre| function.starts_with(pre.as_str()))
+            || self
+                .prefixes
+                .iter()
+                .any(|pre| function.starts_with(pre.as_str()))
     }
 
     /// The exact names (metrics keep a label for each).
@@ -234,22 +237,41 @@ mod tests {
     #[test]
     fn wildcards_and_deny_wins() {
         let p = Policy::new(
-            &[fp(REST, Some(&["core_course_*", "core_webservice_get_site_info"]), Some(&["core_course_delete_*"]))],
+            &[fp(
+                REST,
+                Some(&["core_course_*", "core_webservice_get_site_info"]),
+                Some(&["core_course_delete_*"]),
+            )],
             &[],
         )
         .unwrap();
         let check = |f: Option<&str>| p.check(Some(REST), f, None, IP, true);
         assert_eq!(check(Some("core_course_get_courses")), Ok(()));
         assert_eq!(check(Some("core_webservice_get_site_info")), Ok(()));
-        assert_eq!(check(Some("core_course_delete_courses")), Err(PolicyRefusal::FunctionDenied));
-        assert_eq!(check(Some("core_user_create_users")), Err(PolicyRefusal::FunctionNotAllowed));
+        assert_eq!(
+            check(Some("core_course_delete_courses")),
+            Err(PolicyRefusal::FunctionDenied)
+        );
+        assert_eq!(
+            check(Some("core_user_create_users")),
+            Err(PolicyRefusal::FunctionNotAllowed)
+        );
         assert_eq!(check(None), Err(PolicyRefusal::FunctionNotAllowed));
         assert_eq!(
             p.check(Some(REST), Some("core_course_get_courses"), None, IP, false),
             Err(PolicyRefusal::Uninspectable)
         );
         // Other paths are not affected.
-        assert_eq!(p.check(Some("/webservice/soap/server.php"), Some("x"), None, IP, false), Ok(()));
+        assert_eq!(
+            p.check(
+                Some("/webservice/soap/server.php"),
+                Some("x"),
+                None,
+                IP,
+                false
+            ),
+            Ok(())
+        );
         assert_eq!(p.check(None, Some("x"), None, IP, true), Ok(()));
     }
 
@@ -257,7 +279,10 @@ mod tests {
     fn deny_only_lets_functionless_calls_through() {
         let p = Policy::new(&[fp(REST, None, Some(&["*"]))], &[]).unwrap();
         assert_eq!(p.check(Some(REST), None, None, IP, true), Ok(()));
-        assert_eq!(p.check(Some(REST), Some("a"), None, IP, true), Err(PolicyRefusal::FunctionDenied));
+        assert_eq!(
+            p.check(Some(REST), Some("a"), None, IP, true),
+            Err(PolicyRefusal::FunctionDenied)
+        );
     }
 
     #[test]
@@ -276,9 +301,15 @@ mod tests {
         let mapped: IpAddr = "::ffff:10.9.9.9".parse().unwrap();
         assert_eq!(p.check(None, None, tok, mapped, true), Ok(()));
         let outside: IpAddr = "192.0.2.1".parse().unwrap();
-        assert_eq!(p.check(None, None, tok, outside, true), Err(PolicyRefusal::TokenNetwork));
+        assert_eq!(
+            p.check(None, None, tok, outside, true),
+            Err(PolicyRefusal::TokenNetwork)
+        );
         assert_eq!(p.check(None, None, Some("other"), outside, true), Ok(()));
-        assert_eq!(p.check(None, None, None, outside, false), Err(PolicyRefusal::Uninspectable));
+        assert_eq!(
+            p.check(None, None, None, outside, false),
+            Err(PolicyRefusal::Uninspectable)
+        );
 
         std::fs::write(&file, "not-a-token").unwrap();
         let bad = TokenNetworks {

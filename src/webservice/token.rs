@@ -25,7 +25,9 @@ pub fn fingerprint(token: &str) -> String {
 /// cleaned form means `abc-DEF…` cannot slip past a `token_networks` rule that names `abcdef…`.
 /// Returns `None` when nothing is left or the result is too long to be a token.
 pub fn normalize(raw: &str) -> Option<String> {
-    let clean = raw.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase());
+    let clean = raw
+        .bytes()
+        .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase());
     let out: String = if clean {
         raw.to_owned()
     } else {

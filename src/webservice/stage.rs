@@ -1,0 +1,125 @@
+//! The guard stage as the pipeline runs it: find the call's parameters (the query string, and
+//! a bounded look into a form body that still reaches Moodle byte for byte), admit the call
+//! through the [`Guard`](super::Guard), then follow its answer to feed the breaker, the
+//! metrics and the audit log.
+
+use std::time::{Duration, Instant};
+
+use http::header::CONTENT_TYPE;
+use http::{request, Method, Response, StatusCode};
+
+use crate::body::ProxyBody;
+use crate::pipeline::RequestContext;
+use crate::proxy::forward::ForwardError;
+use crate::state::State;
+use crate::webservice::audit::AuditLog;
+use crate::webservice::entry::EntryKind;
+use crate::webservice::errors::{error_response, shape_for};
+use crate::webservice::outcome::{self, CallReport, UpstreamFailure};
+use crate::webservice::params;
+use crate::webservice::{Admission, WsCall};
+
+/// An admitted call, carried from the guard stage to the respond stage.
+pub struct WsAdmitted {
+    call: WsCall,
+    admission: Admission,
+    admitted_at: Instant,
+}
+
+/// Runs the guard. `Err` is the answer to send instead of forwarding.
+pub async fn guard(
+    state: &State,
+    ctx: &mut RequestContext,
+    entry: EntryKind,
+    parts: &request::Parts,
+    body: ProxyBody,
+) -> Result<(ProxyBody, WsAdmitted), Response<ProxyBody>> {
+    let query = params::query_params(parts.uri.query().unwrap_or(""));
+    let (body_params, body) = if parts.method == Method::POST || parts.method == Method::PUT {
+        let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        match params::inspect_body(content_type, body, state.guard.max_inspect_body()).await {
+            Ok((found, body)) => (Some(found), body),
+            Err(e) => {
+                ctx.note = Some("ws_body_unreadable");
+                tracing::debug!(request_id = %ctx.request_id, error = %e, "web-service body unreadable");
+                let call = WsCall::new(entry, parts.uri.path(), ctx.client_ip, params::merge(entry, &query, None));
+                return Err(error_response(
+                    StatusCode::BAD_REQUEST,
+                    shape_for(call.entry, call.format),
+                    "invalidrequest",
+                    "The request body could not be read.",
+                    None,
+                ));
+            }
+        }
+    } else {
+        (None, body)
+    };
+    let call = WsCall::new(
+        entry,
+        parts.uri.path(),
+        ctx.client_ip,
+        params::merge(entry, &query, body_params.as_ref()),
+    );
+    let started = Instant::now();
+    match state.guard.admit(&call).await {
+        Ok(admission) => Ok((
+            body,
+            WsAdmitted {
+                call,
+                admission,
+                admitted_at: Instant::now(),
+            },
+        )),
+        Err(rejection) => {
+            ctx.note = Some(rejection.reason());
+            AuditLog::new(state.audit_log.clone()).record_rejection(
+                &call,
+                &rejection,
+                started.elapsed(),
+                Some(&ctx.request_id),
+            );
+            Err(rejection.into_response(&call))
+        }
+    }
+}
+
+impl WsAdmitted {
+    /// The upstream gave no answer: that is a breaker failure (connect, timeout, protocol);
+    /// a client that went away or sent too much is not Moodle's fault and is not counted.
+    pub fn upstream_failed(self, state: &State, ctx: &RequestContext, e: &ForwardError, status: StatusCode) {
+        let kind = match e {
+            ForwardError::Connect(_) => UpstreamFailure::Refused,
+            ForwardError::Timeout(_) => UpstreamFailure::Timeout,
+            ForwardError::Protocol(_) => UpstreamFailure::BadGateway,
+            _ => {
+                // Dropping the admission frees the slot without recording a result.
+                return;
+            }
+        };
+        let mut report = CallReport::upstream_failure(kind);
+        report.status = Some(status.as_u16());
+        let waited = self.admitted_at.elapsed();
+        AuditLog::new(state.audit_log.clone()).record(&self.call, &report, waited, Some(&ctx.request_id));
+        self.admission.finish(&report, waited);
+    }
+
+    /// Follows the answer: when its body has been sent, the outcome (HTTP status and any Moodle
+    /// exception in the body) goes to the breaker, the metrics and the audit log.
+    pub fn watch_response(self, state: &State, ctx: &RequestContext, response: Response<ProxyBody>) -> Response<ProxyBody> {
+        // The breaker judges Moodle's time to answer, not the client's download time.
+        let to_headers = ctx.upstream_time.unwrap_or_else(|| self.admitted_at.elapsed());
+        let audit = AuditLog::new(state.audit_log.clone());
+        let request_id = ctx.request_id.clone();
+        let WsAdmitted {
+            call,
+            admission,
+            admitted_at,
+        } = self;
+        outcome::wrap_response(response, move |report| {
+            let total: Duration = admitted_at.elapsed();
+            audit.record(&call, &report, total, Some(&request_id));
+            admission.finish(&report, to_headers);
+        })
+    }
+}

@@ -1,0 +1,641 @@
+//! A small harness for the file-offload integration tests (`tests/sendfile_*.rs`), kept apart
+//! from the core tests' `tests/common/` on purpose:
+//!
+//! * [`Standin`]: a stand-in Moodle (hyper, on its own thread and runtime) that answers
+//!   `/pluginfile.php/NAME` exactly like `lib/xsendfilelib.php`: an empty body, the whole
+//!   X-Accel-Redirect value rawurlencoded, Moodle's own headers. It counts its open connections
+//!   and the requests it is still working on, so a test can tell whether the proxy keeps it busy.
+//! * [`Proxy`]: the real `moodle-edge` binary with a YAML config in a temp dir, output captured.
+//! * [`Nginx`]: nginx 1.22 proxying to the same stand-in, with the `internal` location.
+//! * [`request`]: a raw HTTP/1.1 client (`Connection: close`, read to EOF) that shows exactly what
+//!   came over the wire, repeated headers included.
+//!
+//! Nothing sleeps a fixed time waiting for something to happen: [`wait_for`] polls until a deadline.
+
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
+use tempfile::TempDir;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_moodle-edge");
+
+/// The X-Accel-Redirect URI prefix both proxies map to the data directory.
+pub const PREFIX: &str = "/moodledata-internal/";
+
+/// The stand-in's Last-Modified (Moodle sends the file record's timemodified; both proxies
+/// replace it with the file's mtime).
+pub const MOODLE_LAST_MODIFIED: &str = "Tue, 01 Oct 2024 10:00:00 GMT";
+
+/// The proxy's upstream health probe path; the stand-in does not count it.
+pub const PROBE_PATH: &str = "/__probe";
+
+/// PHP's `rawurlencode`: everything but `A-Z a-z 0-9 - _ . ~` (slashes included).
+const RAWURLENCODE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+pub fn rawurlencode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, RAWURLENCODE).to_string()
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// Polls `cond` every 20 ms until it holds; panics naming `what` after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Deterministic file content: byte i is `(i * 7 + i / 251) % 256`, so neighbouring ranges differ.
+pub fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| ((i * 7 + i / 251) % 256) as u8).collect()
+}
+
+/// `nginx` from PATH (and /usr/sbin, /sbin, where Debian puts it and where `scripts/test.sh`
+/// looks too), or None.
+pub fn find_nginx() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|dir| dir.join("nginx"))
+        .find(|candidate| candidate.is_file())
+}
+
+/// `VmRSS` of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+// ------------------------------------------------------------------------------------------
+// the stand-in Moodle
+
+#[derive(Default)]
+pub struct StandinStats {
+    /// Connections accepted and not yet closed.
+    pub open: AtomicI64,
+    /// Connections ever accepted.
+    pub accepted: AtomicU64,
+    /// Requests the stand-in is still answering (health probes excluded).
+    pub in_flight: AtomicI64,
+    /// Requests answered (health probes excluded).
+    pub requests: AtomicU64,
+}
+
+/// Decrements a counter however the handler ends.
+struct Dec<'a>(&'a AtomicI64);
+
+impl Drop for Dec<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+pub struct Standin {
+    pub addr: SocketAddr,
+    pub stats: Arc<StandinStats>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Standin {
+    /// Answers:
+    /// - `/pluginfile.php/NAME[?limit=N]`: Moodle's X-Accel-Redirect for `PREFIX + NAME`, the
+    ///   whole value rawurlencoded; `limit` adds `X-Accel-Limit-Rate: N`.
+    /// - `/raw?v=VALUE`: X-Accel-Redirect set to VALUE (percent-decoded once from the query) as
+    ///   is, with the same Moodle headers: for hostile values.
+    /// - anything else: 200 `stand-in`.
+    pub fn start() -> Standin {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind stand-in");
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stats = Arc::new(StandinStats::default());
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread_stats = stats.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    let (stream, _) = tokio::select! {
+                        accepted = listener.accept() => match accepted {
+                            Ok(a) => a,
+                            Err(_) => continue,
+                        },
+                        _ = &mut stop_rx => return,
+                    };
+                    let stats = thread_stats.clone();
+                    stats.open.fetch_add(1, Ordering::SeqCst);
+                    stats.accepted.fetch_add(1, Ordering::SeqCst);
+                    tokio::spawn(async move {
+                        let svc_stats = stats.clone();
+                        let service =
+                            service_fn(move |req| answer(svc_stats.clone(), req));
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .keep_alive(true)
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                        stats.open.fetch_sub(1, Ordering::SeqCst);
+                    });
+                }
+            });
+            rt.shutdown_timeout(Duration::from_millis(100));
+        });
+        Standin {
+            addr,
+            stats,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn open(&self) -> i64 {
+        self.stats.open.load(Ordering::SeqCst)
+    }
+
+    pub fn in_flight(&self) -> i64 {
+        self.stats.in_flight.load(Ordering::SeqCst)
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.stats.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Standin {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn query_param(query: &str, name: &str) -> Option<Vec<u8>> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == name).then(|| percent_encoding::percent_decode_str(v).collect())
+    })
+}
+
+async fn answer(
+    stats: Arc<StandinStats>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().to_string();
+    if path == PROBE_PATH {
+        return Ok(Response::new(Full::new(Bytes::from_static(b"ok"))));
+    }
+    stats.in_flight.fetch_add(1, Ordering::SeqCst);
+    let _done = Dec(&stats.in_flight);
+    stats.requests.fetch_add(1, Ordering::SeqCst);
+    let query = req.uri().query().unwrap_or("").to_string();
+
+    let (value, name): (Vec<u8>, String) = if let Some(name) = path.strip_prefix("/pluginfile.php/")
+    {
+        let name = percent_encoding::percent_decode_str(name)
+            .decode_utf8_lossy()
+            .into_owned();
+        // Exactly what lib/xsendfilelib.php sends: rawurlencode() of the whole value.
+        (
+            rawurlencode(&format!("{PREFIX}{name}")).into_bytes(),
+            name,
+        )
+    } else if path == "/raw" {
+        match query_param(&query, "v") {
+            Some(v) => (v, "raw.bin".to_string()),
+            None => return Ok(plain(StatusCode::BAD_REQUEST, "no v")),
+        }
+    } else {
+        return Ok(plain(StatusCode::OK, "stand-in"));
+    };
+
+    let content_type = if name.ends_with(".txt") {
+        "text/plain; charset=utf-8"
+    } else if name.ends_with(".pdf") {
+        "application/pdf"
+    } else {
+        "application/octet-stream"
+    };
+    let hash = hex::encode(<sha1::Sha1 as sha1::Digest>::digest(name.as_bytes()));
+    let mut response = Response::new(Full::new(Bytes::new()));
+    let headers = response.headers_mut();
+    let Ok(redirect) = http::HeaderValue::from_bytes(&value) else {
+        return Ok(plain(StatusCode::BAD_REQUEST, "value not a header"));
+    };
+    headers.insert("x-accel-redirect", redirect);
+    let filename = name.rsplit('/').next().unwrap_or("file");
+    for (k, v) in [
+        ("content-type", content_type.to_string()),
+        (
+            "content-disposition",
+            format!("inline; filename=\"{}\"", rawurlencode(filename)),
+        ),
+        ("cache-control", "private, max-age=10, no-transform".into()),
+        ("expires", "Thu, 01 Jan 2037 00:00:00 GMT".into()),
+        ("pragma", String::new()),
+        ("last-modified", MOODLE_LAST_MODIFIED.into()),
+        ("etag", format!("\"{hash}\"")),
+        ("accept-ranges", "bytes".into()),
+        ("set-cookie", "MoodleSession=abc123; path=/; HttpOnly".into()),
+    ] {
+        if let Ok(v) = http::HeaderValue::from_str(&v) {
+            headers.insert(k, v);
+        }
+    }
+    if let Some(limit) = query_param(&query, "limit") {
+        if let Ok(v) = http::HeaderValue::from_bytes(&limit) {
+            headers.insert("x-accel-limit-rate", v);
+        }
+    }
+    Ok(response)
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *r.status_mut() = status;
+    r
+}
+
+// ------------------------------------------------------------------------------------------
+// moodle-edge
+
+pub struct Proxy {
+    child: Child,
+    pub port: u16,
+    pub admin_port: u16,
+    dir: TempDir,
+}
+
+impl Proxy {
+    /// Starts the binary with `PREFIX` mapped to `root`, in front of `upstream`.
+    /// `upstream_extra` is YAML indented by two spaces, added under `upstream:`.
+    pub fn start(upstream: SocketAddr, root: &Path, upstream_extra: &str) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let admin_port = free_port();
+        let yaml = format!(
+            r#"server:
+  listen:
+    - addr: "127.0.0.1:{port}"
+  admin_addr: "127.0.0.1:{admin_port}"
+  shutdown_timeout: 1s
+upstream:
+  url: "http://{upstream}"
+  health_check:
+    path: "{PROBE_PATH}"
+{upstream_extra}
+moodle:
+  wwwroot: "http://127.0.0.1:{port}"
+  dataroot: "{root}"
+sendfile:
+  mappings:
+    - prefix: {PREFIX}
+      root: "{root}"
+  sendfile_roots: ["{root}"]
+log:
+  level: info
+  format: text
+  access:
+    format: combined
+"#,
+            root = root.display(),
+        );
+        let config = dir.path().join("config.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        let out = std::fs::File::create(dir.path().join("stdout.log")).unwrap();
+        let err = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+        let child = Command::new(BIN)
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .env_remove("MOODLE_EDGE_LOG")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("start moodle-edge");
+        let mut proxy = Proxy {
+            child,
+            port,
+            admin_port,
+            dir,
+        };
+        proxy.wait_ready();
+        proxy
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("moodle-edge exited early ({status}):\n{}", self.output());
+            }
+            if let Ok(r) = request(self.port, "GET", "/", &[]) {
+                if r.status == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "moodle-edge did not answer:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// stdout (the event and access logs) and stderr, together.
+    pub fn output(&self) -> String {
+        let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        format!("{}{}", read("stdout.log"), read("stderr.log"))
+    }
+
+    /// One metric's value from the proxy's /metrics.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        metric(self.admin_port, name)
+    }
+}
+
+/// One metric's value from the admin listener's /metrics on `admin_port`: the first sample
+/// line that starts with `name` (give labels in `name` to pick one).
+pub fn metric(admin_port: u16, name: &str) -> Option<f64> {
+    let r = request(admin_port, "GET", "/metrics", &[]).ok()?;
+    let text = String::from_utf8_lossy(&r.body).into_owned();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// nginx
+
+pub struct Nginx {
+    child: Child,
+    pub port: u16,
+    dir: TempDir,
+}
+
+impl Nginx {
+    /// nginx 1.22 as Moodle's front server would run it: proxy_pass to the stand-in, and the
+    /// X-Accel-Redirect target as an `internal` location aliased to `root`. Unprivileged,
+    /// everything inside its own temp dir, `daemon off`, stopped by PID on drop.
+    pub fn start(nginx: &Path, upstream: SocketAddr, root: &Path) -> Nginx {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        let port = free_port();
+        let conf = format!(
+            r#"worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://{upstream};
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+        location {PREFIX} {{
+            internal;
+            alias {root}/;
+        }}
+    }}
+}}
+"#,
+            root = root.display(),
+        );
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+        let child = Command::new(nginx)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start nginx");
+        let mut n = Nginx { child, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = n.child.try_wait() {
+                panic!("nginx exited early ({status}):\n{}", n.errors());
+            }
+            if request(port, "GET", "/", &[]).is_ok_and(|r| r.status == 200) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "nginx did not answer:\n{}", n.errors());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        n
+    }
+
+    pub fn errors(&self) -> String {
+        let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        format!("{}{}", read("stderr.log"), read("error.log"))
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM to the master (the PID we started) stops master and worker together; a
+        // SIGKILL would leave the worker behind. kill(1) keeps this file free of `unsafe`.
+        let pid = self.child.id();
+        let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// a raw HTTP/1.1 client
+
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    /// In wire order, names lower-cased, repeats kept.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// Sends one request with `Connection: close` and reads the answer to EOF.
+pub fn request(
+    port: u16,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<Resp> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    parse_response(&raw)
+        .ok_or_else(|| std::io::Error::other(format!("unparsable answer: {:?}", String::from_utf8_lossy(&raw))))
+}
+
+/// Splits a response into head and body (de-chunking if needed).
+pub fn parse_response(raw: &[u8]) -> Option<Resp> {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&raw[..end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[end + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    if chunked {
+        body = dechunk(&body)?;
+    }
+    Some(Resp {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&data[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
+    }
+}
+
+/// The parts of a `multipart/byteranges` body: (part headers, part data), boundary-free.
+pub fn multipart_parts(content_type: &str, body: &[u8]) -> Option<Vec<(Vec<(String, String)>, Vec<u8>)>> {
+    let boundary = content_type.split("boundary=").nth(1)?.trim_matches('"');
+    let delimiter = format!("\r\n--{boundary}").into_bytes();
+    // Every part starts after a delimiter; the body may or may not begin with CRLF.
+    let mut text = Vec::with_capacity(body.len() + 2);
+    if !body.starts_with(b"\r\n") {
+        text.extend_from_slice(b"\r\n");
+    }
+    text.extend_from_slice(body);
+    let mut positions = Vec::new();
+    let mut i = 0;
+    while let Some(p) = text[i..].windows(delimiter.len()).position(|w| w == delimiter.as_slice()) {
+        positions.push(i + p);
+        i += p + delimiter.len();
+    }
+    let mut parts = Vec::new();
+    for pair in positions.windows(2) {
+        let part = &text[pair[0] + delimiter.len()..pair[1]];
+        let part = part.strip_prefix(b"\r\n")?;
+        let split = part.windows(4).position(|w| w == b"\r\n\r\n")?;
+        let head = std::str::from_utf8(&part[..split]).ok()?;
+        let mut headers: Vec<(String, String)> = head
+            .split("\r\n")
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        headers.sort();
+        parts.push((headers, part[split + 4..].to_vec()));
+    }
+    // The closing delimiter must be there.
+    let last = *positions.last()?;
+    text[last + delimiter.len()..].starts_with(b"--").then_some(parts)
+}
