@@ -183,7 +183,7 @@ fn access_log_is_json_per_request_with_secrets_redacted() {
     let proxy = Proxy::start(&up.url(), |_, _| {});
     let secrets = [
         "S3CRETwstoken", "S3CRETtoken", "S3CRETpassword", "S3CRETsesskey", "S3CRETreferer", "S3CRETbody",
-        "S3CRETtpf", "S3CRETupper",
+        "S3CRETtpf", "S3CRETupper", "S3CRETpct",
     ];
     let r = get(
         proxy.addr(),
@@ -194,7 +194,7 @@ fn access_log_is_json_per_request_with_secrets_redacted() {
     get(proxy.addr(), "/webservice/pluginfile.php/1/a.pdf?token=S3CRETtoken&forcedownload=1", "");
     get(
         proxy.addr(),
-        "/course/mod.php?sesskey=S3CRETsesskey&PASSWORD=S3CRETupper",
+        "/course/mod.php?sesskey=S3CRETsesskey&PASSWORD=S3CRETupper&ws%74oken=S3CRETpct",
         "Referer: http://lms.test/course/view.php?id=2&sesskey=S3CRETreferer\r\n",
     );
     get(proxy.addr(), "/tokenpluginfile.php/S3CRETtpf/12/mod_resource/content/0/a.pdf", "");
@@ -220,7 +220,11 @@ fn access_log_is_json_per_request_with_secrets_redacted() {
     let login = proxy.access_line_for("/login/index.php");
     assert_eq!(login["method"], "POST");
     proxy.access_line_for("/tokenpluginfile.php/[redacted]/12/");
-    proxy.access_line_for("/course/mod.php?sesskey=[redacted]&PASSWORD=[redacted]");
+    let page = proxy.access_line_for("/course/mod.php?sesskey=[redacted]&PASSWORD=[redacted]");
+    assert_eq!(
+        page["referer"], "http://lms.test/course/view.php?id=2&sesskey=[redacted]",
+        "{page}"
+    );
     assert_eq!(proxy.access_lines().len(), 5, "{}", proxy.stdout());
     let everything = proxy.output();
     for secret in secrets {

@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::body::{BoxError, ProxyBody};
 use crate::observe::config::AccessFormat;
 use crate::observe::metrics::CoreMetrics;
+use crate::observe::redact;
 use crate::observe::sink::LineSink;
 
 /// What the access log says about one request; filled in by the stages as they run.
@@ -128,12 +129,29 @@ impl Finish {
             .with_label_values(&[record.route, status_label(status)])
             .inc();
         if self.sink.enabled() {
+            // Moodle puts sesskey (and tokens) in page URLs, so the Referer carries them too.
+            if let Some(redacted) = redact_referer(&record.referer) {
+                record.referer = redacted;
+            }
             record.bytes_sent = bytes;
             record.complete = complete;
             record.duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
             self.sink.write(record.line(self.format));
         }
     }
+}
+
+/// The Referer with its query secrets and a tokenpluginfile token redacted; None when it holds
+/// none.
+fn redact_referer(referer: &str) -> Option<String> {
+    let (url, query) = match referer.split_once('?') {
+        Some((url, query)) => (url, Some(query)),
+        None => (referer, None),
+    };
+    let path_start = url.find("://").map_or(0, |i| i + 3);
+    let path_start = url[path_start..].find('/').map_or(url.len(), |i| path_start + i);
+    let redacted = format!("{}{}", &url[..path_start], redact::redact_target(&url[path_start..], query));
+    (redacted != referer).then_some(redacted)
 }
 
 /// Status codes as static labels, so a metric update allocates nothing.
@@ -295,6 +313,20 @@ mod tests {
         assert_eq!(v["bytes_sent"], 5);
         assert_eq!(v["complete"], true);
         assert_eq!(metrics.in_flight.get(), 0);
+    }
+
+    #[test]
+    fn referer_secrets_are_redacted() {
+        assert_eq!(
+            redact_referer("https://lms/course/view.php?id=2&sesskey=abc").as_deref(),
+            Some("https://lms/course/view.php?id=2&sesskey=[redacted]")
+        );
+        assert_eq!(
+            redact_referer("https://lms/tokenpluginfile.php/abc/1/a.pdf").as_deref(),
+            Some("https://lms/tokenpluginfile.php/[redacted]/1/a.pdf")
+        );
+        assert_eq!(redact_referer("https://lms/course/view.php?id=2"), None);
+        assert_eq!(redact_referer(""), None);
     }
 
     #[test]

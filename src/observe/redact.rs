@@ -26,9 +26,17 @@ const SECRET_PARAMS: &[&str] = &[
 pub const REDACTED: &str = "[redacted]";
 
 fn is_secret(name: &str) -> bool {
-    // Parameter names arrive percent-encoded at worst in their brackets; compare the base name.
-    let base = name.split('[').next().unwrap_or(name);
-    SECRET_PARAMS.iter().any(|s| s.eq_ignore_ascii_case(base))
+    // Compare the name PHP sees: percent-decoded (`ws%74oken` is `wstoken` to Moodle), with
+    // the array brackets cut off and `.`/space read as `_` (`access.token` is `access_token`).
+    let decoded = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+    let base = decoded.split('[').next().unwrap_or(&decoded).trim_start_matches(' ');
+    SECRET_PARAMS.iter().any(|s| {
+        s.len() == base.len()
+            && s.bytes().zip(base.bytes()).all(|(s, b)| match b {
+                b'.' | b' ' => s == b'_',
+                b => s.eq_ignore_ascii_case(&b),
+            })
+    })
 }
 
 /// Redacts secret values in an `a=1&b=2` string (a query string or an urlencoded body).
@@ -88,6 +96,9 @@ mod tests {
         assert_eq!(redact_query("SESSKEY=x&Password=y"), "SESSKEY=[redacted]&Password=[redacted]");
         assert_eq!(redact_query("key"), "key");
         assert_eq!(redact_query("token=1&tokenish=2"), "token=[redacted]&tokenish=2");
+        assert_eq!(redact_query("ws%74oken=abc&x=1"), "ws%74oken=[redacted]&x=1");
+        assert_eq!(redact_query("pass%77ord%5B0%5D=abc"), "pass%77ord%5B0%5D=[redacted]");
+        assert_eq!(redact_query("access.token=abc"), "access.token=[redacted]");
     }
 
     #[test]

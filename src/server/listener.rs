@@ -171,7 +171,7 @@ impl Acceptor {
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout.get())
             // Bounds both the header (431 beyond it) and what one slow reader can queue.
-            .max_buf_size(max_header.max(64 * 1024))
+            .max_buf_size(max_header.max(8 * 1024))
             .keep_alive(true);
         builder
             .http2()

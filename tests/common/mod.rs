@@ -704,12 +704,12 @@ impl Proxy {
         format!("--- stdout ---\n{}\n--- stderr ---\n{}", self.stdout(), self.stderr())
     }
 
-    /// The JSON access-log lines written so far (event log lines have no `status`).
+    /// The JSON access-log lines written so far (event and audit lines have no `target`).
     pub fn access_lines(&self) -> Vec<Value> {
         self.stdout()
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v.get("status").is_some() && v.get("request_id").is_some())
+            .filter(|v| v.get("status").is_some() && v.get("target").is_some())
             .collect()
     }
 
