@@ -14,12 +14,21 @@ use moodle_edge::state::State;
 mod demo;
 
 #[derive(Parser)]
-#[command(name = "moodle-edge", version, about = "A reverse proxy in front of a Moodle or Totara site")]
+#[command(
+    name = "moodle-edge",
+    version,
+    about = "A reverse proxy in front of a Moodle or Totara site"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     /// The config file (for the default `run` command).
-    #[arg(long, short, global = true, default_value = "/etc/moodle-edge/config.yaml")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        default_value = "/etc/moodle-edge/config.yaml"
+    )]
     config: PathBuf,
 }
 
@@ -92,7 +101,10 @@ fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
         }
         b
     };
-    builder.enable_all().build().context("cannot start the tokio runtime")
+    builder
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")
 }
 
 async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
@@ -100,7 +112,9 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         tracing::warn!("sso: section validated; single sign-on at the edge is not in this release, requests go to Moodle");
     }
     if config.mnet.is_some() {
-        tracing::warn!("mnet: section validated; the MNet gateway is not in this release, calls go to Moodle");
+        tracing::warn!(
+            "mnet: section validated; the MNet gateway is not in this release, calls go to Moodle"
+        );
     }
     let server = Server::bind(config, path).await.context("cannot start")?;
     server.serve().await;
@@ -111,7 +125,9 @@ fn init_logging(cfg: &LogConfig) {
     let filter = EnvFilter::try_from_env("MOODLE_EDGE_LOG")
         .or_else(|_| EnvFilter::try_new(&cfg.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
     match cfg.format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),

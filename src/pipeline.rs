@@ -121,12 +121,18 @@ async fn run_stages(
         Ok(s) => s,
         Err(refusal) => {
             ctx.note = Some(refusal.reason);
-            state.process.core.rejected_requests.with_label_values(&[refusal.reason]).inc();
+            state
+                .process
+                .core
+                .rejected_requests
+                .with_label_values(&[refusal.reason])
+                .inc();
             let style = style_for_path(state, parts.uri.path());
             let mut resp = error_response(refusal.status, style, refusal.message, &ctx.request_id);
             if refusal.reason == "smuggling" {
                 // The framing of anything after this request cannot be trusted either.
-                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             return resp;
         }
@@ -152,8 +158,18 @@ async fn run_stages(
         Route::Edge(EdgeRoute::Health) => return server::admin::readiness_response(state).await,
         Route::Internal => {
             ctx.note = Some("internal_path");
-            state.process.core.rejected_requests.with_label_values(&["internal_path"]).inc();
-            return error_response(StatusCode::NOT_FOUND, ErrorStyle::Html, "Not found.", &ctx.request_id);
+            state
+                .process
+                .core
+                .rejected_requests
+                .with_label_values(&["internal_path"])
+                .inc();
+            return error_response(
+                StatusCode::NOT_FOUND,
+                ErrorStyle::Html,
+                "Not found.",
+                &ctx.request_id,
+            );
         }
         _ => {}
     }
@@ -167,7 +183,9 @@ async fn run_stages(
     // 4. guard
     let (body, ws) = match ctx.route {
         Route::WebService(entry) => {
-            match webservice::stage::guard(state, ctx, entry, &parts, crate::body::boxed(body)).await {
+            match webservice::stage::guard(state, ctx, entry, &parts, crate::body::boxed(body))
+                .await
+            {
                 Ok((body, admitted)) => (body, Some(admitted)),
                 Err(response) => return response,
             }
@@ -225,7 +243,9 @@ fn request_id(headers: &HeaderMap) -> String {
     if let Some(id) = headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
         if !id.is_empty()
             && id.len() <= 128
-            && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'@'))
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'@'))
         {
             return id.to_string();
         }
@@ -260,14 +280,22 @@ fn style_for(ctx: &RequestContext) -> ErrorStyle {
 
 fn https_redirect(host: &str, port: Option<u16>, parts: &request::Parts) -> Response<ProxyBody> {
     let bare_host = match host.rsplit_once(':') {
-        Some((h, p)) if !h.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && !host.ends_with(']') => h,
+        Some((h, p))
+            if !h.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && !host.ends_with(']') =>
+        {
+            h
+        }
         _ => host,
     };
     let port = match port {
         Some(443) | None => String::new(),
         Some(p) => format!(":{p}"),
     };
-    let target = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let target = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
     let location = format!("https://{bare_host}{port}{target}");
     let mut resp = Response::new(crate::body::empty());
     *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
@@ -277,30 +305,66 @@ fn https_redirect(host: &str, port: Option<u16>, parts: &request::Parts) -> Resp
     resp
 }
 
-fn forward_error_response(state: &State, ctx: &mut RequestContext, e: &ForwardError) -> Response<ProxyBody> {
+fn forward_error_response(
+    state: &State,
+    ctx: &mut RequestContext,
+    e: &ForwardError,
+) -> Response<ProxyBody> {
     let core = &state.process.core;
     if let Some(kind) = e.upstream_kind() {
         core.upstream_errors.with_label_values(&[kind]).inc();
         tracing::warn!(request_id = %ctx.request_id, error = %e, "upstream failed");
     }
     let (status, note, message) = match e {
-        ForwardError::Connect(_) => (StatusCode::BAD_GATEWAY, "upstream_connect", "The site is not answering. Please try again shortly."),
-        ForwardError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "The site took too long to answer."),
-        ForwardError::Protocol(_) => (StatusCode::BAD_GATEWAY, "upstream_protocol", "The site sent a broken answer."),
-        ForwardError::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "The request body is larger than this site accepts."),
-        ForwardError::ClientBodyTimeout => (StatusCode::REQUEST_TIMEOUT, "client_body_timeout", "The request body stopped arriving."),
+        ForwardError::Connect(_) => (
+            StatusCode::BAD_GATEWAY,
+            "upstream_connect",
+            "The site is not answering. Please try again shortly.",
+        ),
+        ForwardError::Timeout(_) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            "The site took too long to answer.",
+        ),
+        ForwardError::Protocol(_) => (
+            StatusCode::BAD_GATEWAY,
+            "upstream_protocol",
+            "The site sent a broken answer.",
+        ),
+        ForwardError::BodyTooLarge => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "The request body is larger than this site accepts.",
+        ),
+        ForwardError::ClientBodyTimeout => (
+            StatusCode::REQUEST_TIMEOUT,
+            "client_body_timeout",
+            "The request body stopped arriving.",
+        ),
         // Nobody is left to read this answer; 499 is what nginx logs for it.
-        ForwardError::ClientGone => (StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST), "client_gone", "The client went away."),
-        ForwardError::BadUri(_) => (StatusCode::BAD_REQUEST, "bad_target", "The request target is not valid."),
+        ForwardError::ClientGone => (
+            StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+            "client_gone",
+            "The client went away.",
+        ),
+        ForwardError::BadUri(_) => (
+            StatusCode::BAD_REQUEST,
+            "bad_target",
+            "The request target is not valid.",
+        ),
     };
     ctx.note = Some(note);
     if e.upstream_kind().is_none() {
         core.rejected_requests.with_label_values(&[note]).inc();
     }
     let mut resp = error_response(status, style_for(ctx), message, &ctx.request_id);
-    if matches!(e, ForwardError::BodyTooLarge | ForwardError::ClientBodyTimeout | ForwardError::ClientGone) {
+    if matches!(
+        e,
+        ForwardError::BodyTooLarge | ForwardError::ClientBodyTimeout | ForwardError::ClientGone
+    ) {
         // The rest of the request body is still on the wire: do not read it as a new request.
-        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
 }
@@ -322,7 +386,12 @@ fn pass_through(
             return Response::from_parts(parts, crate::body::empty());
         }
         // A 101 nobody asked for cannot be honoured.
-        return error_response(StatusCode::BAD_GATEWAY, ErrorStyle::Html, "Unexpected protocol switch.", "");
+        return error_response(
+            StatusCode::BAD_GATEWAY,
+            ErrorStyle::Html,
+            "Unexpected protocol switch.",
+            "",
+        );
     }
     headers::strip_hop_by_hop(&mut parts.headers, false);
     strip_offload_controls(&mut parts.headers);

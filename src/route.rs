@@ -109,9 +109,18 @@ mod tests {
     #[test]
     fn classes() {
         let t = table(None);
-        assert_eq!(classify("/.moodle-edge/health", &t), Route::Edge(EdgeRoute::Health));
-        assert_eq!(classify("/moodledata-internal/filedir/x", &t), Route::Internal);
-        assert_eq!(classify("/webservice/rest/server.php", &t), Route::WebService(EntryKind::Rest));
+        assert_eq!(
+            classify("/.moodle-edge/health", &t),
+            Route::Edge(EdgeRoute::Health)
+        );
+        assert_eq!(
+            classify("/moodledata-internal/filedir/x", &t),
+            Route::Internal
+        );
+        assert_eq!(
+            classify("/webservice/rest/server.php", &t),
+            Route::WebService(EntryKind::Rest)
+        );
         assert_eq!(classify("/mnet/xmlrpc/server.php", &t), Route::Mnet);
         assert_eq!(classify("/course/view.php", &t), Route::Page);
         // Without sso configured, /auth/* is Moodle's own (auth plugins live there).
@@ -123,7 +132,13 @@ mod tests {
         let intercept = vec!["/login/index.php".to_string()];
         let t = table(Some(&intercept));
         assert_eq!(classify("/auth/login", &t), Route::Sso(SsoRoute::Login));
-        assert_eq!(classify("/auth/saml/acs", &t), Route::Sso(SsoRoute::SamlAcs));
-        assert_eq!(classify("/login/index.php", &t), Route::Sso(SsoRoute::Intercepted));
+        assert_eq!(
+            classify("/auth/saml/acs", &t),
+            Route::Sso(SsoRoute::SamlAcs)
+        );
+        assert_eq!(
+            classify("/login/index.php", &t),
+            Route::Sso(SsoRoute::Intercepted)
+        );
     }
 }

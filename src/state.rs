@@ -33,7 +33,9 @@ impl Process {
     pub fn new() -> Result<Arc<Process>, prometheus::Error> {
         let registry = Registry::new();
         #[cfg(target_os = "linux")]
-        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         Ok(Arc::new(Process {
             core: Arc::new(CoreMetrics::register(&registry)?),
             sendfile: Arc::new(SendfileMetrics::register(&registry)?),
@@ -92,7 +94,11 @@ impl State {
         State::build_parts(config, process, false).map(|_| ())
     }
 
-    fn build_parts(config: Config, process: Arc<Process>, open_logs: bool) -> Result<State, BuildError> {
+    fn build_parts(
+        config: Config,
+        process: Arc<Process>,
+        open_logs: bool,
+    ) -> Result<State, BuildError> {
         let (client, target) = client::build(&config.upstream, process.core.clone())?;
         let tls = config
             .server
@@ -109,8 +115,14 @@ impl State {
         let store = Store::build(&config.store)?;
         let (access_log, audit_log) = if open_logs {
             (
-                LineSink::open(&config.log.access.sink()).map_err(|source| BuildError::Log { which: "access", source })?,
-                LineSink::open(&config.log.audit).map_err(|source| BuildError::Log { which: "audit", source })?,
+                LineSink::open(&config.log.access.sink()).map_err(|source| BuildError::Log {
+                    which: "access",
+                    source,
+                })?,
+                LineSink::open(&config.log.audit).map_err(|source| BuildError::Log {
+                    which: "audit",
+                    source,
+                })?,
             )
         } else {
             (LineSink::off(), LineSink::off())

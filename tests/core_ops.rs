@@ -37,15 +37,20 @@ fn sighup_applies_a_changed_config_without_dropping_keepalive_connections() {
     proxy.signal("HUP");
 
     // The same connection, never reopened, sees the new upstream...
-    wait_for("requests to go to upstream B", Duration::from_secs(5), || {
-        echo_of(&mut raw, "/who").json()["upstream"] == "B"
-    });
+    wait_for(
+        "requests to go to upstream B",
+        Duration::from_secs(5),
+        || echo_of(&mut raw, "/who").json()["upstream"] == "B",
+    );
     // ... and the new health path, answered by the edge itself.
     let health = echo_of(&mut raw, "/lb-health").json();
     assert!(health.get("checks").is_some(), "{health}");
     assert!(b.seen_path("/lb-health").is_empty());
     assert!(proxy.stdout().contains("configuration reloaded"));
-    assert_eq!(proxy.metric("moodle_edge_config_reloads_total{result=\"ok\"}"), Some(1.0));
+    assert_eq!(
+        proxy.metric("moodle_edge_config_reloads_total{result=\"ok\"}"),
+        Some(1.0)
+    );
 }
 
 #[test]
@@ -61,10 +66,16 @@ fn sighup_with_an_invalid_config_keeps_the_running_one() {
     config["server"]["limits"]["max_header_sise"] = json!("8KiB");
     proxy.write_config(&config);
     proxy.signal("HUP");
-    wait_for("the refused reload to be logged", Duration::from_secs(5), || {
-        proxy.stdout().contains("reload refused")
-    });
-    assert!(proxy.stdout().contains("max_header_sise"), "{}", proxy.output());
+    wait_for(
+        "the refused reload to be logged",
+        Duration::from_secs(5),
+        || proxy.stdout().contains("reload refused"),
+    );
+    assert!(
+        proxy.stdout().contains("max_header_sise"),
+        "{}",
+        proxy.output()
+    );
     assert_eq!(echo_of(&mut raw, "/who").json()["upstream"], "A");
     assert_eq!(get(proxy.addr(), "/who", "").json()["upstream"], "A");
 
@@ -85,14 +96,18 @@ fn sigterm_lets_an_in_flight_request_finish_then_exits_0() {
     let mut proxy = Proxy::start(&up.url(), |_, _| {});
     let addr = proxy.addr();
     let slow = std::thread::spawn(move || get(addr, "/slow", ""));
-    wait_for("the slow request to reach the upstream", Duration::from_secs(5), || {
-        !up.seen_path("/slow").is_empty()
-    });
+    wait_for(
+        "the slow request to reach the upstream",
+        Duration::from_secs(5),
+        || !up.seen_path("/slow").is_empty(),
+    );
     proxy.signal("TERM");
     // New connections are refused while the slow one drains.
-    wait_for("new connections to be refused", Duration::from_secs(5), || {
-        std::net::TcpStream::connect(addr).is_err()
-    });
+    wait_for(
+        "new connections to be refused",
+        Duration::from_secs(5),
+        || std::net::TcpStream::connect(addr).is_err(),
+    );
     let resp = slow.join().unwrap();
     assert_eq!(resp.status, 200);
     assert_eq!(resp.json()["uri"], "/slow");
@@ -134,16 +149,27 @@ fn metrics_expose_the_core_families() {
         let resp = proxy.admin_get("/metrics").unwrap();
         assert_eq!(resp.status, 200);
         text = resp.text();
-        families.iter().all(|f| text.contains(&format!("# TYPE {f} ")))
+        families
+            .iter()
+            .all(|f| text.contains(&format!("# TYPE {f} ")))
     });
-    assert!(text.contains("moodle_edge_requests_total{") && text.contains("status=\"502\""), "{text}");
-    assert!(text.contains("moodle_edge_upstream_errors_total{kind=\"connect\"} 1"), "{text}");
+    assert!(
+        text.contains("moodle_edge_requests_total{") && text.contains("status=\"502\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("moodle_edge_upstream_errors_total{kind=\"connect\"} 1"),
+        "{text}"
+    );
     assert!(text.contains("moodle_edge_build_info{"), "{text}");
     assert_eq!(proxy.admin_get("/healthz").unwrap().status, 200);
     assert_eq!(proxy.admin_get("/nope").unwrap().status, 404);
     // The admin endpoints are not on the public port.
     let dead_up = get(proxy.addr(), "/metrics", "");
-    assert_eq!(dead_up.status, 502, "/metrics on the public port was not forwarded");
+    assert_eq!(
+        dead_up.status, 502,
+        "/metrics on the public port was not forwarded"
+    );
 }
 
 #[test]
@@ -166,7 +192,12 @@ fn readyz_and_the_public_health_path_follow_the_upstream() {
     });
     let v = resp.unwrap().json();
     assert_eq!(v["ready"], false);
-    let failing: Vec<&Value> = v["checks"].as_array().unwrap().iter().filter(|c| c["ok"] == false).collect();
+    let failing: Vec<&Value> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ok"] == false)
+        .collect();
     assert_eq!(failing.len(), 1, "{v}");
     assert_eq!(failing[0]["name"], "upstream");
     assert!(failing[0]["error"].is_string());
@@ -182,8 +213,15 @@ fn access_log_is_json_per_request_with_secrets_redacted() {
     let up = Upstream::start();
     let proxy = Proxy::start(&up.url(), |_, _| {});
     let secrets = [
-        "S3CRETwstoken", "S3CRETtoken", "S3CRETpassword", "S3CRETsesskey", "S3CRETreferer", "S3CRETbody",
-        "S3CRETtpf", "S3CRETupper", "S3CRETpct",
+        "S3CRETwstoken",
+        "S3CRETtoken",
+        "S3CRETpassword",
+        "S3CRETsesskey",
+        "S3CRETreferer",
+        "S3CRETbody",
+        "S3CRETtpf",
+        "S3CRETupper",
+        "S3CRETpct",
     ];
     let r = get(
         proxy.addr(),
@@ -191,13 +229,21 @@ fn access_log_is_json_per_request_with_secrets_redacted() {
         "User-Agent: moodle-mobile\r\n",
     );
     assert_eq!(r.status, 200);
-    get(proxy.addr(), "/webservice/pluginfile.php/1/a.pdf?token=S3CRETtoken&forcedownload=1", "");
+    get(
+        proxy.addr(),
+        "/webservice/pluginfile.php/1/a.pdf?token=S3CRETtoken&forcedownload=1",
+        "",
+    );
     get(
         proxy.addr(),
         "/course/mod.php?sesskey=S3CRETsesskey&PASSWORD=S3CRETupper&ws%74oken=S3CRETpct",
         "Referer: http://lms.test/course/view.php?id=2&sesskey=S3CRETreferer\r\n",
     );
-    get(proxy.addr(), "/tokenpluginfile.php/S3CRETtpf/12/mod_resource/content/0/a.pdf", "");
+    get(
+        proxy.addr(),
+        "/tokenpluginfile.php/S3CRETtpf/12/mod_resource/content/0/a.pdf",
+        "",
+    );
     let body = "username=admin&password=S3CRETbody";
     roundtrip(
         proxy.addr(),
@@ -216,7 +262,11 @@ fn access_log_is_json_per_request_with_secrets_redacted() {
     assert_eq!(ws["method"], "GET");
     assert_eq!(ws["status"], 200);
     assert_eq!(ws["user_agent"], "moodle-mobile");
-    assert!(ws["request_id"].is_string() && ws["duration_ms"].is_number() && ws["bytes_sent"].is_number());
+    assert!(
+        ws["request_id"].is_string()
+            && ws["duration_ms"].is_number()
+            && ws["bytes_sent"].is_number()
+    );
     let login = proxy.access_line_for("/login/index.php");
     assert_eq!(login["method"], "POST");
     proxy.access_line_for("/tokenpluginfile.php/[redacted]/12/");
@@ -228,7 +278,10 @@ fn access_log_is_json_per_request_with_secrets_redacted() {
     assert_eq!(proxy.access_lines().len(), 5, "{}", proxy.stdout());
     let everything = proxy.output();
     for secret in secrets {
-        assert!(!everything.contains(secret), "{secret} leaked into the logs:\n{everything}");
+        assert!(
+            !everything.contains(secret),
+            "{secret} leaked into the logs:\n{everything}"
+        );
     }
 }
 
@@ -238,7 +291,11 @@ fn access_log_combined_format() {
     let proxy = Proxy::start(&up.url(), |c, _| {
         c["log"] = json!({ "access": { "format": "combined" } });
     });
-    let r = get(proxy.addr(), "/combined?x=1&wstoken=S3CRETcombined", "User-Agent: curl/8\r\n");
+    let r = get(
+        proxy.addr(),
+        "/combined?x=1&wstoken=S3CRETcombined",
+        "User-Agent: curl/8\r\n",
+    );
     assert_eq!(r.status, 200);
     let mut line = String::new();
     wait_for("a combined access-log line", Duration::from_secs(5), || {
@@ -274,7 +331,12 @@ fn check(tweak: impl FnOnce(&mut Value, &Path)) -> (i32, String) {
 }
 
 fn check_file(path: &Path) -> (i32, String) {
-    let out = Command::new(BIN).arg("check").arg("--config").arg(path).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg("--config")
+        .arg(path)
+        .output()
+        .unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -350,7 +412,10 @@ fn check_names_a_missing_cert_file() {
         });
     });
     assert_ne!(code, 0);
-    assert!(text.contains("server.listen[0].tls.certificates[0].cert_file"), "{text}");
+    assert!(
+        text.contains("server.listen[0].tls.certificates[0].cert_file"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -360,7 +425,12 @@ fn run_with_an_invalid_config_exits_nonzero_naming_the_key() {
     config["upstream"]["url"] = json!("ftp://lms");
     let path = dir.path().join("config.yaml");
     std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
-    let out = Command::new(BIN).arg("run").arg("--config").arg(&path).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("run")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_ne!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("upstream.url"));
 }
@@ -382,21 +452,34 @@ fn serves_on_a_socket_passed_by_systemd() {
     let up = Upstream::start();
     let dir = tempfile::tempdir().unwrap();
     let config = base_config(dir.path(), &up.url());
-    let addr: SocketAddr = config["server"]["listen"][0]["addr"].as_str().unwrap().parse().unwrap();
+    let addr: SocketAddr = config["server"]["listen"][0]["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let listen = addr.to_string();
     let proxy = Proxy::spawn(dir, config, &["systemd-socket-activate", "-l", &listen]);
     // systemd-socket-activate holds the socket from the start; the proxy may start on the
     // first connection. If it tried to bind the address itself, that would fail (in use).
     let mut resp = None;
-    wait_for("an answer on the inherited socket", Duration::from_secs(15), || {
-        resp = Raw::connect(addr).ok().and_then(|mut r| {
-            r.send(b"GET /activated HTTP/1.1\r\nHost: lms.test\r\nConnection: close\r\n\r\n").ok()?;
-            r.read_response().ok()
-        });
-        resp.is_some()
-    });
+    wait_for(
+        "an answer on the inherited socket",
+        Duration::from_secs(15),
+        || {
+            resp = Raw::connect(addr).ok().and_then(|mut r| {
+                r.send(b"GET /activated HTTP/1.1\r\nHost: lms.test\r\nConnection: close\r\n\r\n")
+                    .ok()?;
+                r.read_response().ok()
+            });
+            resp.is_some()
+        },
+    );
     let resp = resp.unwrap();
     assert_eq!(resp.status, 200, "{}", proxy.output());
     assert_eq!(resp.json()["uri"], "/activated");
-    assert!(proxy.stdout().contains("using sockets passed by systemd"), "{}", proxy.output());
+    assert!(
+        proxy.stdout().contains("using sockets passed by systemd"),
+        "{}",
+        proxy.output()
+    );
 }

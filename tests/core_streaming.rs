@@ -69,7 +69,14 @@ async fn a_256mib_chunked_upload_streams_whole_with_flat_rss() {
         c["server"]["limits"]["max_body_size"] = serde_json::json!("1GiB");
     });
     let http = client();
-    assert_eq!(http.get(proxy.url("/warmup")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        http.get(proxy.url("/warmup"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let baseline = proxy.rss_kib();
     let watch = RssWatch::start(proxy.pid());
 
@@ -94,7 +101,10 @@ async fn a_256mib_chunked_upload_streams_whole_with_flat_rss() {
     let sent_sha = hex::encode(hasher.lock().unwrap().clone().finalize());
     assert_eq!(echo["body_len"], BIG);
     assert_eq!(echo["sha256"], sent_sha);
-    assert_eq!(up.seen_path("/repository/upload.php")[0].header("transfer-encoding"), Some("chunked"));
+    assert_eq!(
+        up.seen_path("/repository/upload.php")[0].header("transfer-encoding"),
+        Some("chunked")
+    );
     assert!(
         peak.saturating_sub(baseline) < RSS_BUDGET_KIB,
         "RSS grew from {baseline} KiB to {peak} KiB while streaming {BIG} bytes"
@@ -108,7 +118,14 @@ async fn a_256mib_download_streams_whole_with_flat_rss() {
     up.route("/big", Reply::pattern(BIG));
     let proxy = Proxy::start(&up.url(), |_, _| {});
     let http = client();
-    assert_eq!(http.get(proxy.url("/warmup")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        http.get(proxy.url("/warmup"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let baseline = proxy.rss_kib();
     let watch = RssWatch::start(proxy.pid());
 
@@ -118,7 +135,10 @@ async fn a_256mib_download_streams_whole_with_flat_rss() {
     let mut received = 0u64;
     let mut hasher = Sha256::new();
     while let Some(chunk) = resp.chunk().await.unwrap() {
-        assert!(chunk == pattern(received, chunk.len()), "wrong bytes at offset {received}");
+        assert!(
+            chunk == pattern(received, chunk.len()),
+            "wrong bytes at offset {received}"
+        );
         hasher.update(&chunk);
         received += chunk.len() as u64;
     }
@@ -144,9 +164,11 @@ fn a_client_vanishing_mid_upload_is_logged_and_harmless() {
         raw.send(b"POST /gone-upload?id=7 HTTP/1.1\r\nHost: lms.test\r\nContent-Length: 10485760\r\n\r\n")
             .unwrap();
         raw.send(&pattern(0, 1 << 20)).unwrap();
-        wait_for("the upload to reach the upstream", Duration::from_secs(5), || {
-            !up.seen_path("/gone-upload").is_empty()
-        });
+        wait_for(
+            "the upload to reach the upstream",
+            Duration::from_secs(5),
+            || !up.seen_path("/gone-upload").is_empty(),
+        );
         // Dropped here: the client disappears 9 MiB short.
     }
     let line = proxy.access_line_for("/gone-upload");
@@ -154,5 +176,8 @@ fn a_client_vanishing_mid_upload_is_logged_and_harmless() {
     assert_eq!(line["note"], "client_gone", "{line}");
     assert!(proxy.is_running());
     assert_eq!(get(proxy.addr(), "/after", "").status, 200);
-    assert!(up.seen_path("/gone-upload").iter().all(|s| s.body.is_none()));
+    assert!(up
+        .seen_path("/gone-upload")
+        .iter()
+        .all(|s| s.body.is_none()));
 }

@@ -93,7 +93,12 @@ impl ServerCertVerifier for AcceptAny {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
     fn verify_tls13_signature(
         &self,
@@ -101,7 +106,12 @@ impl ServerCertVerifier for AcceptAny {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
@@ -131,7 +141,9 @@ async fn tls_connect(
 }
 
 fn presented_cert(tls: &Tls) -> Vec<u8> {
-    tls.get_ref().1.peer_certificates().unwrap()[0].as_ref().to_vec()
+    tls.get_ref().1.peer_certificates().unwrap()[0]
+        .as_ref()
+        .to_vec()
 }
 
 /// GET `path` over an established connection in the protocol ALPN chose; (version, echo).
@@ -139,14 +151,21 @@ async fn get_over(tls: Tls, host: &str, path: &str) -> (Version, u16, Value) {
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let io = TokioIo::new(tls);
     let resp = if h2 {
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .unwrap();
         tokio::spawn(conn);
-        let req = Request::get(format!("https://{host}{path}")).body(Empty::<Bytes>::new()).unwrap();
+        let req = Request::get(format!("https://{host}{path}"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
         sender.send_request(req).await.unwrap()
     } else {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
         tokio::spawn(conn);
-        let req = Request::get(path).header("host", host).body(Empty::<Bytes>::new()).unwrap();
+        let req = Request::get(path)
+            .header("host", host)
+            .body(Empty::<Bytes>::new())
+            .unwrap();
         sender.send_request(req).await.unwrap()
     };
     let version = resp.version();
@@ -159,7 +178,11 @@ async fn get_over(tls: Tls, host: &str, path: &str) -> (Version, u16, Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_prior_knowledge_works_on_a_plain_listener() {
     let s = TlsSetup::start();
-    let http = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
     let resp = http
         .post(format!("http://{}/h2c?x=1", s.plain()))
         .body("hello h2c")
@@ -187,14 +210,20 @@ async fn alpn_negotiates_h2_and_http11_over_tls() {
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let (version, status, echo) = get_over(tls, "a.test", "/alpn-h2").await;
     assert_eq!((version, status), (Version::HTTP_2, 200));
-    assert_eq!(echo_header(&echo, "x-forwarded-proto").as_deref(), Some("https"));
+    assert_eq!(
+        echo_header(&echo, "x-forwarded-proto").as_deref(),
+        Some("https")
+    );
     assert_eq!(echo_header(&echo, "host").as_deref(), Some("a.test"));
 
     let tls = tls_connect(s.tls(), "a.test", all, &[b"http/1.1"]).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
     let (version, status, echo) = get_over(tls, "a.test", "/alpn-h1").await;
     assert_eq!((version, status), (Version::HTTP_11, 200));
-    assert_eq!(echo_header(&echo, "x-forwarded-proto").as_deref(), Some("https"));
+    assert_eq!(
+        echo_header(&echo, "x-forwarded-proto").as_deref(),
+        Some("https")
+    );
 
     // No ALPN at all: HTTP/1.1.
     let tls = tls_connect(s.tls(), "a.test", all, &[]).await;
@@ -231,7 +260,10 @@ async fn the_certificate_is_chosen_by_sni() {
     ];
     for (sni, want, why) in cases {
         let tls = tls_connect(s.tls(), sni, all, &[b"http/1.1"]).await;
-        assert!(&presented_cert(&tls) == want, "{why}: wrong certificate for SNI {sni}");
+        assert!(
+            &presented_cert(&tls) == want,
+            "{why}: wrong certificate for SNI {sni}"
+        );
     }
     // And the connection serves after SNI B.
     let tls = tls_connect(s.tls(), "b.test", all, &[b"h2"]).await;
@@ -254,20 +286,29 @@ fn redirect_to_https_gives_308_with_path_and_query() {
         b"GET /login/index.php HTTP/1.1\r\nHost: lms.test:8080\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(resp.status, 308);
-    assert_eq!(resp.header("location"), Some("https://lms.test:8443/login/index.php"));
+    assert_eq!(
+        resp.header("location"),
+        Some("https://lms.test:8443/login/index.php")
+    );
     assert!(s.up.seen().is_empty(), "{:?}", s.up.seen());
 }
 
 #[test]
 fn garbage_on_the_tls_port_counts_a_handshake_failure() {
     let s = TlsSetup::start();
-    let series = format!("moodle_edge_tls_handshake_failures_total{{listener=\"{}\"}}", s.tls());
+    let series = format!(
+        "moodle_edge_tls_handshake_failures_total{{listener=\"{}\"}}",
+        s.tls()
+    );
     let before = s.proxy.metric(&series).unwrap_or(0.0);
     let mut raw = Raw::connect(s.tls()).unwrap();
-    raw.send(b"GET / HTTP/1.1\r\nHost: lms.test\r\n\r\n").unwrap();
+    raw.send(b"GET / HTTP/1.1\r\nHost: lms.test\r\n\r\n")
+        .unwrap();
     assert!(raw.closed_within(Duration::from_secs(5)));
-    wait_for("the handshake failure to be counted", Duration::from_secs(5), || {
-        s.proxy.metric(&series).unwrap_or(0.0) >= before + 1.0
-    });
+    wait_for(
+        "the handshake failure to be counted",
+        Duration::from_secs(5),
+        || s.proxy.metric(&series).unwrap_or(0.0) >= before + 1.0,
+    );
     assert!(s.up.seen().is_empty());
 }

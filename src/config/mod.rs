@@ -143,7 +143,10 @@ impl Config {
 
         // server
         if self.server.listen.is_empty() {
-            err("server.listen".into(), "at least one listener is needed".into());
+            err(
+                "server.listen".into(),
+                "at least one listener is needed".into(),
+            );
         }
         for (i, l) in self.server.listen.iter().enumerate() {
             if let Some(tls) = &l.tls {
@@ -169,14 +172,19 @@ impl Config {
                 if admin == l.addr {
                     err(
                         "server.admin_addr".into(),
-                        format!("{admin} is also a public listener; the admin port must be separate"),
+                        format!(
+                            "{admin} is also a public listener; the admin port must be separate"
+                        ),
                     );
                 }
             }
         }
         let limits = &self.server.limits;
         if limits.max_connections == 0 {
-            err("server.limits.max_connections".into(), "must be at least 1".into());
+            err(
+                "server.limits.max_connections".into(),
+                "must be at least 1".into(),
+            );
         }
         if limits.max_header_size.bytes() < 4096 {
             err(
@@ -184,8 +192,13 @@ impl Config {
                 "must be at least 4KiB (browsers send more than that)".into(),
             );
         }
-        if !self.server.public_health_path.is_empty() && !self.server.public_health_path.starts_with('/') {
-            err("server.public_health_path".into(), "must start with / (or be empty to turn it off)".into());
+        if !self.server.public_health_path.is_empty()
+            && !self.server.public_health_path.starts_with('/')
+        {
+            err(
+                "server.public_health_path".into(),
+                "must start with / (or be empty to turn it off)".into(),
+            );
         }
 
         // upstream
@@ -195,23 +208,38 @@ impl Config {
                     err("upstream.url".into(), "has no host".into());
                 }
                 if u.path() != "/" || u.query().is_some() {
-                    err("upstream.url".into(), "must be scheme://host[:port] with no path or query".into());
+                    err(
+                        "upstream.url".into(),
+                        "must be scheme://host[:port] with no path or query".into(),
+                    );
                 }
             }
-            Ok(u) => err("upstream.url".into(), format!("scheme {:?} is not http or https", u.scheme())),
-            Err(e) => err("upstream.url".into(), format!("{:?} is not a URL: {e}", self.upstream.url)),
+            Ok(u) => err(
+                "upstream.url".into(),
+                format!("scheme {:?} is not http or https", u.scheme()),
+            ),
+            Err(e) => err(
+                "upstream.url".into(),
+                format!("{:?} is not a URL: {e}", self.upstream.url),
+            ),
         }
         if let Some(ca) = &self.upstream.ca_file {
             file_must_exist(&mut err, "upstream.ca_file", ca);
         }
         if !self.upstream.health_check.path.starts_with('/') {
-            err("upstream.health_check.path".into(), "must start with /".into());
+            err(
+                "upstream.health_check.path".into(),
+                "must start with /".into(),
+            );
         }
 
         // moodle
         match Url::parse(&self.moodle.wwwroot) {
             Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
-            _ => err("moodle.wwwroot".into(), format!("{:?} is not an http(s) URL", self.moodle.wwwroot)),
+            _ => err(
+                "moodle.wwwroot".into(),
+                format!("{:?} is not an http(s) URL", self.moodle.wwwroot),
+            ),
         }
         dir_must_exist(&mut err, "moodle.dataroot", &self.moodle.dataroot);
 
@@ -220,14 +248,20 @@ impl Config {
             if m.prefix.len() < 3 || !m.prefix.starts_with('/') || !m.prefix.ends_with('/') {
                 err(
                     format!("sendfile.mappings[{i}].prefix"),
-                    format!("{:?} must start and end with / and name a directory (not / itself)", m.prefix),
+                    format!(
+                        "{:?} must start and end with / and name a directory (not / itself)",
+                        m.prefix
+                    ),
                 );
             }
             dir_must_exist(&mut err, &format!("sendfile.mappings[{i}].root"), &m.root);
         }
         for (i, r) in self.sendfile.sendfile_roots.iter().enumerate() {
             if !r.is_absolute() {
-                err(format!("sendfile.sendfile_roots[{i}]"), "must be an absolute path".into());
+                err(
+                    format!("sendfile.sendfile_roots[{i}]"),
+                    "must be an absolute path".into(),
+                );
             }
             dir_must_exist(&mut err, &format!("sendfile.sendfile_roots[{i}]"), r);
         }
@@ -236,12 +270,18 @@ impl Config {
         let ws = &self.webservice;
         for (i, p) in ws.extra_entry_points.iter().enumerate() {
             if !p.starts_with('/') {
-                err(format!("webservice.extra_entry_points[{i}]"), format!("{p:?} must start with /"));
+                err(
+                    format!("webservice.extra_entry_points[{i}]"),
+                    format!("{p:?} must start with /"),
+                );
             }
         }
         for (i, r) in ws.rate_limits.iter().enumerate() {
             if r.burst == 0 {
-                err(format!("webservice.rate_limits[{i}].burst"), "must be at least 1".into());
+                err(
+                    format!("webservice.rate_limits[{i}].burst"),
+                    "must be at least 1".into(),
+                );
             }
             if let Some(f) = &r.functions {
                 if f.is_empty() {
@@ -254,27 +294,49 @@ impl Config {
         }
         for (i, p) in ws.function_policy.iter().enumerate() {
             if p.allow.is_none() && p.deny.is_none() {
-                err(format!("webservice.function_policy[{i}]"), "needs allow or deny (or both)".into());
+                err(
+                    format!("webservice.function_policy[{i}]"),
+                    "needs allow or deny (or both)".into(),
+                );
             }
             if !p.path.starts_with('/') {
-                err(format!("webservice.function_policy[{i}].path"), "must start with /".into());
+                err(
+                    format!("webservice.function_policy[{i}].path"),
+                    "must start with /".into(),
+                );
             }
         }
         if let Some(cb) = &ws.circuit_breaker {
-            for (key, v) in [("error_rate", cb.error_rate), ("slow_call_rate", cb.slow_call_rate)] {
+            for (key, v) in [
+                ("error_rate", cb.error_rate),
+                ("slow_call_rate", cb.slow_call_rate),
+            ] {
                 if !(v > 0.0 && v <= 1.0) {
-                    err(format!("webservice.circuit_breaker.{key}"), format!("{v} must be above 0 and at most 1"));
+                    err(
+                        format!("webservice.circuit_breaker.{key}"),
+                        format!("{v} must be above 0 and at most 1"),
+                    );
                 }
             }
             if cb.min_requests == 0 {
-                err("webservice.circuit_breaker.min_requests".into(), "must be at least 1".into());
+                err(
+                    "webservice.circuit_breaker.min_requests".into(),
+                    "must be at least 1".into(),
+                );
             }
             if cb.window.get().as_millis() < 1000 {
-                err("webservice.circuit_breaker.window".into(), "must be at least 1s".into());
+                err(
+                    "webservice.circuit_breaker.window".into(),
+                    "must be at least 1s".into(),
+                );
             }
         }
         for (i, t) in ws.token_networks.iter().enumerate() {
-            file_must_exist(&mut err, &format!("webservice.token_networks[{i}].token_file"), &t.token_file);
+            file_must_exist(
+                &mut err,
+                &format!("webservice.token_networks[{i}].token_file"),
+                &t.token_file,
+            );
         }
 
         // store
@@ -282,10 +344,16 @@ impl Config {
             match Url::parse(&self.store.redis_url) {
                 Ok(u) if u.scheme() == "redis" || u.scheme() == "rediss" => {
                     if !u.password().unwrap_or("").is_empty() {
-                        err("store.redis_url".into(), "must not carry a password; use store.redis_password_file".into());
+                        err(
+                            "store.redis_url".into(),
+                            "must not carry a password; use store.redis_password_file".into(),
+                        );
                     }
                 }
-                _ => err("store.redis_url".into(), format!("{:?} is not a redis:// URL", self.store.redis_url)),
+                _ => err(
+                    "store.redis_url".into(),
+                    format!("{:?} is not a redis:// URL", self.store.redis_url),
+                ),
             }
         }
         if let Some(f) = &self.store.redis_password_file {
@@ -294,16 +362,31 @@ impl Config {
 
         // sso
         if let Some(sso) = &self.sso {
-            file_must_exist(&mut err, "sso.moodle_handoff.token_file", &sso.moodle_handoff.token_file);
+            file_must_exist(
+                &mut err,
+                "sso.moodle_handoff.token_file",
+                &sso.moodle_handoff.token_file,
+            );
             let tenant_ids: Vec<&str> = sso.tenants.iter().map(|t| t.id.as_str()).collect();
             for (i, p) in sso.providers.iter().enumerate() {
                 let key = format!("sso.providers[{i}]");
-                if p.id.is_empty() || !p.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                    err(format!("{key}.id"), format!("{:?} must be letters, digits, - or _", p.id));
+                if p.id.is_empty()
+                    || !p
+                        .id
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                {
+                    err(
+                        format!("{key}.id"),
+                        format!("{:?} must be letters, digits, - or _", p.id),
+                    );
                 }
                 let mut need = |name: &str, present: bool| {
                     if !present {
-                        err(format!("{key}.{name}"), format!("is required for a {:?} provider", p.kind));
+                        err(
+                            format!("{key}.{name}"),
+                            format!("is required for a {:?} provider", p.kind),
+                        );
                     }
                 };
                 match p.kind {
@@ -332,11 +415,17 @@ impl Config {
                     }
                 }
                 if p.availability != Availability::All && p.tenants.is_empty() {
-                    err(format!("{key}.tenants"), "availability only/except needs a list of tenants".into());
+                    err(
+                        format!("{key}.tenants"),
+                        "availability only/except needs a list of tenants".into(),
+                    );
                 }
                 for t in &p.tenants {
                     if !tenant_ids.contains(&t.as_str()) {
-                        err(format!("{key}.tenants"), format!("names tenant {t:?}, which sso.tenants does not define"));
+                        err(
+                            format!("{key}.tenants"),
+                            format!("names tenant {t:?}, which sso.tenants does not define"),
+                        );
                     }
                 }
             }
@@ -350,9 +439,16 @@ impl Config {
                 dir_must_exist(&mut err, "mnet.key_history_dir", d);
             }
             for (i, p) in mnet.peers.iter().enumerate() {
-                file_must_exist(&mut err, &format!("mnet.peers[{i}].cert_file"), &p.cert_file);
+                file_must_exist(
+                    &mut err,
+                    &format!("mnet.peers[{i}].cert_file"),
+                    &p.cert_file,
+                );
                 if Url::parse(&p.wwwroot).is_err() {
-                    err(format!("mnet.peers[{i}].wwwroot"), format!("{:?} is not a URL", p.wwwroot));
+                    err(
+                        format!("mnet.peers[{i}].wwwroot"),
+                        format!("{:?} is not a URL", p.wwwroot),
+                    );
                 }
             }
         }
@@ -367,7 +463,10 @@ impl Config {
             }
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            err("log.level".into(), format!("{:?} is not a log level or filter", self.log.level));
+            err(
+                "log.level".into(),
+                format!("{:?} is not a log level or filter", self.log.level),
+            );
         }
     }
 }
@@ -375,16 +474,28 @@ impl Config {
 fn file_must_exist(err: &mut impl FnMut(String, String), key: &str, path: &Path) {
     match std::fs::metadata(path) {
         Ok(m) if m.is_file() => {}
-        Ok(_) => err(key.to_string(), format!("{} is not a regular file", path.display())),
-        Err(e) => err(key.to_string(), format!("cannot read {}: {e}", path.display())),
+        Ok(_) => err(
+            key.to_string(),
+            format!("{} is not a regular file", path.display()),
+        ),
+        Err(e) => err(
+            key.to_string(),
+            format!("cannot read {}: {e}", path.display()),
+        ),
     }
 }
 
 fn dir_must_exist(err: &mut impl FnMut(String, String), key: &str, path: &Path) {
     match std::fs::metadata(path) {
         Ok(m) if m.is_dir() => {}
-        Ok(_) => err(key.to_string(), format!("{} is not a directory", path.display())),
-        Err(e) => err(key.to_string(), format!("cannot read {}: {e}", path.display())),
+        Ok(_) => err(
+            key.to_string(),
+            format!("{} is not a directory", path.display()),
+        ),
+        Err(e) => err(
+            key.to_string(),
+            format!("cannot read {}: {e}", path.display()),
+        ),
     }
 }
 

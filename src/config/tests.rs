@@ -8,7 +8,10 @@ fn the_example_parses_with_every_section() {
     assert_eq!(c.server.listen.len(), 2);
     assert_eq!(c.server.limits.max_header_size.bytes(), 64 * 1024);
     assert_eq!(c.webservice.rate_limits.len(), 3);
-    assert_eq!(c.webservice.rate_limits[1].functions.as_deref(), Some(&["core_course_search_courses".to_string()][..]));
+    assert_eq!(
+        c.webservice.rate_limits[1].functions.as_deref(),
+        Some(&["core_course_search_courses".to_string()][..])
+    );
     assert!(c.webservice.circuit_breaker.is_some());
     let sso = c.sso.as_ref().unwrap();
     assert_eq!(sso.providers.len(), 2);
@@ -41,7 +44,10 @@ fn minimal_config_is_valid() {
 
 #[test]
 fn a_typo_names_the_key_path() {
-    let text = minimal("").replace("  listen:", "  limits:\n    max_header_sise: 1KiB\n  listen:");
+    let text = minimal("").replace(
+        "  listen:",
+        "  limits:\n    max_header_sise: 1KiB\n  listen:",
+    );
     let e = Config::parse(&text).unwrap_err();
     assert_eq!(e.key, "server.limits.max_header_sise");
     assert!(e.message.contains("max_header_sise"), "{e}");
@@ -49,7 +55,10 @@ fn a_typo_names_the_key_path() {
 
 #[test]
 fn bad_values_name_their_key() {
-    let e = Config::parse(&minimal("webservice:\n  rate_limits:\n    - key: token\n      rate: 60/fortnight\n")).unwrap_err();
+    let e = Config::parse(&minimal(
+        "webservice:\n  rate_limits:\n    - key: token\n      rate: 60/fortnight\n",
+    ))
+    .unwrap_err();
     assert_eq!(e.key, "webservice.rate_limits[0].rate");
     let e = Config::parse(&minimal("webservice:\n  concurrency_wait: 30 seconds\n")).unwrap_err();
     assert_eq!(e.key, "webservice.concurrency_wait");
@@ -61,17 +70,31 @@ fn bad_values_name_their_key() {
 
 #[test]
 fn cross_field_checks() {
-    let c = Config::parse(&minimal("upstream:\n  url: \"ftp://x\"\n").replace("upstream:\n  url: \"http://127.0.0.1:8081\"\n", "")).unwrap();
+    let c = Config::parse(
+        &minimal("upstream:\n  url: \"ftp://x\"\n")
+            .replace("upstream:\n  url: \"http://127.0.0.1:8081\"\n", ""),
+    )
+    .unwrap();
     let errors = c.check().unwrap_err().0;
     assert!(errors.iter().any(|e| e.key == "upstream.url"), "{errors:?}");
 
-    let c = Config::parse(&minimal("webservice:\n  circuit_breaker:\n    error_rate: 1.5\n")).unwrap();
+    let c = Config::parse(&minimal(
+        "webservice:\n  circuit_breaker:\n    error_rate: 1.5\n",
+    ))
+    .unwrap();
     let errors = c.check().unwrap_err().0;
-    assert!(errors.iter().any(|e| e.key == "webservice.circuit_breaker.error_rate"));
+    assert!(errors
+        .iter()
+        .any(|e| e.key == "webservice.circuit_breaker.error_rate"));
 
-    let c = Config::parse(&minimal("webservice:\n  function_policy:\n    - path: /x\n")).unwrap();
+    let c = Config::parse(&minimal(
+        "webservice:\n  function_policy:\n    - path: /x\n",
+    ))
+    .unwrap();
     let errors = c.check().unwrap_err().0;
-    assert!(errors.iter().any(|e| e.key == "webservice.function_policy[0]"));
+    assert!(errors
+        .iter()
+        .any(|e| e.key == "webservice.function_policy[0]"));
 }
 
 #[test]
@@ -81,7 +104,9 @@ fn tls_files_must_exist() {
         "    - addr: \"127.0.0.1:8443\"\n      tls:\n        certificates:\n          - cert_file: /nonexistent/a.pem\n            key_file: /nonexistent/a.key\n",
     );
     let errors = Config::parse(&text).unwrap().check().unwrap_err().0;
-    assert!(errors.iter().any(|e| e.key == "server.listen[0].tls.certificates[0].cert_file"));
+    assert!(errors
+        .iter()
+        .any(|e| e.key == "server.listen[0].tls.certificates[0].cert_file"));
 }
 
 #[test]

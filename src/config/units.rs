@@ -31,9 +31,9 @@ impl Duration {
 /// operator reads, and guessing seconds or milliseconds is how timeouts end up 1000x off.
 pub fn parse_duration(text: &str) -> Result<StdDuration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("duration {text:?} has no unit (use ms, s, m, h or d, e.g. \"30s\")"))?;
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| {
+        format!("duration {text:?} has no unit (use ms, s, m, h or d, e.g. \"30s\")")
+    })?;
     let (number, unit) = text.split_at(split);
     let value: u64 = number
         .parse()
@@ -59,7 +59,9 @@ pub fn parse_duration(text: &str) -> Result<StdDuration, String> {
 impl<'de> Deserialize<'de> for Duration {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        parse_duration(&text).map(Duration).map_err(de::Error::custom)
+        parse_duration(&text)
+            .map(Duration)
+            .map_err(de::Error::custom)
     }
 }
 
@@ -181,7 +183,10 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("250ms").unwrap(), StdDuration::from_millis(250));
+        assert_eq!(
+            parse_duration("250ms").unwrap(),
+            StdDuration::from_millis(250)
+        );
         assert_eq!(parse_duration("30s").unwrap(), StdDuration::from_secs(30));
         assert_eq!(parse_duration("5m").unwrap(), StdDuration::from_secs(300));
         assert_eq!(parse_duration("2h").unwrap(), StdDuration::from_secs(7200));
@@ -197,7 +202,10 @@ mod tests {
         let r = parse_rate("60/min").unwrap();
         assert_eq!(r.count, 60);
         assert_eq!(r.interval(), StdDuration::from_secs(1));
-        assert_eq!(parse_rate("10/s").unwrap().interval(), StdDuration::from_millis(100));
+        assert_eq!(
+            parse_rate("10/s").unwrap().interval(),
+            StdDuration::from_millis(100)
+        );
         assert!(parse_rate("0/s").is_err());
         assert!(parse_rate("10/fortnight").is_err());
         assert!(parse_rate("ten/s").is_err());

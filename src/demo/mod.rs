@@ -34,9 +34,12 @@ struct Site {
 
 pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     let dataroot = std::env::temp_dir().join(format!("moodle-edge-demo-{}", std::process::id()));
-    let site = std::sync::Arc::new(make_dataroot(&dataroot).context("cannot create the demo moodledata")?);
+    let site =
+        std::sync::Arc::new(make_dataroot(&dataroot).context("cannot create the demo moodledata")?);
 
-    let upstream = TcpListener::bind("127.0.0.1:0").await.context("cannot bind the stand-in site")?;
+    let upstream = TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("cannot bind the stand-in site")?;
     let upstream_addr = upstream.local_addr()?;
     tokio::spawn(serve_standin(upstream, site.clone()));
 
@@ -46,9 +49,16 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
         .replace("{UPSTREAM}", &upstream_addr.to_string())
         .replace("{DATAROOT}", &dataroot.display().to_string());
     let config = Config::parse(&yaml).map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
-    config.check().map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
-    let server = Server::bind(config, None).await.context("cannot start the proxy")?;
-    let base = format!("http://{}", server.local_addrs().first().copied().unwrap_or(listen));
+    config
+        .check()
+        .map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
+    let server = Server::bind(config, None)
+        .await
+        .context("cannot start the proxy")?;
+    let base = format!(
+        "http://{}",
+        server.local_addrs().first().copied().unwrap_or(listen)
+    );
     let admin = server.admin_addr().unwrap_or(admin);
     let file = format!("{base}/pluginfile.php/1/mod_resource/content/0/welcome.txt");
     let big = format!("{base}/pluginfile.php/1/mod_resource/content/0/video.bin");
@@ -80,7 +90,8 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
 /// Writes two files into a Moodle-shaped filedir (filedir/AB/CD/ABCD...).
 fn make_dataroot(root: &Path) -> std::io::Result<Site> {
     std::fs::create_dir_all(root)?;
-    let welcome = b"Hello from moodledata. This file was streamed by moodle-edge, not by PHP.\n".to_vec();
+    let welcome =
+        b"Hello from moodledata. This file was streamed by moodle-edge, not by PHP.\n".to_vec();
     let mut big = Vec::with_capacity(8 << 20);
     for i in 0..(8u32 << 20) / 4 {
         big.extend_from_slice(&i.to_be_bytes());
@@ -124,7 +135,10 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp
     r
 }
 
-async fn standin(site: std::sync::Arc<Site>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn standin(
+    site: std::sync::Arc<Site>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let forwarded = format!(
@@ -134,7 +148,12 @@ async fn standin(site: std::sync::Arc<Site>, req: Request<Incoming>) -> Result<R
         header(&req, "x-forwarded-host"),
         header(&req, "x-request-id"),
     );
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let response = if path == "/" {
         reply(
             StatusCode::OK,
@@ -145,17 +164,36 @@ async fn standin(site: std::sync::Arc<Site>, req: Request<Incoming>) -> Result<R
         let (hash, content_type) = match name {
             "welcome.txt" => (&site.welcome_hash, "text/plain"),
             "video.bin" => (&site.big_hash, "application/octet-stream"),
-            _ => return Ok(reply(StatusCode::NOT_FOUND, "text/plain", "Sorry, the requested file could not be found\n")),
+            _ => {
+                return Ok(reply(
+                    StatusCode::NOT_FOUND,
+                    "text/plain",
+                    "Sorry, the requested file could not be found\n",
+                ))
+            }
         };
         // Exactly what lib/xsendfilelib.php sends: the whole value rawurlencoded, no body.
-        let internal = format!("/moodledata-internal/filedir/{}/{}/{}", &hash[0..2], &hash[2..4], hash);
-        let encoded = percent_encoding::utf8_percent_encode(&internal, percent_encoding::NON_ALPHANUMERIC).to_string();
+        let internal = format!(
+            "/moodledata-internal/filedir/{}/{}/{}",
+            &hash[0..2],
+            &hash[2..4],
+            hash
+        );
+        let encoded =
+            percent_encoding::utf8_percent_encode(&internal, percent_encoding::NON_ALPHANUMERIC)
+                .to_string();
         let mut r = reply(StatusCode::OK, content_type, Bytes::new());
         let h = r.headers_mut();
         for (k, v) in [
             ("x-accel-redirect", encoded),
-            ("content-disposition", format!("inline; filename=\"{name}\"")),
-            ("cache-control", "public, max-age=86400, no-transform".into()),
+            (
+                "content-disposition",
+                format!("inline; filename=\"{name}\""),
+            ),
+            (
+                "cache-control",
+                "public, max-age=86400, no-transform".into(),
+            ),
             ("etag", format!("\"{hash}\"")),
             ("accept-ranges", "bytes".into()),
         ] {
@@ -169,7 +207,13 @@ async fn standin(site: std::sync::Arc<Site>, req: Request<Incoming>) -> Result<R
             .chain(url::form_urlencoded::parse(&body))
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
-        let get = |k: &str| params.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let get = |k: &str| {
+            params
+                .iter()
+                .rev()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+        };
         let json = if get("wstoken").as_deref() != Some(DEMO_TOKEN) {
             serde_json::json!({"exception": "moodle_exception", "errorcode": "invalidtoken", "message": "Invalid token - token not found"})
         } else if get("wsfunction").as_deref() == Some("core_webservice_get_site_info") {
@@ -179,7 +223,11 @@ async fn standin(site: std::sync::Arc<Site>, req: Request<Incoming>) -> Result<R
         };
         reply(StatusCode::OK, "application/json", json.to_string())
     } else {
-        reply(StatusCode::NOT_FOUND, "text/html", "<h1>Not found on the stand-in site</h1>\n")
+        reply(
+            StatusCode::NOT_FOUND,
+            "text/html",
+            "<h1>Not found on the stand-in site</h1>\n",
+        )
     };
     Ok(response)
 }

@@ -149,8 +149,14 @@ fn redact_referer(referer: &str) -> Option<String> {
         None => (referer, None),
     };
     let path_start = url.find("://").map_or(0, |i| i + 3);
-    let path_start = url[path_start..].find('/').map_or(url.len(), |i| path_start + i);
-    let redacted = format!("{}{}", &url[..path_start], redact::redact_target(&url[path_start..], query));
+    let path_start = url[path_start..]
+        .find('/')
+        .map_or(url.len(), |i| path_start + i);
+    let redacted = format!(
+        "{}{}",
+        &url[..path_start],
+        redact::redact_target(&url[path_start..], query)
+    );
     (redacted != referer).then_some(redacted)
 }
 
@@ -302,7 +308,13 @@ mod tests {
         let sink = LineSink::from_writer(Box::new(buf.clone()));
         let registry = prometheus::Registry::new();
         let metrics = Arc::new(CoreMetrics::register(&registry).unwrap());
-        let finish = Finish::new(record(), Instant::now(), sink, AccessFormat::Json, metrics.clone());
+        let finish = Finish::new(
+            record(),
+            Instant::now(),
+            sink,
+            AccessFormat::Json,
+            metrics.clone(),
+        );
         let body = LoggedBody::new(crate::body::full("hello"), finish);
         let collected = body.collect().await.unwrap().to_bytes();
         assert_eq!(&collected[..], b"hello");
@@ -333,6 +345,9 @@ mod tests {
     fn combined_format_has_the_usual_fields() {
         let line = record().line(AccessFormat::Combined);
         assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
-        assert!(line.contains("\"GET /x?wstoken=[redacted] HTTP/1.1\" 200 0 \"-\" \"-\""), "{line}");
+        assert!(
+            line.contains("\"GET /x?wstoken=[redacted] HTTP/1.1\" 200 0 \"-\" \"-\""),
+            "{line}"
+        );
     }
 }

@@ -104,7 +104,10 @@ mod tests {
         h.record_ok();
         assert!(h.check(Duration::from_secs(10)).is_ok());
         h.record_error("connection refused".into());
-        assert_eq!(h.check(Duration::from_secs(10)).unwrap_err(), "connection refused");
+        assert_eq!(
+            h.check(Duration::from_secs(10)).unwrap_err(),
+            "connection refused"
+        );
         h.record_ok();
         assert!(h.check(Duration::from_secs(10)).is_ok());
     }

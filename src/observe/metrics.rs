@@ -2,8 +2,8 @@
 //! the state, never the registry, so counters do not reset).
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// The proxy core's metrics. Modules with metrics of their own (sendfile, webservice) register
@@ -39,7 +39,10 @@ impl CoreMetrics {
             Ok(c)
         }
         let build_info = IntGaugeVec::new(
-            Opts::new("moodle_edge_build_info", "Always 1; labels say which build runs."),
+            Opts::new(
+                "moodle_edge_build_info",
+                "Always 1; labels say which build runs.",
+            ),
             &["version"],
         )?;
         build_info

@@ -29,7 +29,11 @@ fn is_secret(name: &str) -> bool {
     // Compare the name PHP sees: percent-decoded (`ws%74oken` is `wstoken` to Moodle), with
     // the array brackets cut off and `.`/space read as `_` (`access.token` is `access_token`).
     let decoded = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
-    let base = decoded.split('[').next().unwrap_or(&decoded).trim_start_matches(' ');
+    let base = decoded
+        .split('[')
+        .next()
+        .unwrap_or(&decoded)
+        .trim_start_matches(' ');
     SECRET_PARAMS.iter().any(|s| {
         s.len() == base.len()
             && s.bytes().zip(base.bytes()).all(|(s, b)| match b {
@@ -41,7 +45,10 @@ fn is_secret(name: &str) -> bool {
 
 /// Redacts secret values in an `a=1&b=2` string (a query string or an urlencoded body).
 pub fn redact_query(query: &str) -> Cow<'_, str> {
-    if !query.split('&').any(|pair| is_secret(pair.split('=').next().unwrap_or(""))) {
+    if !query
+        .split('&')
+        .any(|pair| is_secret(pair.split('=').next().unwrap_or("")))
+    {
         return Cow::Borrowed(query);
     }
     let mut out = String::with_capacity(query.len());
@@ -93,22 +100,40 @@ mod tests {
             "wstoken=[redacted]&wsfunction=core_webservice_get_site_info"
         );
         assert_eq!(redact_query("a=1&b=2"), "a=1&b=2");
-        assert_eq!(redact_query("SESSKEY=x&Password=y"), "SESSKEY=[redacted]&Password=[redacted]");
+        assert_eq!(
+            redact_query("SESSKEY=x&Password=y"),
+            "SESSKEY=[redacted]&Password=[redacted]"
+        );
         assert_eq!(redact_query("key"), "key");
-        assert_eq!(redact_query("token=1&tokenish=2"), "token=[redacted]&tokenish=2");
-        assert_eq!(redact_query("ws%74oken=abc&x=1"), "ws%74oken=[redacted]&x=1");
-        assert_eq!(redact_query("pass%77ord%5B0%5D=abc"), "pass%77ord%5B0%5D=[redacted]");
+        assert_eq!(
+            redact_query("token=1&tokenish=2"),
+            "token=[redacted]&tokenish=2"
+        );
+        assert_eq!(
+            redact_query("ws%74oken=abc&x=1"),
+            "ws%74oken=[redacted]&x=1"
+        );
+        assert_eq!(
+            redact_query("pass%77ord%5B0%5D=abc"),
+            "pass%77ord%5B0%5D=[redacted]"
+        );
         assert_eq!(redact_query("access.token=abc"), "access.token=[redacted]");
     }
 
     #[test]
     fn tokenpluginfile_path_is_redacted() {
         assert_eq!(
-            redact_target("/tokenpluginfile.php/0123abcd/12/mod_resource/content/0/a.pdf", None),
+            redact_target(
+                "/tokenpluginfile.php/0123abcd/12/mod_resource/content/0/a.pdf",
+                None
+            ),
             "/tokenpluginfile.php/[redacted]/12/mod_resource/content/0/a.pdf"
         );
         assert_eq!(
-            redact_target("/webservice/pluginfile.php/1/a.pdf", Some("token=zz&forcedownload=1")),
+            redact_target(
+                "/webservice/pluginfile.php/1/a.pdf",
+                Some("token=zz&forcedownload=1")
+            ),
             "/webservice/pluginfile.php/1/a.pdf?token=[redacted]&forcedownload=1"
         );
     }

@@ -127,9 +127,9 @@ where
             }
             Poll::Pending => {
                 let idle = *this.idle;
-                let sleep = this
-                    .sleep
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + idle)));
+                let sleep = this.sleep.get_or_insert_with(|| {
+                    Box::pin(tokio::time::sleep_until(Instant::now() + idle))
+                });
                 match sleep.as_mut().poll(cx) {
                     Poll::Ready(()) => {
                         this.fate.set(BodyFate::IDLE);
@@ -157,14 +157,22 @@ mod tests {
 
     #[tokio::test]
     async fn limit_is_enforced_and_recorded() {
-        let (b, fate) = GuardedBody::new(Full::new(Bytes::from_static(b"0123456789")), Some(5), Duration::from_secs(1));
+        let (b, fate) = GuardedBody::new(
+            Full::new(Bytes::from_static(b"0123456789")),
+            Some(5),
+            Duration::from_secs(1),
+        );
         assert!(b.collect().await.is_err());
         assert!(fate.too_large());
     }
 
     #[tokio::test]
     async fn under_the_limit_passes_whole() {
-        let (b, fate) = GuardedBody::new(Full::new(Bytes::from_static(b"0123")), Some(5), Duration::from_secs(1));
+        let (b, fate) = GuardedBody::new(
+            Full::new(Bytes::from_static(b"0123")),
+            Some(5),
+            Duration::from_secs(1),
+        );
         assert_eq!(&b.collect().await.unwrap().to_bytes()[..], b"0123");
         assert!(!fate.too_large() && !fate.timed_out());
     }

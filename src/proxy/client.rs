@@ -42,7 +42,9 @@ pub struct UpstreamTarget {
 
 impl UpstreamTarget {
     pub fn parse(url: &str) -> Result<Self, ClientError> {
-        let uri: Uri = url.parse().map_err(|e| ClientError::Url(format!("{url:?}: {e}")))?;
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| ClientError::Url(format!("{url:?}: {e}")))?;
         let scheme = uri
             .scheme()
             .cloned()
@@ -79,18 +81,22 @@ pub fn build(
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(ca_file) = &cfg.ca_file {
-        let pem = std::fs::read(ca_file).map_err(|e| ClientError::CaFile(format!("{}: {e}", ca_file.display())))?;
+        let pem = std::fs::read(ca_file)
+            .map_err(|e| ClientError::CaFile(format!("{}: {e}", ca_file.display())))?;
         for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let cert = cert.map_err(|e| ClientError::CaFile(format!("{}: {e}", ca_file.display())))?;
+            let cert =
+                cert.map_err(|e| ClientError::CaFile(format!("{}: {e}", ca_file.display())))?;
             roots
                 .add(cert)
                 .map_err(|e| ClientError::CaFile(format!("{}: {e}", ca_file.display())))?;
         }
     }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
@@ -132,7 +138,9 @@ impl Service<Uri> for TimedConnector {
         Box::pin(async move {
             let started = Instant::now();
             let conn = connecting.await?;
-            metrics.upstream_connect.observe(started.elapsed().as_secs_f64());
+            metrics
+                .upstream_connect
+                .observe(started.elapsed().as_secs_f64());
             Ok(conn)
         })
     }

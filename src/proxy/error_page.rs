@@ -32,7 +32,12 @@ fn errorcode(status: StatusCode) -> &'static str {
     }
 }
 
-pub fn error_response(status: StatusCode, style: ErrorStyle, message: &str, request_id: &str) -> Response<ProxyBody> {
+pub fn error_response(
+    status: StatusCode,
+    style: ErrorStyle,
+    message: &str,
+    request_id: &str,
+) -> Response<ProxyBody> {
     let (content_type, text) = match style {
         ErrorStyle::MoodleJson => (
             "application/json; charset=utf-8",
@@ -58,8 +63,10 @@ pub fn error_response(status: StatusCode, style: ErrorStyle, message: &str, requ
     };
     let mut resp = Response::new(body::full(text));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    resp.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }
 
@@ -85,7 +92,12 @@ mod tests {
 
     #[tokio::test]
     async fn json_errors_are_moodle_shaped() {
-        let r = error_response(StatusCode::BAD_GATEWAY, ErrorStyle::MoodleJson, "The site is not answering.", "rid1");
+        let r = error_response(
+            StatusCode::BAD_GATEWAY,
+            ErrorStyle::MoodleJson,
+            "The site is not answering.",
+            "rid1",
+        );
         assert_eq!(r.status(), 502);
         let b = r.into_body().collect().await.unwrap().to_bytes();
         let v: serde_json::Value = serde_json::from_slice(&b).unwrap();

@@ -59,7 +59,11 @@ impl Forward<'_> {
         body: ProxyBody,
         fate: Option<Arc<BodyFate>>,
     ) -> Result<Response<Incoming>, ForwardError> {
-        let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
         parts.uri = self
             .target
             .uri(path_and_query)

@@ -165,7 +165,10 @@ mod tests {
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         h
     }
@@ -216,7 +219,10 @@ mod tests {
     #[test]
     fn trusted_chain_is_walked_from_the_right() {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
-        let h = map(&[("x-forwarded-for", "6.6.6.6, 1.2.3.4, 10.0.0.5"), ("x-forwarded-proto", "https")]);
+        let h = map(&[
+            ("x-forwarded-for", "6.6.6.6, 1.2.3.4, 10.0.0.5"),
+            ("x-forwarded-proto", "https"),
+        ]);
         let c = client_addr("10.0.0.9".parse().unwrap(), &h, &trusted);
         assert_eq!(c.ip.to_string(), "1.2.3.4");
         assert_eq!(c.forwarded_for, "6.6.6.6, 1.2.3.4, 10.0.0.5, 10.0.0.9");

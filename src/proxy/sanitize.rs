@@ -46,7 +46,10 @@ pub struct SanitizeInput<'a> {
     pub upgrade: bool,
 }
 
-pub fn sanitize(parts: &mut request::Parts, input: &SanitizeInput<'_>) -> Result<Sanitized, Refusal> {
+pub fn sanitize(
+    parts: &mut request::Parts,
+    input: &SanitizeInput<'_>,
+) -> Result<Sanitized, Refusal> {
     check_method(&parts.method)?;
     check_target(parts)?;
     check_framing(&parts.headers, parts.version)?;
@@ -76,7 +79,11 @@ fn check_method(method: &Method) -> Result<(), Refusal> {
     // A reverse proxy for a web application has no business tunnelling (CONNECT) or echoing
     // requests with their cookies back (TRACE); nginx refuses both too.
     if method == Method::CONNECT || method == Method::TRACE {
-        return Err(refuse(StatusCode::METHOD_NOT_ALLOWED, "method", "This method is not allowed."));
+        return Err(refuse(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method",
+            "This method is not allowed.",
+        ));
     }
     Ok(())
 }
@@ -85,7 +92,11 @@ fn check_target(parts: &request::Parts) -> Result<(), Refusal> {
     let path = parts.uri.path();
     if !path.starts_with('/') {
         // Authority form (CONNECT) or asterisk form (OPTIONS *): nothing Moodle serves.
-        return Err(refuse(StatusCode::BAD_REQUEST, "bad_target", "The request target is not a path."));
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "bad_target",
+            "The request target is not a path.",
+        ));
     }
     Ok(())
 }
@@ -110,12 +121,23 @@ fn check_framing(headers: &HeaderMap, version: Version) -> Result<(), Refusal> {
         ));
     }
     if cl.len() > 1 {
-        return Err(refuse(StatusCode::BAD_REQUEST, "smuggling", "More than one Content-Length."));
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "smuggling",
+            "More than one Content-Length.",
+        ));
     }
     if let Some(v) = cl.first() {
-        let ok = v.to_str().map(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).unwrap_or(false);
+        let ok = v
+            .to_str()
+            .map(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .unwrap_or(false);
         if !ok {
-            return Err(refuse(StatusCode::BAD_REQUEST, "smuggling", "Content-Length is not a number."));
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "smuggling",
+                "Content-Length is not a number.",
+            ));
         }
     }
     Ok(())
@@ -141,19 +163,39 @@ fn check_body_size(headers: &HeaderMap, max: u64) -> Result<(), Refusal> {
 fn resolve_host(parts: &mut request::Parts) -> Result<String, Refusal> {
     let hosts: Vec<&HeaderValue> = parts.headers.get_all(header::HOST).iter().collect();
     if hosts.len() > 1 {
-        return Err(refuse(StatusCode::BAD_REQUEST, "bad_host", "More than one Host header."));
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "bad_host",
+            "More than one Host header.",
+        ));
     }
     let host = match (parts.uri.authority(), hosts.first()) {
         (Some(authority), _) => authority.as_str().to_string(),
         (None, Some(h)) => h
             .to_str()
-            .map_err(|_| refuse(StatusCode::BAD_REQUEST, "bad_host", "The Host header is not valid."))?
+            .map_err(|_| {
+                refuse(
+                    StatusCode::BAD_REQUEST,
+                    "bad_host",
+                    "The Host header is not valid.",
+                )
+            })?
             .to_string(),
         (None, None) if parts.version == Version::HTTP_10 => String::new(),
-        (None, None) => return Err(refuse(StatusCode::BAD_REQUEST, "bad_host", "The Host header is missing.")),
+        (None, None) => {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "bad_host",
+                "The Host header is missing.",
+            ))
+        }
     };
     if !host.is_empty() && !valid_host(&host) {
-        return Err(refuse(StatusCode::BAD_REQUEST, "bad_host", "The Host header is not valid."));
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "bad_host",
+            "The Host header is not valid.",
+        ));
     }
     if !host.is_empty() {
         if let Ok(v) = HeaderValue::from_str(&host) {
@@ -166,9 +208,9 @@ fn resolve_host(parts: &mut request::Parts) -> Result<String, Refusal> {
 /// host[:port], a bracketed IPv6 literal, nothing else: no userinfo, paths or spaces.
 fn valid_host(host: &str) -> bool {
     host.len() <= 255
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_'))
+        && host.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_')
+        })
 }
 
 /// HTTP/2 clients may split Cookie into several fields; an HTTP/1.1 upstream needs one
@@ -241,7 +283,13 @@ mod tests {
 
     #[test]
     fn oversized_declared_body_is_413() {
-        let mut p = parts(Request::post("/").header("host", "h").header("content-length", "1001").body(()).unwrap());
+        let mut p = parts(
+            Request::post("/")
+                .header("host", "h")
+                .header("content-length", "1001")
+                .body(())
+                .unwrap(),
+        );
         assert_eq!(sanitize(&mut p, &input()).unwrap_err().status, 413);
     }
 
@@ -249,7 +297,13 @@ mod tests {
     fn missing_or_double_host_is_400() {
         let mut p = parts(Request::get("/").body(()).unwrap());
         assert_eq!(sanitize(&mut p, &input()).unwrap_err().reason, "bad_host");
-        let mut p = parts(Request::get("/").header("host", "a").header("host", "b").body(()).unwrap());
+        let mut p = parts(
+            Request::get("/")
+                .header("host", "a")
+                .header("host", "b")
+                .body(())
+                .unwrap(),
+        );
         assert_eq!(sanitize(&mut p, &input()).unwrap_err().reason, "bad_host");
         let mut p = parts(Request::get("/").header("host", "a b").body(()).unwrap());
         assert_eq!(sanitize(&mut p, &input()).unwrap_err().reason, "bad_host");
@@ -257,7 +311,14 @@ mod tests {
 
     #[test]
     fn trace_and_connect_are_refused() {
-        let mut p = parts(Request::builder().method("TRACE").uri("/").header("host", "h").body(()).unwrap());
+        let mut p = parts(
+            Request::builder()
+                .method("TRACE")
+                .uri("/")
+                .header("host", "h")
+                .body(())
+                .unwrap(),
+        );
         assert_eq!(sanitize(&mut p, &input()).unwrap_err().status, 405);
     }
 

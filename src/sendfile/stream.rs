@@ -277,7 +277,10 @@ impl FileBody {
 }
 
 fn tmp_knob(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// The blocking part: read exactly `len` bytes at `offset`, then check the file is unchanged.

@@ -18,7 +18,9 @@ impl Inherited {
             match fds.take_tcp_listener(i) {
                 Ok(Some(l)) => listeners.push(l),
                 Ok(None) => {}
-                Err(e) => tracing::warn!(fd = i + 3, error = %e, "inherited fd is not a TCP listener"),
+                Err(e) => {
+                    tracing::warn!(fd = i + 3, error = %e, "inherited fd is not a TCP listener")
+                }
             }
         }
         if !listeners.is_empty() {

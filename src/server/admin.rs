@@ -14,13 +14,20 @@ use crate::observe::health::{check_dataroot, Readiness};
 use crate::observe::metrics;
 use crate::state::{SharedState, State};
 
-pub async fn handle(shared: SharedState, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+pub async fn handle(
+    shared: SharedState,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
     let state = shared.load_full();
     let response = match req.uri().path() {
         "/metrics" => metrics_response(&state),
         "/healthz" => text(StatusCode::OK, "text/plain; charset=utf-8", "OK\n".into()),
         "/readyz" => readiness_response(&state).await,
-        _ => text(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "Not found\n".into()),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "Not found\n".into(),
+        ),
     };
     Ok(response)
 }
@@ -28,8 +35,10 @@ pub async fn handle(shared: SharedState, req: Request<Incoming>) -> Result<Respo
 fn text(status: StatusCode, content_type: &'static str, body_text: String) -> Response<ProxyBody> {
     let mut r = Response::new(body::full(body_text));
     *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 
@@ -47,7 +56,11 @@ fn metrics_response(state: &Arc<State>) -> Response<ProxyBody> {
             );
             r
         }
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, "text/plain; charset=utf-8", format!("{e}\n")),
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain; charset=utf-8",
+            format!("{e}\n"),
+        ),
     }
 }
 
@@ -55,7 +68,8 @@ fn metrics_response(state: &Arc<State>) -> Response<ProxyBody> {
 pub async fn readiness_response(state: &State) -> Response<ProxyBody> {
     let cfg = &state.config;
     // A probe is "recent" when it is no older than three probe intervals.
-    let freshness = cfg.upstream.health_check.interval.get() * 3 + cfg.upstream.health_check.timeout.get();
+    let freshness =
+        cfg.upstream.health_check.interval.get() * 3 + cfg.upstream.health_check.timeout.get();
     let upstream = state.process.upstream_health.check(freshness);
     let dataroot = cfg.moodle.dataroot.clone();
     let dataroot = tokio::task::spawn_blocking(move || check_dataroot(&dataroot))
@@ -64,9 +78,16 @@ pub async fn readiness_response(state: &State) -> Response<ProxyBody> {
     let store = match tokio::time::timeout(Duration::from_secs(1), state.store.ping()).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(format!("{} store: {e}", state.store.backend_name())),
-        Err(_) => Err(format!("{} store did not answer within 1s", state.store.backend_name())),
+        Err(_) => Err(format!(
+            "{} store did not answer within 1s",
+            state.store.backend_name()
+        )),
     };
-    let readiness = Readiness::from_checks(vec![("upstream", upstream), ("dataroot", dataroot), ("store", store)]);
+    let readiness = Readiness::from_checks(vec![
+        ("upstream", upstream),
+        ("dataroot", dataroot),
+        ("store", store),
+    ]);
     let status = if readiness.ready {
         StatusCode::OK
     } else {

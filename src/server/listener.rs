@@ -82,10 +82,17 @@ impl Acceptor {
         let state = self.shared.load_full();
         let core = state.process.core.clone();
         let open = core.connections_open.with_label_values(&[&self.label]);
-        core.connections_total.with_label_values(&[&self.label]).inc();
+        core.connections_total
+            .with_label_values(&[&self.label])
+            .inc();
         open.inc();
         let limits = state.config.server.limits.clone();
-        let http2 = state.config.server.listen.get(self.index).is_none_or(|l| l.http2);
+        let http2 = state
+            .config
+            .server
+            .listen
+            .get(self.index)
+            .is_none_or(|l| l.http2);
         let tls = state.tls.get(self.index).cloned().flatten();
         drop(state);
 
@@ -108,15 +115,20 @@ impl Acceptor {
                             sni,
                             listener: self.index,
                         };
-                        self.serve_http(TokioIo::new(tls_stream), conn, protocols, &limits).await
+                        self.serve_http(TokioIo::new(tls_stream), conn, protocols, &limits)
+                            .await
                     }
                     Ok(Err(e)) => {
                         tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        core.tls_handshake_failures.with_label_values(&[&self.label]).inc();
+                        core.tls_handshake_failures
+                            .with_label_values(&[&self.label])
+                            .inc();
                         Ok(())
                     }
                     Err(_) => {
-                        core.tls_handshake_failures.with_label_values(&[&self.label]).inc();
+                        core.tls_handshake_failures
+                            .with_label_values(&[&self.label])
+                            .inc();
                         Ok(())
                     }
                 }
@@ -129,8 +141,13 @@ impl Acceptor {
                     sni: None,
                     listener: self.index,
                 };
-                let protocols = if http2 { Protocols::Auto } else { Protocols::Http1 };
-                self.serve_http(TokioIo::new(stream), conn, protocols, &limits).await
+                let protocols = if http2 {
+                    Protocols::Auto
+                } else {
+                    Protocols::Http1
+                };
+                self.serve_http(TokioIo::new(stream), conn, protocols, &limits)
+                    .await
             }
         };
         if let Err(reason) = result {
@@ -156,8 +173,8 @@ impl Acceptor {
             let state = shared.load_full();
             let conn = conn.clone();
             async move {
-                // hyper's own 431 only fires at its read buffer size (at least 64 KiB, kept for
-                // throughput); a smaller `max_header_size` is enforced here, before any stage.
+                // hyper's own 431 fires only at its read buffer size, which cannot go below
+                // 8 KiB; a smaller `max_header_size` (4 KiB is allowed) is enforced here.
                 if head_size(&req) > max_header {
                     return Ok(header_too_large(&state));
                 }
@@ -209,7 +226,11 @@ impl Acceptor {
 /// exact for HTTP/1.1 up to optional whitespace.
 fn head_size(req: &Request<Incoming>) -> usize {
     let line = req.method().as_str().len() + 1 + req.uri().to_string().len() + 11;
-    let headers: usize = req.headers().iter().map(|(n, v)| n.as_str().len() + 2 + v.len() + 2).sum();
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + 2 + v.len() + 2)
+        .sum();
     line + headers + 2
 }
 
@@ -227,7 +248,8 @@ fn header_too_large(state: &crate::state::State) -> Response<ProxyBody> {
         "",
     );
     // The request body, if any, was not read: the connection cannot carry another request.
-    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     resp
 }
 

@@ -93,7 +93,10 @@ impl Server {
 
     /// The bound public addresses (useful when the config asked for port 0).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().filter_map(|(_, l)| l.local_addr().ok()).collect()
+        self.listeners
+            .iter()
+            .filter_map(|(_, l)| l.local_addr().ok())
+            .collect()
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
@@ -115,7 +118,10 @@ impl Server {
         let tracker = TaskTracker::new();
 
         for (index, listener) in listeners {
-            let label = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+            let label = listener
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
             tracing::info!(listener = %label, "listening");
             let acceptor = Acceptor {
                 index,
@@ -142,9 +148,18 @@ impl Server {
         shutdown.cancel();
         tracker.close();
         let deadline = shared.load().config.server.shutdown_timeout.get();
-        tracing::info!(deadline_ms = deadline.as_millis() as u64, "draining connections");
-        if tokio::time::timeout(deadline, tracker.wait()).await.is_err() {
-            tracing::warn!(open = tracker.len(), "shutdown deadline passed; closing the remaining connections");
+        tracing::info!(
+            deadline_ms = deadline.as_millis() as u64,
+            "draining connections"
+        );
+        if tokio::time::timeout(deadline, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = tracker.len(),
+                "shutdown deadline passed; closing the remaining connections"
+            );
         }
     }
 }
@@ -201,7 +216,11 @@ pub fn reload(shared: &SharedState, process: &Arc<Process>, path: &std::path::Pa
             tracing::info!(config = %path.display(), "configuration reloaded");
         }
         Err(e) => {
-            process.core.config_reloads.with_label_values(&["error"]).inc();
+            process
+                .core
+                .config_reloads
+                .with_label_values(&["error"])
+                .inc();
             tracing::error!(config = %path.display(), error = %e, "reload refused; the running configuration stays");
         }
     }
@@ -210,8 +229,18 @@ pub fn reload(shared: &SharedState, process: &Arc<Process>, path: &std::path::Pa
 
 /// Keys that only a restart applies: say so instead of silently ignoring them.
 fn warn_restart_only(old: &Config, new: &Config) {
-    let old_addrs: Vec<_> = old.server.listen.iter().map(|l| (l.addr, l.tls.is_some())).collect();
-    let new_addrs: Vec<_> = new.server.listen.iter().map(|l| (l.addr, l.tls.is_some())).collect();
+    let old_addrs: Vec<_> = old
+        .server
+        .listen
+        .iter()
+        .map(|l| (l.addr, l.tls.is_some()))
+        .collect();
+    let new_addrs: Vec<_> = new
+        .server
+        .listen
+        .iter()
+        .map(|l| (l.addr, l.tls.is_some()))
+        .collect();
     if old_addrs != new_addrs {
         tracing::warn!("server.listen changed: listeners change only on restart");
     }
@@ -258,26 +287,39 @@ async fn probe_upstream(shared: SharedState, shutdown: CancellationToken) {
         let hc = state.config.upstream.health_check.clone();
         let host = url::Url::parse(&state.config.moodle.wwwroot)
             .ok()
-            .and_then(|u| u.host_str().map(|h| match u.port() {
-                Some(p) => format!("{h}:{p}"),
-                None => h.to_string(),
-            }))
+            .and_then(|u| {
+                u.host_str().map(|h| match u.port() {
+                    Some(p) => format!("{h}:{p}"),
+                    None => h.to_string(),
+                })
+            })
             .unwrap_or_default();
         let outcome = match state.target.uri(&hc.path) {
             Ok(uri) => {
-                let mut req = Request::get(uri).body(crate::body::empty()).unwrap_or_default();
+                let mut req = Request::get(uri)
+                    .body(crate::body::empty())
+                    .unwrap_or_default();
                 if let Ok(v) = HeaderValue::from_str(&host) {
                     req.headers_mut().insert(HOST, v);
                 }
-                req.headers_mut().insert(USER_AGENT, HeaderValue::from_static("moodle-edge-health"));
+                req.headers_mut()
+                    .insert(USER_AGENT, HeaderValue::from_static("moodle-edge-health"));
                 match tokio::time::timeout(hc.timeout.get(), state.client.request(req)).await {
                     Ok(Ok(resp)) if resp.status().as_u16() < 500 => {
-                        let _ = tokio::time::timeout(hc.timeout.get(), resp.into_body().collect()).await;
+                        let _ = tokio::time::timeout(hc.timeout.get(), resp.into_body().collect())
+                            .await;
                         Ok(())
                     }
-                    Ok(Ok(resp)) => Err(format!("upstream answered {} to {}", resp.status(), hc.path)),
+                    Ok(Ok(resp)) => Err(format!(
+                        "upstream answered {} to {}",
+                        resp.status(),
+                        hc.path
+                    )),
                     Ok(Err(e)) => Err(format!("upstream probe failed: {e}")),
-                    Err(_) => Err(format!("upstream probe got no answer within {:?}", hc.timeout.get())),
+                    Err(_) => Err(format!(
+                        "upstream probe got no answer within {:?}",
+                        hc.timeout.get()
+                    )),
                 }
             }
             Err(e) => Err(format!("bad health path: {e}")),

@@ -124,7 +124,8 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
 /// The DNS names a certificate is for: its subjectAltNames, or its CN when it has none.
 fn certificate_names(der: &CertificateDer<'_>) -> Result<Vec<String>, String> {
     use x509_parser::prelude::*;
-    let (_, cert) = X509Certificate::from_der(der.as_ref()).map_err(|e| format!("not an X.509 certificate: {e}"))?;
+    let (_, cert) = X509Certificate::from_der(der.as_ref())
+        .map_err(|e| format!("not an X.509 certificate: {e}"))?;
     let mut names = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for n in &san.value.general_names {
@@ -144,12 +145,17 @@ fn certificate_names(der: &CertificateDer<'_>) -> Result<Vec<String>, String> {
 }
 
 /// The rustls server config for one listener.
-pub fn server_config(cfg: &TlsConfig, http2: bool, listener: usize) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+pub fn server_config(
+    cfg: &TlsConfig,
+    http2: bool,
+    listener: usize,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let resolver = SniResolver::load(&cfg.certificates, listener)?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
+    let mut config =
+        rustls::ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = if http2 {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     } else {

@@ -13,7 +13,11 @@ use crate::pipeline::RequestContext;
 use crate::state::State;
 
 /// Answers the request here when single sign-on applies to it; None lets it go on to Moodle.
-pub fn authenticate(state: &State, _ctx: &RequestContext, _parts: &request::Parts) -> Option<Response<ProxyBody>> {
+pub fn authenticate(
+    state: &State,
+    _ctx: &RequestContext,
+    _parts: &request::Parts,
+) -> Option<Response<ProxyBody>> {
     let _ = state.config.sso.as_ref()?;
     None
 }

@@ -84,7 +84,11 @@ impl RedisStore {
         let opts = SetOptions::default()
             .conditional_set(redis::ExistenceCheck::NX)
             .with_expiration(SetExpiry::PX(ttl.as_millis().max(1) as u64));
-        let reply: Option<String> = self.conn().await?.set_options(self.key(key), value, opts).await?;
+        let reply: Option<String> = self
+            .conn()
+            .await?
+            .set_options(self.key(key), value, opts)
+            .await?;
         Ok(reply.is_some())
     }
 

@@ -36,13 +36,21 @@ pub async fn guard(
 ) -> Result<(ProxyBody, WsAdmitted), Response<ProxyBody>> {
     let query = params::query_params(parts.uri.query().unwrap_or(""));
     let (body_params, body) = if parts.method == Method::POST || parts.method == Method::PUT {
-        let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let content_type = parts
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
         match params::inspect_body(content_type, body, state.guard.max_inspect_body()).await {
             Ok((found, body)) => (Some(found), body),
             Err(e) => {
                 ctx.note = Some("ws_body_unreadable");
                 tracing::debug!(request_id = %ctx.request_id, error = %e, "web-service body unreadable");
-                let call = WsCall::new(entry, parts.uri.path(), ctx.client_ip, params::merge(entry, &query, None));
+                let call = WsCall::new(
+                    entry,
+                    parts.uri.path(),
+                    ctx.client_ip,
+                    params::merge(entry, &query, None),
+                );
                 return Err(error_response(
                     StatusCode::BAD_REQUEST,
                     shape_for(call.entry, call.format),
@@ -87,7 +95,13 @@ pub async fn guard(
 impl WsAdmitted {
     /// The upstream gave no answer: that is a breaker failure (connect, timeout, protocol);
     /// a client that went away or sent too much is not Moodle's fault and is not counted.
-    pub fn upstream_failed(self, state: &State, ctx: &RequestContext, e: &ForwardError, status: StatusCode) {
+    pub fn upstream_failed(
+        self,
+        state: &State,
+        ctx: &RequestContext,
+        e: &ForwardError,
+        status: StatusCode,
+    ) {
         let kind = match e {
             ForwardError::Connect(_) => UpstreamFailure::Refused,
             ForwardError::Timeout(_) => UpstreamFailure::Timeout,
@@ -100,15 +114,27 @@ impl WsAdmitted {
         let mut report = CallReport::upstream_failure(kind);
         report.status = Some(status.as_u16());
         let waited = self.admitted_at.elapsed();
-        AuditLog::new(state.audit_log.clone()).record(&self.call, &report, waited, Some(&ctx.request_id));
+        AuditLog::new(state.audit_log.clone()).record(
+            &self.call,
+            &report,
+            waited,
+            Some(&ctx.request_id),
+        );
         self.admission.finish(&report, waited);
     }
 
     /// Follows the answer: when its body has been sent, the outcome (HTTP status and any Moodle
     /// exception in the body) goes to the breaker, the metrics and the audit log.
-    pub fn watch_response(self, state: &State, ctx: &RequestContext, response: Response<ProxyBody>) -> Response<ProxyBody> {
+    pub fn watch_response(
+        self,
+        state: &State,
+        ctx: &RequestContext,
+        response: Response<ProxyBody>,
+    ) -> Response<ProxyBody> {
         // The breaker judges Moodle's time to answer, not the client's download time.
-        let to_headers = ctx.upstream_time.unwrap_or_else(|| self.admitted_at.elapsed());
+        let to_headers = ctx
+            .upstream_time
+            .unwrap_or_else(|| self.admitted_at.elapsed());
         let audit = AuditLog::new(state.audit_log.clone());
         let request_id = ctx.request_id.clone();
         let WsAdmitted {

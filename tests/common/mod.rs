@@ -306,7 +306,11 @@ impl Upstream {
 
     /// Answers paths starting with `prefix` (the longest prefix wins) with `reply`.
     pub fn route(&self, prefix: &str, reply: Reply) -> &Self {
-        self.state.routes.lock().unwrap().push((prefix.to_string(), reply));
+        self.state
+            .routes
+            .lock()
+            .unwrap()
+            .push((prefix.to_string(), reply));
         self
     }
 
@@ -316,7 +320,10 @@ impl Upstream {
     }
 
     pub fn seen_path(&self, path: &str) -> Vec<Seen> {
-        self.seen().into_iter().filter(|s| s.uri.starts_with(path)).collect()
+        self.seen()
+            .into_iter()
+            .filter(|s| s.uri.starts_with(path))
+            .collect()
     }
 
     /// TCP connections accepted so far (the health probe's included).
@@ -369,7 +376,12 @@ async fn handle_upstream(
     let headers: Vec<(String, String)> = req
         .headers()
         .iter()
-        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     let index = {
         let mut seen = st.seen.lock().unwrap();
@@ -393,8 +405,10 @@ async fn handle_upstream(
         });
         let mut resp = Response::new(boxed(http_body_util::Empty::<Bytes>::new()));
         *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        resp.headers_mut().insert("upgrade", "websocket".parse().unwrap());
-        resp.headers_mut().insert("connection", "Upgrade".parse().unwrap());
+        resp.headers_mut()
+            .insert("upgrade", "websocket".parse().unwrap());
+        resp.headers_mut()
+            .insert("connection", "Upgrade".parse().unwrap());
         return Ok(resp);
     }
 
@@ -434,7 +448,8 @@ async fn handle_upstream(
                 "conn": conn,
             });
             let mut r = text_response(200, v.to_string());
-            r.headers_mut().insert("content-type", "application/json".parse().unwrap());
+            r.headers_mut()
+                .insert("content-type", "application/json".parse().unwrap());
             r
         }
         ReplyBody::Pattern(n) => {
@@ -479,7 +494,10 @@ impl Body for PatternBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = self.get_mut();
         if this.sent < this.send {
             let n = (this.send - this.sent).min(64 * 1024) as usize;
@@ -625,7 +643,9 @@ impl Proxy {
             .iter()
             .map(|l| l["addr"].as_str().unwrap().parse().unwrap())
             .collect();
-        let admin = config["server"]["admin_addr"].as_str().map(|a| a.parse().unwrap());
+        let admin = config["server"]["admin_addr"]
+            .as_str()
+            .map(|a| a.parse().unwrap());
         let mut proxy = Proxy {
             child,
             dir,
@@ -675,7 +695,9 @@ impl Proxy {
     /// Waits until /readyz says 200 (the first upstream probe has been answered).
     pub fn wait_ready(&self) {
         wait_for("/readyz 200", Duration::from_secs(10), || {
-            self.admin_get("/readyz").map(|r| r.status == 200).unwrap_or(false)
+            self.admin_get("/readyz")
+                .map(|r| r.status == 200)
+                .unwrap_or(false)
         });
     }
 
@@ -701,7 +723,11 @@ impl Proxy {
 
     /// stdout and stderr, for failure messages.
     pub fn output(&self) -> String {
-        format!("--- stdout ---\n{}\n--- stderr ---\n{}", self.stdout(), self.stderr())
+        format!(
+            "--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.stdout(),
+            self.stderr()
+        )
     }
 
     /// The JSON access-log lines written so far (event and audit lines have no `target`).
@@ -716,13 +742,17 @@ impl Proxy {
     /// Waits for an access-log line whose target starts with `target`.
     pub fn access_line_for(&self, target: &str) -> Value {
         let mut found = None;
-        wait_for(&format!("an access-log line for {target}"), Duration::from_secs(10), || {
-            found = self
-                .access_lines()
-                .into_iter()
-                .find(|v| v["target"].as_str().is_some_and(|t| t.starts_with(target)));
-            found.is_some()
-        });
+        wait_for(
+            &format!("an access-log line for {target}"),
+            Duration::from_secs(10),
+            || {
+                found = self
+                    .access_lines()
+                    .into_iter()
+                    .find(|v| v["target"].as_str().is_some_and(|t| t.starts_with(target)));
+                found.is_some()
+            },
+        );
         found.unwrap()
     }
 
@@ -737,7 +767,11 @@ impl Proxy {
 
     /// Rewrites the config file (for SIGHUP tests).
     pub fn write_config(&self, config: &Value) {
-        std::fs::write(&self.config_path, serde_json::to_string_pretty(config).unwrap()).unwrap();
+        std::fs::write(
+            &self.config_path,
+            serde_json::to_string_pretty(config).unwrap(),
+        )
+        .unwrap();
     }
 
     pub fn write_config_text(&self, text: &str) {
@@ -746,7 +780,8 @@ impl Proxy {
 
     /// VmRSS of the process, in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         status
             .lines()
             .find(|l| l.starts_with("VmRSS:"))
@@ -780,7 +815,9 @@ impl Proxy {
     pub fn admin_get(&self, path: &str) -> std::io::Result<RawResponse> {
         let admin = self.admin.expect("no admin listener");
         let mut raw = Raw::connect(admin)?;
-        raw.send(format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes())?;
+        raw.send(
+            format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes(),
+        )?;
         raw.read_response()
     }
 
@@ -845,7 +882,8 @@ impl RawResponse {
         String::from_utf8_lossy(&self.body).into_owned()
     }
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
 }
 
@@ -907,14 +945,20 @@ impl Raw {
         if status == 101 || status == 204 || status == 304 || (100..200).contains(&status) {
             return Ok(resp);
         }
-        if let Some(len) = resp.header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        if let Some(len) = resp
+            .header("content-length")
+            .and_then(|v| v.parse::<usize>().ok())
+        {
             while self.buf.len() < len {
                 if self.fill()? == 0 {
                     return Err(Raw::eof());
                 }
             }
             resp.body = self.buf.drain(..len).collect();
-        } else if resp.header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        } else if resp
+            .header("transfer-encoding")
+            .is_some_and(|v| v.contains("chunked"))
+        {
             loop {
                 let line_end = loop {
                     if let Some(p) = find(&self.buf, b"\r\n") {
@@ -926,7 +970,9 @@ impl Raw {
                 };
                 let size_text = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
                 let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16)
-                    .map_err(|_| std::io::Error::other(format!("bad chunk size {size_text:?}")))?;
+                    .map_err(|_| {
+                    std::io::Error::other(format!("bad chunk size {size_text:?}"))
+                })?;
                 self.buf.drain(..line_end + 2);
                 while self.buf.len() < size + 2 {
                     if self.fill()? == 0 {
@@ -962,7 +1008,11 @@ impl Raw {
             match self.stream.read(&mut chunk) {
                 Ok(0) => return true,
                 Ok(_) => {}
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
                 Err(_) => return true,
             }
         }
@@ -978,9 +1028,14 @@ impl Raw {
                 self.buf.extend_from_slice(&chunk[..n]);
                 false
             }
-            Err(e) => matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+            Err(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
         };
-        self.stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        self.stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         silent
     }
 }
@@ -1000,7 +1055,8 @@ pub fn roundtrip(addr: SocketAddr, bytes: &[u8]) -> RawResponse {
 pub fn get(addr: SocketAddr, path: &str, extra: &str) -> RawResponse {
     roundtrip(
         addr,
-        format!("GET {path} HTTP/1.1\r\nHost: lms.test\r\n{extra}Connection: close\r\n\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nHost: lms.test\r\n{extra}Connection: close\r\n\r\n")
+            .as_bytes(),
     )
 }
 
@@ -1010,7 +1066,12 @@ pub fn echo_headers(echo: &Value) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| (p[0].as_str().unwrap().to_string(), p[1].as_str().unwrap().to_string()))
+        .map(|p| {
+            (
+                p[0].as_str().unwrap().to_string(),
+                p[1].as_str().unwrap().to_string(),
+            )
+        })
         .collect()
 }
 
