@@ -39,6 +39,19 @@ fn xml_escape(s: &str) -> String {
         .replace('\'', "&#039;")
 }
 
+#[derive(serde::Serialize)]
+struct JsonError<'a> {
+    exception: &'a str,
+    errorcode: &'a str,
+    message: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct TokenError<'a> {
+    error: &'a str,
+    errorcode: &'a str,
+}
+
 /// Builds the error answer. `retry_after` (seconds) becomes a Retry-After header.
 pub fn error_response(
     status: StatusCode,
@@ -48,18 +61,25 @@ pub fn error_response(
     retry_after: Option<u64>,
 ) -> Response<ProxyBody> {
     let (content_type, text) = match shape {
+        // Keys in Moodle's order (`exception` first; token.php: `error` first), not the
+        // alphabetical order `json!` would give: some clients and log scanners read error
+        // bodies by their first key.
         ErrorShape::Json => (
             "application/json; charset=utf-8",
-            serde_json::json!({
-                "exception": "moodle_exception",
-                "errorcode": errorcode,
-                "message": message,
+            serde_json::to_string(&JsonError {
+                exception: "moodle_exception",
+                errorcode,
+                message,
             })
-            .to_string(),
+            .unwrap_or_default(),
         ),
         ErrorShape::TokenJson => (
             "application/json; charset=utf-8",
-            serde_json::json!({ "error": message, "errorcode": errorcode }).to_string(),
+            serde_json::to_string(&TokenError {
+                error: message,
+                errorcode,
+            })
+            .unwrap_or_default(),
         ),
         ErrorShape::Xml => (
             "application/xml; charset=utf-8",
@@ -118,9 +138,20 @@ mod tests {
         assert_eq!(r.headers()[RETRY_AFTER], "3");
         assert_eq!(r.headers()[CACHE_CONTROL], "no-store");
         assert_eq!(r.headers()[CONTENT_TYPE], "application/json; charset=utf-8");
-        let v: serde_json::Value = serde_json::from_str(&text(r).await).unwrap();
-        assert_eq!(v["exception"], "moodle_exception");
-        assert_eq!(v["errorcode"], "toomanyrequests");
+        let body = text(r).await;
+        assert!(
+            body.starts_with(r#"{"exception":"moodle_exception","errorcode":"toomanyrequests","#),
+            "Moodle's key order: {body}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["message"], "Slow <down>");
+        assert_eq!(
+            crate::webservice::outcome::sniff_exception(body.as_bytes()),
+            Some((
+                Some("moodle_exception".into()),
+                Some("toomanyrequests".into())
+            ))
+        );
 
         let r = error_response(
             StatusCode::FORBIDDEN,
