@@ -72,7 +72,9 @@ pub struct State {
     /// One TLS server config per `server.listen` entry (None for plain listeners).
     pub tls: Vec<Option<Arc<rustls::ServerConfig>>>,
     pub offloader: Offloader,
-    pub guard: Guard,
+    /// Shared with the previous state when a reload leaves `webservice:` unchanged, so rate-limit
+    /// buckets, concurrency slots and breaker state survive a SIGHUP.
+    pub guard: Arc<Guard>,
     pub store: Store,
     pub access_log: LineSink,
     pub access_format: AccessFormat,
@@ -81,8 +83,17 @@ pub struct State {
 
 impl State {
     pub fn build(config: Config, process: Arc<Process>) -> Result<State, BuildError> {
-        let state = State::build_parts(config, process, true)?;
-        Ok(state)
+        State::build_parts(config, process, true, None)
+    }
+
+    /// Builds the state for a reload: like `build`, but keeps the running guard when the
+    /// `webservice:` section did not change. Token files are re-read only when the section
+    /// changed, so a guard with `token_networks` is always rebuilt.
+    pub fn rebuild(config: Config, previous: &State) -> Result<State, BuildError> {
+        let keep = (config.webservice == previous.config.webservice
+            && config.webservice.token_networks.is_empty())
+        .then(|| previous.guard.clone());
+        State::build_parts(config, previous.process.clone(), true, keep)
     }
 
     /// Builds everything without opening log sinks: what `moodle-edge check` runs.
@@ -91,13 +102,14 @@ impl State {
             which: "metrics",
             source: std::io::Error::other(e),
         })?;
-        State::build_parts(config, process, false).map(|_| ())
+        State::build_parts(config, process, false, None).map(|_| ())
     }
 
     fn build_parts(
         config: Config,
         process: Arc<Process>,
         open_logs: bool,
+        guard: Option<Arc<Guard>>,
     ) -> Result<State, BuildError> {
         let (client, target) = client::build(&config.upstream, process.core.clone())?;
         let tls = config
@@ -111,7 +123,10 @@ impl State {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let offloader = Offloader::new(&config.sendfile, process.sendfile.clone());
-        let guard = Guard::new(&config.webservice, process.webservice.clone())?;
+        let guard = match guard {
+            Some(running) => running,
+            None => Arc::new(Guard::new(&config.webservice, process.webservice.clone())?),
+        };
         let store = Store::build(&config.store)?;
         let (access_log, audit_log) = if open_logs {
             (

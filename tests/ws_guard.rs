@@ -865,3 +865,66 @@ async fn slow_uploads_are_the_clients_time_not_moodles() {
     );
     edge.assert_secrets_absent(&[&t]).await;
 }
+
+/// A SIGHUP that leaves `webservice:` unchanged keeps the rate-limit buckets: a reload must not
+/// hand every caller a fresh burst. Changing the section builds a new guard.
+#[tokio::test]
+async fn reload_keeps_rate_limit_state_when_the_section_is_unchanged() {
+    let moodle = Moodle::start();
+    let edge = Edge::start(
+        &moodle.url(),
+        json!({
+            "max_concurrent_per_token": 0,
+            "rate_limits": [{ "key": "token", "rate": "1/h", "burst": 1 }],
+        }),
+        &[],
+    )
+    .await;
+    let t = token(21);
+    assert_eq!(
+        edge.call(&t, "core_course_get_courses", true).await.status,
+        200
+    );
+    assert_eq!(
+        edge.call(&t, "core_course_get_courses", true).await.status,
+        429
+    );
+
+    let reload = |edge: &Edge| {
+        let status = std::process::Command::new("kill")
+            .arg("-HUP")
+            .arg(edge.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    let config_path = edge.dir.path().join("config.yaml");
+    let original = std::fs::read_to_string(&config_path).unwrap();
+    // Same webservice section, another public health path.
+    let mut v: Value = serde_json::from_str(&original).unwrap();
+    v["server"]["public_health_path"] = json!("/lb-health");
+    std::fs::write(&config_path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    reload(&edge);
+    eventually("the first reload", Duration::from_secs(10), || {
+        edge.stdout().matches("configuration reloaded").count() >= 1
+    })
+    .await;
+    assert_eq!(
+        edge.call(&t, "core_course_get_courses", true).await.status,
+        429,
+        "the bucket survived the reload"
+    );
+
+    // A changed section is a new guard with new buckets.
+    v["webservice"]["rate_limits"][0]["burst"] = json!(2);
+    std::fs::write(&config_path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    reload(&edge);
+    eventually("the second reload", Duration::from_secs(10), || {
+        edge.stdout().matches("configuration reloaded").count() >= 2
+    })
+    .await;
+    assert_eq!(
+        edge.call(&t, "core_course_get_courses", true).await.status,
+        200
+    );
+}

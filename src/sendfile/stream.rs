@@ -4,7 +4,8 @@
 //! How the reading is done, and why:
 //! - Each chunk is one positional read (`pread`) on tokio's blocking pool, with one chunk read
 //!   ahead so the disk works while hyper writes the previous chunk. A body therefore holds at
-//!   most [`READ_AHEAD`] chunks, whatever the file size.
+//!   most [`READ_AHEAD`] chunks, whatever the file size (hyper queues up to two more for the
+//!   socket: see [`CHUNK_SIZE`]).
 //! - A dedicated reader thread per download feeding a bounded channel was considered and
 //!   rejected: that thread would sit blocked in `blocking_send` for as long as a slow client
 //!   takes, so 512 slow downloads would exhaust tokio's blocking pool (and with it DNS lookups
@@ -35,14 +36,20 @@ use tokio::time::{Instant, Sleep};
 use super::metrics::SendfileMetrics;
 use crate::body::{BoxError, ProxyBody};
 
-/// Bytes per read. Measured in-process on a cached 1 GiB file (release, 3 rounds): 64 KiB
-/// 4.5-5.7 GiB/s, 128 KiB 6.8-7.2 GiB/s, 256 KiB 8.7-12 GiB/s. All are far above what TLS
-/// delivers (about 0.7 GiB/s), so 128 KiB wins on memory: a slow download holds at most
-/// [`READ_AHEAD`] chunks here plus one in hyper, half of what 256 KiB would cost.
-pub const CHUNK_SIZE: usize = 128 * 1024;
+/// Bytes per read. Sized for memory first: hyper takes another chunk whenever less than its
+/// write buffer limit (64 KiB on our listeners) is queued, so a slow download holds up to two
+/// chunks in hyper plus [`READ_AHEAD`] finished reads here. 100 downloads at 512 KB/s
+/// (`tests/sendfile_memory.rs`) grew the RSS by 54-58 MiB with 128 KiB x 2 read-ahead,
+/// 46 MiB with 128 KiB x 1, 34 MiB with 64 KiB x 2 and 24-26 MiB with 64 KiB x 1; the issue's
+/// bound is 32 MiB. The cost is CPU per byte: on one pinned core (`bench/offload.sh`) 64 KiB x 1
+/// used about 10-20% more CPU per GiB than 128 KiB x 2 (TLS about 600 vs 550 ms/GiB, plain
+/// about 500 vs 420), still level with nginx on TLS. In-process, 64 KiB reads alone run at
+/// 4.5-5.7 GiB/s on a cached file, far above what a socket takes.
+pub const CHUNK_SIZE: usize = 64 * 1024;
 
-/// Reads in flight (or done and waiting for hyper) per body.
-pub const READ_AHEAD: usize = 2;
+/// Reads in flight (or done and waiting for hyper) per body: one, so the disk works while hyper
+/// writes the previous chunk; a second would only buy memory for slow clients.
+pub const READ_AHEAD: usize = 1;
 
 /// One piece of the body, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,7 +172,7 @@ impl FileBody {
         // A quarter of a second's worth per read when paced, so pacing is smooth.
         let chunk = match &pace {
             Some(pace) => (pace.rate / 4).clamp(1024, CHUNK_SIZE as u64),
-            None => tmp_knob("SF_CHUNK", CHUNK_SIZE) as u64,
+            None => CHUNK_SIZE as u64,
         };
         FileBody {
             file,
@@ -196,7 +203,7 @@ impl FileBody {
 
     /// Schedules reads until [`READ_AHEAD`] are in flight or the plan is empty.
     fn top_up(&mut self) {
-        while self.reads_in_flight() < tmp_knob("SF_READ_AHEAD", READ_AHEAD) {
+        while self.reads_in_flight() < READ_AHEAD {
             let Some(segment) = self.plan.pop_front() else {
                 return;
             };
@@ -212,8 +219,11 @@ impl FileBody {
                     }
                     let file = self.file.clone();
                     let snapshot = self.snapshot;
+                    // Allocated here, on the runtime thread that will also free it once hyper
+                    // has written it; see `read_chunk`.
+                    let buf = vec![0u8; n as usize];
                     let handle = tokio::task::spawn_blocking(move || {
-                        read_chunk(&file, offset, n as usize, snapshot)
+                        read_chunk(&file, offset, buf, snapshot)
                     });
                     self.pending.push_back(Pending::Reading(handle));
                 }
@@ -276,21 +286,19 @@ impl FileBody {
     }
 }
 
-fn tmp_knob(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// The blocking part: read exactly `len` bytes at `offset`, then check the file is unchanged.
+/// The blocking part: fill `buf` from `offset`, then check the file is unchanged.
+///
+/// The buffer comes from the caller, not from this blocking-pool thread: a chunk allocated on
+/// a pool thread and freed on a runtime thread strands memory in the pool thread's allocator
+/// heap (mimalloc's per-thread heaps, glibc's per-thread arenas), and with dozens of pool
+/// threads that grew the RSS of 100 slow downloads well past the whole of their chunks.
 fn read_chunk(
     file: &File,
     offset: u64,
-    len: usize,
+    mut buf: Vec<u8>,
     snapshot: Snapshot,
 ) -> Result<Bytes, StreamError> {
-    let mut buf = vec![0u8; len];
+    let len = buf.len();
     let mut filled = 0;
     while filled < len {
         match file.read_at(&mut buf[filled..], offset + filled as u64) {
@@ -341,8 +349,9 @@ impl Body for FileBody {
         };
         this.pending.pop_front();
         this.yielded(&bytes);
-        // Start the next read now rather than on the next poll.
-        this.top_up();
+        // The next read starts on the next poll, not now: hyper polls again as soon as less
+        // than its write-buffer limit is queued, so the read still overlaps the socket write,
+        // and a slow client's body holds no finished chunk while hyper's queue is full.
         Poll::Ready(Some(Ok(Frame::data(bytes))))
     }
 

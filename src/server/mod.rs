@@ -206,8 +206,9 @@ pub fn reload(shared: &SharedState, process: &Arc<Process>, path: &std::path::Pa
     let result = Config::load(path)
         .map_err(|e| e.to_string())
         .and_then(|config| {
-            warn_restart_only(&shared.load().config, &config);
-            State::build(config, process.clone()).map_err(|e| e.to_string())
+            let running = shared.load();
+            warn_restart_only(&running.config, &config);
+            State::rebuild(config, &running).map_err(|e| e.to_string())
         });
     match result {
         Ok(state) => {

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::config::units::{Duration, Rate, Size};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebserviceConfig {
     /// More paths whose calls are web-service calls (plugins with their own endpoint).
@@ -70,7 +70,7 @@ impl LimitKey {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitRule {
     /// One bucket per token, client IP or function name.
@@ -87,7 +87,7 @@ pub struct RateLimitRule {
     pub name: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FunctionPolicy {
     pub path: String,
@@ -99,7 +99,7 @@ pub struct FunctionPolicy {
     pub deny: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CircuitBreakerConfig {
     #[serde(default = "default_window")]
@@ -122,7 +122,7 @@ pub struct CircuitBreakerConfig {
     pub per_function: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenNetworks {
     /// A file holding the token (32 hex characters).
