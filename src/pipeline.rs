@@ -504,9 +504,9 @@ fn log_stage(
 ) -> Response<ProxyBody> {
     let core = &state.process.core;
     let route = ctx.route.label();
-    core.request_duration
-        .with_label_values(&[route])
-        .observe(ctx.started.elapsed().as_secs_f64());
+    if let Some(h) = core.route_duration.get(ctx.route.index()) {
+        h.observe(ctx.started.elapsed().as_secs_f64());
+    }
     let base = base.unwrap_or(LogBase {
         method: String::new(),
         target: String::new(),
@@ -515,7 +515,7 @@ fn log_stage(
         referer: String::new(),
     });
     let record = AccessRecord {
-        time: SystemTime::now(),
+        time: SystemTime::UNIX_EPOCH,
         request_id: ctx.request_id,
         client_ip: ctx.client_ip,
         method: base.method,

@@ -38,7 +38,22 @@ pub enum SsoRoute {
 
 pub const MNET_PATH: &str = "/mnet/xmlrpc/server.php";
 
+/// Every route label, in `Route::index` order.
+pub const ROUTE_LABELS: [&str; 6] = ["edge", "internal", "webservice", "sso", "mnet", "page"];
+
 impl Route {
+    /// Position of this route's label in `ROUTE_LABELS` (for per-route metric handles made once).
+    pub fn index(self) -> usize {
+        match self {
+            Route::Edge(_) => 0,
+            Route::Internal => 1,
+            Route::WebService(_) => 2,
+            Route::Sso(_) => 3,
+            Route::Mnet => 4,
+            Route::Page => 5,
+        }
+    }
+
     /// The metrics label: low, fixed cardinality.
     pub fn label(self) -> &'static str {
         match self {
@@ -125,6 +140,20 @@ mod tests {
         assert_eq!(classify("/course/view.php", &t), Route::Page);
         // Without sso configured, /auth/* is Moodle's own (auth plugins live there).
         assert_eq!(classify("/auth/login", &t), Route::Page);
+    }
+
+    #[test]
+    fn labels_and_indexes_agree() {
+        for r in [
+            Route::Edge(EdgeRoute::Health),
+            Route::Internal,
+            Route::WebService(EntryKind::Rest),
+            Route::Sso(SsoRoute::Login),
+            Route::Mnet,
+            Route::Page,
+        ] {
+            assert_eq!(ROUTE_LABELS[r.index()], r.label());
+        }
     }
 
     #[test]

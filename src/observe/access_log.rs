@@ -21,6 +21,7 @@ use crate::observe::sink::LineSink;
 /// What the access log says about one request; filled in by the stages as they run.
 #[derive(Serialize)]
 pub struct AccessRecord {
+    /// When the request finished (set when the line is written, as nginx's `$time_local`).
     #[serde(serialize_with = "ser_time")]
     pub time: SystemTime,
     pub request_id: String,

@@ -11,6 +11,8 @@ use prometheus::{
 pub struct CoreMetrics {
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
+    /// `request_duration` per route, resolved once (indexed by `Route::index`).
+    pub route_duration: Vec<Histogram>,
     pub in_flight: IntGauge,
     pub upstream_errors: IntCounterVec,
     pub upstream_connect: Histogram,
@@ -50,23 +52,29 @@ impl CoreMetrics {
             .set(1);
         registry.register(Box::new(build_info))?;
 
+        let request_duration = reg(
+            registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "moodle_edge_request_duration_seconds",
+                    "Time from request head to the response head, by route class.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["route"],
+            )?,
+        )?;
+        let route_duration = crate::route::ROUTE_LABELS
+            .iter()
+            .map(|label| request_duration.with_label_values(&[label]))
+            .collect();
         Ok(CoreMetrics {
+            request_duration,
+            route_duration,
             requests: reg(
                 registry,
                 IntCounterVec::new(
                     Opts::new("moodle_edge_requests_total", "Requests answered, by route class and HTTP status."),
                     &["route", "status"],
-                )?,
-            )?,
-            request_duration: reg(
-                registry,
-                HistogramVec::new(
-                    HistogramOpts::new(
-                        "moodle_edge_request_duration_seconds",
-                        "Time from request head to the response head, by route class.",
-                    )
-                    .buckets(LATENCY_BUCKETS.to_vec()),
-                    &["route"],
                 )?,
             )?,
             in_flight: reg(

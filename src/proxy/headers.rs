@@ -18,9 +18,22 @@ const HOP_BY_HOP: &[HeaderName] = &[
     header::PROXY_AUTHENTICATE,
 ];
 
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
+
 /// Removes hop-by-hop headers. `keep_upgrade` keeps `Connection: upgrade` + `Upgrade` for a
 /// WebSocket handshake, which must reach the other side.
+///
+/// One pass over the names first: most messages carry no hop-by-hop header besides
+/// `Connection`, and a scan with cheap comparisons costs less than a hashed `remove` for every
+/// name on the list (this runs twice per request).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     // Headers named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -35,14 +48,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         }
         headers.remove(&name);
     }
-    for name in HOP_BY_HOP {
+    let present: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_hop_by_hop(n))
+        .cloned()
+        .collect();
+    for name in present {
         if keep_upgrade && (name == header::CONNECTION || name == header::UPGRADE) {
             continue;
         }
-        headers.remove(name);
+        headers.remove(&name);
     }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
@@ -60,6 +76,9 @@ pub fn is_reserved_request_header(name: &HeaderName) -> bool {
 }
 
 pub fn strip_reserved_request_headers(headers: &mut HeaderMap) -> usize {
+    if !headers.keys().any(is_reserved_request_header) {
+        return 0;
+    }
     let reserved: Vec<HeaderName> = headers
         .keys()
         .filter(|n| is_reserved_request_header(n))

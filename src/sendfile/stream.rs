@@ -2,10 +2,12 @@
 //! framing) turned into `Bytes` frames, in constant memory, optionally paced.
 //!
 //! How the reading is done, and why:
-//! - Each chunk is one positional read (`pread`) on tokio's blocking pool, with one chunk read
-//!   ahead so the disk works while hyper writes the previous chunk. A body therefore holds at
-//!   most [`READ_AHEAD`] chunks, whatever the file size (hyper queues up to two more for the
-//!   socket: see [`CHUNK_SIZE`]).
+//! - Each chunk is one positional read (`pread`) on tokio's blocking pool, started when hyper
+//!   polls for more (it does while it still has data queued), so the disk works while hyper
+//!   writes. A body therefore holds at most [`READ_AHEAD`] chunks, whatever the file size
+//!   (hyper queues up to two for the socket: see [`CHUNK_SIZE`]).
+//! - Buffers are allocated on the runtime thread, not the blocking-pool thread that fills them
+//!   (see `read_chunk`).
 //! - A dedicated reader thread per download feeding a bounded channel was considered and
 //!   rejected: that thread would sit blocked in `blocking_send` for as long as a slow client
 //!   takes, so 512 slow downloads would exhaust tokio's blocking pool (and with it DNS lookups
@@ -36,19 +38,20 @@ use tokio::time::{Instant, Sleep};
 use super::metrics::SendfileMetrics;
 use crate::body::{BoxError, ProxyBody};
 
-/// Bytes per read. Sized for memory first: hyper takes another chunk whenever less than its
-/// write buffer limit (64 KiB on our listeners) is queued, so a slow download holds up to two
-/// chunks in hyper plus [`READ_AHEAD`] finished reads here. 100 downloads at 512 KB/s
-/// (`tests/sendfile_memory.rs`) grew the RSS by 54-58 MiB with 128 KiB x 2 read-ahead,
-/// 46 MiB with 128 KiB x 1, 34 MiB with 64 KiB x 2 and 24-26 MiB with 64 KiB x 1; the issue's
-/// bound is 32 MiB. The cost is CPU per byte: on one pinned core (`bench/offload.sh`) 64 KiB x 1
-/// used about 10-20% more CPU per GiB than 128 KiB x 2 (TLS about 600 vs 550 ms/GiB, plain
-/// about 500 vs 420), still level with nginx on TLS. In-process, 64 KiB reads alone run at
-/// 4.5-5.7 GiB/s on a cached file, far above what a socket takes.
+/// Bytes per read. Sized for memory first: hyper asks for another chunk whenever less than
+/// its write-buffer limit (64 KiB on our listeners) is queued, so with chunks of at least that
+/// size a slow download holds two chunks in hyper, plus whatever reads this body has finished.
+/// 100 downloads at 512 KB/s (`tests/sendfile_memory.rs`, bound 32 MiB) grew the RSS by
+/// 54-58 MiB with 128 KiB and two reads ahead, 46 MiB with 128 KiB and one, 34 MiB with 64 KiB
+/// and two, 24-26 MiB with 64 KiB and one started right after each chunk, and 19-26 MiB with
+/// 64 KiB started on the next poll (what this file does). The price is CPU per byte: on one
+/// pinned core (`bench/offload.sh`) about 620-670 ms/GiB over TLS (nginx: 690) and 480-570
+/// ms/GiB plain, against 540-590 and 400-440 for 128 KiB with two ahead.
 pub const CHUNK_SIZE: usize = 64 * 1024;
 
-/// Reads in flight (or done and waiting for hyper) per body: one, so the disk works while hyper
-/// writes the previous chunk; a second would only buy memory for slow clients.
+/// Reads in flight (or done and waiting for hyper) per body. The next read starts when hyper
+/// polls for more, which it does while it still has up to 64 KiB queued, so the read overlaps
+/// the socket write; a read started earlier would only sit finished in a slow client's body.
 pub const READ_AHEAD: usize = 1;
 
 /// One piece of the body, in order.
