@@ -19,6 +19,7 @@
 #   EDGE [moodle-edge]  set EDGE=nginx to put a second, identical nginx in moodle-edge's place:
 #                       proves the harness and shows its noise (ratios should be about 1.00)
 #   KEEP_DIR [0]        1 keeps the temp dir (configs, logs, raw tool output) for inspection
+#   IDLE_WAIT [120]     seconds to wait for an otherwise idle machine before starting
 #
 # Only 127.0.0.1 is used. Every process the script starts is stopped by PID on exit.
 set -euo pipefail
@@ -36,9 +37,10 @@ CLIENT_CPU="${CLIENT_CPU:-0}"
 BASE_PORT="${BASE_PORT:-18000}"
 EDGE="${EDGE:-moodle-edge}"
 KEEP_DIR="${KEEP_DIR:-0}"
+IDLE_WAIT="${IDLE_WAIT:-120}"
 MOODLE_EDGE_BIN="${MOODLE_EDGE_BIN:-$repo/target/release/moodle-edge}"
 
-for v in ROUNDS DURATION CONNS WARMUP BASE_PORT; do
+for v in ROUNDS DURATION CONNS WARMUP BASE_PORT IDLE_WAIT; do
     [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "load.sh: $v must be a whole number" >&2; exit 2; }
 done
 for s in $SCENARIOS; do
@@ -245,6 +247,7 @@ wait_ready() {
 }
 
 start upstream "${pin_client[@]}" nginx -p "$dir/upstream" -c "$dir/upstream.conf" -e "$dir/upstream/error.log"
+upstream_pid=$started_pid
 wait_ready "http://127.0.0.1:$port_upstream/" upstream
 
 start nginx "${pin_proxy[@]}" nginx -p "$dir/nginx" -c "$dir/nginx.conf" -e "$dir/nginx/error.log"
@@ -305,7 +308,24 @@ p99_from_log() {
         printf "%.3f", a[i] / 1000 }'
 }
 
-# load SCENARIO PORT_HTTP PORT_TLS SECONDS OUT: runs the load; prints "requests p99_ms errors".
+# self_child_ticks: CPU time (ticks) of this shell's finished children, i.e. the load generator.
+self_child_ticks() {
+    local stat rest
+    stat="$(cat /proc/$$/stat)"
+    rest="${stat##*) }"
+    # shellcheck disable=SC2086
+    set -- $rest
+    echo $((${14} + ${15})) # fields 16 and 17: cutime, cstime
+}
+
+# machine_busy_ticks: user+nice+system ticks of all CPUs together (from /proc/stat).
+machine_busy_ticks() {
+    awk '$1 == "cpu" { print $2 + $3 + $4; exit }' /proc/stat
+}
+
+# load SCENARIO PORT_HTTP PORT_TLS SECONDS OUT: runs the load generator (no subshell, so its CPU
+# time lands in this shell's cutime). Sets load_requests, load_p99 (ms), load_errors and
+# load_client_ticks.
 load() {
     local scenario="$1" hp="$2" tp="$3" secs="$4" out="$5"
     local -a cmd
@@ -314,51 +334,87 @@ load() {
     https) cmd=(h2load --h1 -t1 -c"$CONNS" -D "$secs" --log-file "$out.log" "https://127.0.0.1:$tp/") ;;
     h2) cmd=(h2load -t1 -c"$CONNS" -m1 -D "$secs" --log-file "$out.log" "https://127.0.0.1:$tp/") ;;
     esac
+    local c0 c1
+    c0="$(self_child_ticks)"
     timeout -k 5 $((secs + 30)) "${pin_client[@]}" "${cmd[@]}" >"$out" 2>&1 || {
         echo "load.sh: load generator failed: ${cmd[*]}" >&2
         cat "$out" >&2
         exit 1
     }
-    local requests p99 errors
+    c1="$(self_child_ticks)"
+    load_client_ticks=$((c1 - c0))
     if [[ "$scenario" == http ]]; then
-        requests="$(awk '/requests in/ { print $1 }' "$out")"
-        p99="$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")"
-        errors="$(awk '/Non-2xx/ { e += $NF } /Socket errors/ { gsub(/,/, ""); e += $4 + $6 + $8 + $10 } END { print e + 0 }' "$out")"
+        load_requests="$(awk '/requests in/ { print $1 }' "$out")"
+        load_p99="$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")"
+        load_errors="$(awk '/Non-2xx/ { e += $NF } /Socket errors/ { gsub(/,/, ""); e += $4 + $6 + $8 + $10 } END { print e + 0 }' "$out")"
     else
-        local proto
+        local proto want=http/1.1
         proto="$(awk -F': ' '/^Application protocol/ { print $2 }' "$out")"
-        local want=http/1.1
         [[ "$scenario" == h2 ]] && want=h2
         if [[ "$proto" != "$want" ]]; then
             echo "load.sh: $scenario negotiated '$proto', expected $want" >&2
             exit 1
         fi
-        requests="$(awk '/^requests:/ { print $8 }' "$out")"
-        p99="$(p99_from_log "$out.log")"
-        errors="$(awk '/^requests:/ { e = $10 + $12 + $14 } /^status codes:/ { e += $5 + $7 + $9 } END { print e + 0 }' "$out")"
+        load_requests="$(awk '/^requests:/ { print $8 }' "$out")"
+        load_p99="$(p99_from_log "$out.log")"
+        load_errors="$(awk '/^requests:/ { e = $10 + $12 + $14 } /^status codes:/ { e += $5 + $7 + $9 } END { print e + 0 }' "$out")"
         grep -E '^(TLS Protocol|Cipher):' "$out" | tr '\n' ' ' >"$out.tls"
         rm -f "$out.log"
     fi
-    echo "$requests $p99 $errors"
+    if [[ -z "$load_requests" || "$load_requests" -eq 0 ]]; then
+        echo "load.sh: no requests completed; output in $out:" >&2
+        cat "$out" >&2
+        exit 1
+    fi
 }
 
-# measure SCENARIO LABEL PID HTTP_PORT TLS_PORT ROUND: one measured run; appends to results.
+# measure SCENARIO LABEL PID HTTP_PORT TLS_PORT ROUND: one measured run; appends to results:
+# scenario label round req/s p99_ms cpu_us_per_req proxy_cpu_% errors other_cpu_%
+# where other_cpu_% is CPU used on the machine by anything but the proxy, the upstream and the
+# load generator (another job on the host skews the figures; the report warns about it).
 measure() {
     local scenario="$1" label="$2" pid="$3" hp="$4" tp="$5" round="$6"
     local out="$dir/raw.$scenario.$label.$round"
-    local t0 t1 w0 w1 requests p99 errors
+    local t0 t1 u0 u1 m0 m1 w0 w1
     t0="$(cpu_ticks "$pid")"
+    u0="$(cpu_ticks "$upstream_pid")"
+    m0="$(machine_busy_ticks)"
     w0="$(date +%s%N)"
-    read -r requests p99 errors < <(load "$scenario" "$hp" "$tp" "$DURATION" "$out")
+    load "$scenario" "$hp" "$tp" "$DURATION" "$out"
     w1="$(date +%s%N)"
+    m1="$(machine_busy_ticks)"
+    u1="$(cpu_ticks "$upstream_pid")"
     t1="$(cpu_ticks "$pid")"
-    [[ -n "$requests" && "$requests" -gt 0 ]] || { echo "load.sh: no requests completed in $out" >&2; cat "$out" >&2; exit 1; }
-    awk -v s="$scenario" -v l="$label" -v r="$round" -v n="$requests" -v p="$p99" -v e="$errors" \
-        -v dt=$((t1 - t0)) -v hz="$clk_tck" -v wall=$((w1 - w0)) -v d="$DURATION" 'BEGIN {
+    awk -v s="$scenario" -v l="$label" -v r="$round" -v n="$load_requests" -v p="$load_p99" \
+        -v e="$load_errors" -v dt=$((t1 - t0)) -v other=$((m1 - m0 - (t1 - t0) - (u1 - u0) - load_client_ticks)) \
+        -v hz="$clk_tck" -v wall=$((w1 - w0)) -v d="$DURATION" 'BEGIN {
         cpu_us = dt * 1e6 / hz
-        printf "%s %s %s %.0f %s %.2f %.0f %d\n", s, l, r, n / d, p, cpu_us / n, 100 * cpu_us * 1000 / wall, e
+        other_pct = 100 * other * 1e9 / hz / wall; if (other_pct < 0) other_pct = 0
+        printf "%s %s %s %.0f %s %.2f %.0f %d %.0f\n", s, l, r, n / d, p, cpu_us / n, 100 * cpu_us * 1000 / wall, e, other_pct
     }' >>"$dir/results"
-    printf '  %-6s %-12s round %s: %s\n' "$scenario" "$label" "$round" "$(tail -1 "$dir/results" | awk '{ printf "%s req/s, p99 %s ms, %s us CPU/req, proxy CPU %s%%, errors %s", $4, $5, $6, $7, $8 }')"
+    printf '  %-6s %-12s round %s: %s\n' "$scenario" "$label" "$round" "$(tail -1 "$dir/results" | awk '{
+        printf "%s req/s, p99 %s ms, %s us CPU/req, proxy CPU %s%%, errors %s, other CPU %s%%", $4, $5, $6, $7, $8, $9 }')"
+}
+
+# wait_for_quiet: a busy machine (a build, another benchmark) makes every figure wrong. Waits
+# up to IDLE_WAIT seconds for a second with under 10% of one CPU busy, then goes on with a warning.
+wait_for_quiet() {
+    local waited=0 m0 m1 busy
+    while :; do
+        m0="$(machine_busy_ticks)"
+        sleep 1
+        m1="$(machine_busy_ticks)"
+        busy=$(((m1 - m0) * 100 / clk_tck))
+        if ((busy < 10)); then
+            return 0
+        fi
+        if ((waited >= IDLE_WAIT)); then
+            echo "WARNING: the machine is busy (${busy}% of one CPU used by other processes); figures will be skewed"
+            return 0
+        fi
+        ((waited == 0)) && echo "load.sh: machine busy (${busy}% of one CPU), waiting up to ${IDLE_WAIT}s for it to calm down"
+        waited=$((waited + 1))
+    done
 }
 
 echo "moodle-edge load benchmark"
@@ -377,11 +433,12 @@ echo
 
 # Warm-up (not measured): fills both proxies' upstream pools and caches.
 for s in $SCENARIOS; do
-    load "$s" "$port_nginx_http" "$port_nginx_tls" "$WARMUP" "$dir/warm.nginx.$s" >/dev/null
-    load "$s" "$port_edge_http" "$port_edge_tls" "$WARMUP" "$dir/warm.edge.$s" >/dev/null
+    load "$s" "$port_nginx_http" "$port_nginx_tls" "$WARMUP" "$dir/warm.nginx.$s"
+    load "$s" "$port_edge_http" "$port_edge_tls" "$WARMUP" "$dir/warm.edge.$s"
 done
 
 : >"$dir/results"
+wait_for_quiet
 for round in $(seq 1 "$ROUNDS"); do
     for s in $SCENARIOS; do
         if ((round % 2)); then
@@ -424,6 +481,9 @@ echo
 echo "proxy CPU = the proxy's CPU time / wall time during the run; near 100% means the proxy's"
 echo "one core was the limit, well below it means the load generator or upstream (sharing cpu"
 echo "$CLIENT_CPU) was, and req/s then understates the proxy: compare CPU us/req instead."
+awk '$9 > 5 { n++; if ($9 > m) m = $9 } END {
+    if (n) printf "WARNING: in %d of %d runs other processes used up to %d%% of a CPU: those figures are skewed; rerun on a quiet machine\n", n, NR, m
+    else print "other CPU stayed under 5% of a CPU in every run (no outside contention seen)" }' "$dir/results"
 for l in nginx "$edge_label"; do
     if [[ -s "$dir/$l/error.log" ]]; then
         echo "note: $l error.log is not empty:"

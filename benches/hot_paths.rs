@@ -12,10 +12,16 @@ use moodle_edge::webservice::entry;
 fn browser_request() -> Request<()> {
     Request::get("/course/view.php?id=42")
         .header("host", "lms.example.edu")
-        .header("user-agent", "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/128.0")
+        .header(
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/128.0",
+        )
         .header("accept", "text/html,application/xhtml+xml")
         .header("accept-language", "en-GB,en;q=0.5")
-        .header("cookie", "MoodleSession=0123456789abcdef0123456789; MOODLEID1_=abc")
+        .header(
+            "cookie",
+            "MoodleSession=0123456789abcdef0123456789; MOODLEID1_=abc",
+        )
         .header("connection", "keep-alive")
         .body(())
         .unwrap()
@@ -48,7 +54,9 @@ fn bench_route(c: &mut Criterion) {
         sso_intercept: None,
         mnet: false,
     };
-    c.bench_function("route_page", |b| b.iter(|| classify(black_box("/course/view.php"), &table)));
+    c.bench_function("route_page", |b| {
+        b.iter(|| classify(black_box("/course/view.php"), &table))
+    });
     c.bench_function("route_webservice", |b| {
         b.iter(|| classify(black_box("/webservice/rest/server.php"), &table))
     });

@@ -107,7 +107,10 @@ fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
         }
         b
     };
+    // File offload reads each chunk on the blocking pool; tokio's default of up to 512 such
+    // threads costs memory (a stack and an allocator heap each) for no gain on 2-16 cores.
     builder
+        .max_blocking_threads(64)
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")

@@ -109,6 +109,21 @@ async fn slow_download(
     })
 }
 
+/// The memory and thread lines of /proc/PID/status, for the report.
+fn proc_status(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            ["VmRSS", "RssAnon", "RssFile", "Threads"]
+                .iter()
+                .any(|k| l.starts_with(k))
+        })
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `moodle_edge_offload_active_streams` from the admin listener.
 async fn active_streams(admin_port: u16) -> Option<f64> {
     tokio::task::spawn_blocking(move || {
@@ -191,10 +206,15 @@ async fn slow_downloads_hold_little_memory_and_no_upstream() {
 
     // While the downloads run: sample memory and the upstream.
     let mut peak = baseline;
+    let mut peak_status = proc_status(pid);
     let mut samples = 0;
     let mut active_seen = None;
     while Instant::now() < end {
-        peak = peak.max(rss_kib(pid));
+        let rss = rss_kib(pid);
+        if rss > peak {
+            peak = rss;
+            peak_status = proc_status(pid);
+        }
         assert_eq!(
             standin.in_flight(),
             0,
@@ -233,6 +253,7 @@ async fn slow_downloads_hold_little_memory_and_no_upstream() {
         standin.open(),
         standin.stats.accepted.load(Ordering::SeqCst),
     );
+    eprintln!("proxy at its peak: {peak_status}");
     assert_eq!(active_seen, Some(CLIENTS as f64), "active streams gauge");
     assert!(
         growth < MAX_GROWTH_KIB,

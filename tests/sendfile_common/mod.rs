@@ -34,6 +34,11 @@ use tempfile::TempDir;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_moodle-edge");
 
+/// The binary under test: `BIN`, or `SENDFILE_TEST_BIN` (e.g. a release build) when set.
+pub fn bin() -> String {
+    std::env::var("SENDFILE_TEST_BIN").unwrap_or_else(|_| BIN.to_string())
+}
+
 /// The X-Accel-Redirect URI prefix both proxies map to the data directory.
 pub const PREFIX: &str = "/moodledata-internal/";
 
@@ -166,8 +171,7 @@ impl Standin {
                     stats.accepted.fetch_add(1, Ordering::SeqCst);
                     tokio::spawn(async move {
                         let svc_stats = stats.clone();
-                        let service =
-                            service_fn(move |req| answer(svc_stats.clone(), req));
+                        let service = service_fn(move |req| answer(svc_stats.clone(), req));
                         let _ = hyper::server::conn::http1::Builder::new()
                             .keep_alive(true)
                             .serve_connection(TokioIo::new(stream), service)
@@ -236,10 +240,7 @@ async fn answer(
             .decode_utf8_lossy()
             .into_owned();
         // Exactly what lib/xsendfilelib.php sends: rawurlencode() of the whole value.
-        (
-            rawurlencode(&format!("{PREFIX}{name}")).into_bytes(),
-            name,
-        )
+        (rawurlencode(&format!("{PREFIX}{name}")).into_bytes(), name)
     } else if path == "/raw" {
         match query_param(&query, "v") {
             Some(v) => (v, "raw.bin".to_string()),
@@ -276,7 +277,10 @@ async fn answer(
         ("last-modified", MOODLE_LAST_MODIFIED.into()),
         ("etag", format!("\"{hash}\"")),
         ("accept-ranges", "bytes".into()),
-        ("set-cookie", "MoodleSession=abc123; path=/; HttpOnly".into()),
+        (
+            "set-cookie",
+            "MoodleSession=abc123; path=/; HttpOnly".into(),
+        ),
     ] {
         if let Ok(v) = http::HeaderValue::from_str(&v) {
             headers.insert(k, v);
@@ -344,7 +348,7 @@ log:
         std::fs::write(&config, yaml).unwrap();
         let out = std::fs::File::create(dir.path().join("stdout.log")).unwrap();
         let err = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-        let child = Command::new(BIN)
+        let child = Command::new(bin())
             .arg("run")
             .arg("--config")
             .arg(&config)
@@ -390,7 +394,8 @@ log:
 
     /// stdout (the event and access logs) and stderr, together.
     pub fn output(&self) -> String {
-        let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        let read =
+            |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
         format!("{}{}", read("stdout.log"), read("stderr.log"))
     }
 
@@ -487,14 +492,19 @@ http {{
             if request(port, "GET", "/", &[]).is_ok_and(|r| r.status == 200) {
                 break;
             }
-            assert!(Instant::now() < deadline, "nginx did not answer:\n{}", n.errors());
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not answer:\n{}",
+                n.errors()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         n
     }
 
     pub fn errors(&self) -> String {
-        let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        let read =
+            |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
         format!("{}{}", read("stderr.log"), read("error.log"))
     }
 }
@@ -504,7 +514,10 @@ impl Drop for Nginx {
         // SIGTERM to the master (the PID we started) stops master and worker together; a
         // SIGKILL would leave the worker behind. kill(1) keeps this file free of `unsafe`.
         let pid = self.child.id();
-        let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -554,7 +567,8 @@ pub fn request(
 ) -> std::io::Result<Resp> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(20)))?;
-    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    let mut head =
+        format!("{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -562,8 +576,12 @@ pub fn request(
     s.write_all(head.as_bytes())?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
-    parse_response(&raw)
-        .ok_or_else(|| std::io::Error::other(format!("unparsable answer: {:?}", String::from_utf8_lossy(&raw))))
+    parse_response(&raw).ok_or_else(|| {
+        std::io::Error::other(format!(
+            "unparsable answer: {:?}",
+            String::from_utf8_lossy(&raw)
+        ))
+    })
 }
 
 /// Splits a response into head and body (de-chunking if needed).
@@ -605,8 +623,11 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-/// The parts of a `multipart/byteranges` body: (part headers, part data), boundary-free.
-pub fn multipart_parts(content_type: &str, body: &[u8]) -> Option<Vec<(Vec<(String, String)>, Vec<u8>)>> {
+/// One part of a `multipart/byteranges` body: its headers (sorted) and its data.
+pub type Part = (Vec<(String, String)>, Vec<u8>);
+
+/// The parts of a `multipart/byteranges` body, boundary-free.
+pub fn multipart_parts(content_type: &str, body: &[u8]) -> Option<Vec<Part>> {
     let boundary = content_type.split("boundary=").nth(1)?.trim_matches('"');
     let delimiter = format!("\r\n--{boundary}").into_bytes();
     // Every part starts after a delimiter; the body may or may not begin with CRLF.
@@ -617,7 +638,10 @@ pub fn multipart_parts(content_type: &str, body: &[u8]) -> Option<Vec<(Vec<(Stri
     text.extend_from_slice(body);
     let mut positions = Vec::new();
     let mut i = 0;
-    while let Some(p) = text[i..].windows(delimiter.len()).position(|w| w == delimiter.as_slice()) {
+    while let Some(p) = text[i..]
+        .windows(delimiter.len())
+        .position(|w| w == delimiter.as_slice())
+    {
         positions.push(i + p);
         i += p + delimiter.len();
     }
@@ -637,5 +661,7 @@ pub fn multipart_parts(content_type: &str, body: &[u8]) -> Option<Vec<(Vec<(Stri
     }
     // The closing delimiter must be there.
     let last = *positions.last()?;
-    text[last + delimiter.len()..].starts_with(b"--").then_some(parts)
+    text[last + delimiter.len()..]
+        .starts_with(b"--")
+        .then_some(parts)
 }

@@ -1,0 +1,421 @@
+#!/usr/bin/env bash
+# Offload throughput benchmark: moodle-edge against nginx 1.22, each serving the same 1 GiB file
+# (page-cache warm) in answer to the same X-Accel-Redirect from the same upstream, side by side
+# in one run, alternating, several rounds. Prints medians and the ratios moodle-edge / nginx.
+#
+# The upstream is an nginx that answers every request the way Moodle's lib/xsendfilelib.php
+# does: 200, an empty body, `X-Accel-Redirect: %2Fmoodledata-internal%2Fbig.bin` (the whole value
+# rawurlencoded), Content-Type, Content-Disposition, Cache-Control and a content-hash ETag. No
+# Rust runs on the upstream side, so only the two proxies differ.
+#
+# Scenarios (SCENARIOS, default "tls1 tls20 http1 http20"):
+#   tls1    one download over TLS        curl -k --http1.1 -o /dev/null
+#   tls20   CONC downloads over TLS      CONC curls at once, each cut at CONC_SECONDS; total MiB/s
+#   http1   one download, plain HTTP     (nginx uses sendfile(2) here: zero-copy)
+#   http20  CONC downloads, plain HTTP
+#
+# CPU layout on a 2-core machine: both proxies pinned to PROXY_CPU (1), curl and the upstream
+# nginx to CLIENT_CPU (0). One worker each (nginx worker_processes 1, moodle-edge
+# worker_threads 1; its blocking-pool readers share the pinned core). Only one proxy is under
+# load at a time.
+#
+# Env (defaults in brackets):
+#   ROUNDS [3]  CONC [20]  CONC_SECONDS [8]  SIZE_MIB [1024]
+#   SCENARIOS ["tls1 tls20 http1 http20"]  PROXY_CPU [1]  CLIENT_CPU [0]  BASE_PORT [18300]
+#              (uses BASE_PORT+10, +20, +21, +30, +31, +39)
+#   MOODLE_EDGE_BIN [target/release/moodle-edge; built with cargo build --release if missing]
+#   KEEP_DIR [0]  1 keeps the temp dir (configs, logs, raw curl output)
+#
+# Only 127.0.0.1 is used. Every process the script starts is stopped by PID on exit.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export PATH="$PATH:/usr/sbin:/sbin"
+
+ROUNDS="${ROUNDS:-3}"
+CONC="${CONC:-20}"
+CONC_SECONDS="${CONC_SECONDS:-8}"
+SIZE_MIB="${SIZE_MIB:-1024}"
+SCENARIOS="${SCENARIOS:-tls1 tls20 http1 http20}"
+PROXY_CPU="${PROXY_CPU:-1}"
+CLIENT_CPU="${CLIENT_CPU:-0}"
+BASE_PORT="${BASE_PORT:-18300}"
+KEEP_DIR="${KEEP_DIR:-0}"
+MOODLE_EDGE_BIN="${MOODLE_EDGE_BIN:-$repo/target/release/moodle-edge}"
+
+for v in ROUNDS CONC CONC_SECONDS SIZE_MIB BASE_PORT; do
+    [[ "${!v}" =~ ^[0-9]+$ && "${!v}" -gt 0 ]] || { echo "offload.sh: $v must be a positive whole number" >&2; exit 2; }
+done
+for s in $SCENARIOS; do
+    [[ "$s" =~ ^(tls1|tls20|http1|http20)$ ]] || { echo "offload.sh: unknown scenario $s" >&2; exit 2; }
+done
+for cmd in nginx openssl curl ps awk; do
+    command -v "$cmd" >/dev/null || { echo "offload.sh: $cmd missing; run scripts/install-test-deps.sh" >&2; exit 1; }
+done
+
+if [[ ! -x "$MOODLE_EDGE_BIN" ]]; then
+    if [[ "$MOODLE_EDGE_BIN" == "$repo/target/release/moodle-edge" ]]; then
+        echo "offload.sh: $MOODLE_EDGE_BIN missing, building it (cargo build --release)"
+        (cd "$repo" && cargo build --release --bin moodle-edge)
+    else
+        echo "offload.sh: MOODLE_EDGE_BIN=$MOODLE_EDGE_BIN is not executable" >&2
+        exit 1
+    fi
+fi
+
+pin_proxy=() pin_client=()
+ncpu="$(nproc)"
+if command -v taskset >/dev/null && ((ncpu > PROXY_CPU && ncpu > CLIENT_CPU)) && [[ $PROXY_CPU != "$CLIENT_CPU" ]]; then
+    pin_proxy=(taskset -c "$PROXY_CPU")
+    pin_client=(taskset -c "$CLIENT_CPU")
+    pinning="proxies on cpu $PROXY_CPU; curl and the upstream on cpu $CLIENT_CPU"
+else
+    pinning="NOT pinned (need taskset and 2 distinct CPUs; have $ncpu)"
+fi
+
+dir="$(mktemp -d -t moodle-edge-offload.XXXXXX)"
+# nginx started as root runs its worker as `nobody`, which must be able to read the file.
+chmod 755 "$dir"
+pids=()
+
+cleanup() {
+    local pid
+    for pid in "${pids[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        for _ in $(seq 1 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ "$KEEP_DIR" == 1 ]]; then
+        echo "offload.sh: kept $dir"
+    else
+        rm -rf "$dir"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+port_upstream=$((BASE_PORT + 10))
+port_nginx_http=$((BASE_PORT + 20))
+port_nginx_tls=$((BASE_PORT + 21))
+port_edge_http=$((BASE_PORT + 30))
+port_edge_tls=$((BASE_PORT + 31))
+port_edge_admin=$((BASE_PORT + 39))
+size=$((SIZE_MIB * 1024 * 1024))
+for port in "$port_upstream" "$port_nginx_http" "$port_nginx_tls" "$port_edge_http" "$port_edge_tls" "$port_edge_admin"; do
+    if (: </dev/tcp/127.0.0.1/"$port") 2>/dev/null; then
+        echo "offload.sh: 127.0.0.1:$port is in use; pick another BASE_PORT" >&2
+        exit 1
+    fi
+done
+
+# ---------------------------------------------------------------- files
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    -keyout "$dir/key.pem" -out "$dir/cert.pem" 2>/dev/null
+mkdir -p "$dir/moodledata"
+echo "offload.sh: writing a ${SIZE_MIB} MiB file of random bytes and reading it into the page cache"
+head -c "$size" /dev/urandom >"$dir/moodledata/big.bin"
+cat "$dir/moodledata/big.bin" >/dev/null
+
+nginx_common() {
+    local name="$1"
+    mkdir -p "$dir/$name"
+    cat <<EOF
+worker_processes 1;
+daemon off;
+pid $dir/$name/nginx.pid;
+error_log $dir/$name/error.log warn;
+events { worker_connections 4096; }
+EOF
+}
+nginx_temp_paths() {
+    local name="$1"
+    cat <<EOF
+    client_body_temp_path $dir/$name/client_body;
+    proxy_temp_path $dir/$name/proxy;
+    fastcgi_temp_path $dir/$name/fastcgi;
+    uwsgi_temp_path $dir/$name/uwsgi;
+    scgi_temp_path $dir/$name/scgi;
+EOF
+}
+
+# The stand-in Moodle: exactly the headers xsendfile() leaves for the front server.
+{
+    nginx_common upstream
+    cat <<EOF
+http {
+    access_log off;
+$(nginx_temp_paths upstream)
+    keepalive_requests 100000;
+    server {
+        listen 127.0.0.1:$port_upstream;
+        location = /ready {
+            return 200 "ok";
+        }
+        location / {
+            default_type application/octet-stream;
+            add_header X-Accel-Redirect "%2Fmoodledata-internal%2Fbig.bin";
+            add_header Content-Disposition 'attachment; filename="big.bin"';
+            add_header Cache-Control "private, max-age=10, no-transform";
+            add_header ETag '"0123456789abcdef0123456789abcdef01234567"';
+            add_header Accept-Ranges bytes;
+            return 200 "";
+        }
+    }
+}
+EOF
+} >"$dir/upstream.conf"
+
+{
+    nginx_common nginx
+    cat <<EOF
+http {
+    access_log off;
+$(nginx_temp_paths nginx)
+    keepalive_requests 100000;
+    sendfile on;
+    tcp_nopush on;
+    upstream moodle {
+        server 127.0.0.1:$port_upstream;
+        keepalive 64;
+    }
+    server {
+        listen 127.0.0.1:$port_nginx_http;
+        listen 127.0.0.1:$port_nginx_tls ssl;
+        ssl_certificate $dir/cert.pem;
+        ssl_certificate_key $dir/key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        location = /ready {
+            return 200 "ok";
+        }
+        location / {
+            proxy_pass http://moodle;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$http_host;
+        }
+        location /moodledata-internal/ {
+            internal;
+            alias $dir/moodledata/;
+        }
+    }
+}
+EOF
+} >"$dir/nginx.conf"
+
+cat >"$dir/moodle-edge.yaml" <<EOF
+server:
+  listen:
+    - addr: "127.0.0.1:$port_edge_http"
+    - addr: "127.0.0.1:$port_edge_tls"
+      tls:
+        certificates:
+          - cert_file: "$dir/cert.pem"
+            key_file: "$dir/key.pem"
+  admin_addr: "127.0.0.1:$port_edge_admin"
+  worker_threads: 1
+  shutdown_timeout: "1s"
+upstream:
+  url: "http://127.0.0.1:$port_upstream"
+  health_check:
+    path: /ready
+moodle:
+  wwwroot: "http://127.0.0.1:$port_edge_http"
+  dataroot: "$dir/moodledata"
+sendfile:
+  mappings:
+    - prefix: /moodledata-internal/
+      root: "$dir/moodledata"
+log:
+  level: warn
+  access:
+    target: "off"
+EOF
+
+# ---------------------------------------------------------------- processes
+
+start() {
+    local name="$1"
+    shift
+    "$@" >"$dir/$name.out" 2>&1 &
+    started_pid=$!
+    pids+=("$started_pid")
+}
+
+# wait_size URL NAME: until URL serves the whole file (HEAD), at most 10 s.
+wait_size() {
+    local url="$1" name="$2" got=""
+    for _ in $(seq 1 100); do
+        got="$(curl -sk -I --max-time 2 "$url" | tr -d '\r' | awk -F': ' 'tolower($1) == "content-length" { print $2 }' || true)"
+        [[ "$got" == "$size" ]] && return 0
+        sleep 0.1
+    done
+    echo "offload.sh: $name did not serve the file at $url (Content-Length '$got', want $size):" >&2
+    cat "$dir/$name.out" "$dir/$name/error.log" 2>/dev/null | tail -20 >&2
+    exit 1
+}
+
+start upstream "${pin_client[@]}" nginx -p "$dir/upstream" -c "$dir/upstream.conf" -e "$dir/upstream/error.log"
+start nginx "${pin_proxy[@]}" nginx -p "$dir/nginx" -c "$dir/nginx.conf" -e "$dir/nginx/error.log"
+nginx_pid=$started_pid
+if ! "$MOODLE_EDGE_BIN" check --config "$dir/moodle-edge.yaml" >"$dir/check.out" 2>&1; then
+    echo "offload.sh: moodle-edge check rejected the bench config:" >&2
+    cat "$dir/check.out" >&2
+    exit 1
+fi
+start moodle-edge "${pin_proxy[@]}" "$MOODLE_EDGE_BIN" run --config "$dir/moodle-edge.yaml"
+edge_pid=$started_pid
+for p in nginx:"$port_nginx_http":"$port_nginx_tls" moodle-edge:"$port_edge_http":"$port_edge_tls"; do
+    IFS=: read -r name hp tp <<<"$p"
+    wait_size "http://127.0.0.1:$hp/pluginfile.php/1/big.bin" "$name"
+    wait_size "https://127.0.0.1:$tp/pluginfile.php/1/big.bin" "$name"
+done
+
+# Same bytes through both, or the comparison is meaningless.
+want_sum="$(cksum <"$dir/moodledata/big.bin")"
+for url in "http://127.0.0.1:$port_nginx_http" "https://127.0.0.1:$port_edge_tls"; do
+    got_sum="$(curl -sk --http1.1 "$url/pluginfile.php/1/big.bin" | cksum)"
+    [[ "$got_sum" == "$want_sum" ]] || { echo "offload.sh: $url served different bytes" >&2; exit 1; }
+done
+
+# ---------------------------------------------------------------- measuring
+
+clk_tck="$(getconf CLK_TCK)"
+
+# cpu_ticks PID: utime+stime of PID and its direct children (nginx's worker), in clock ticks.
+cpu_ticks() {
+    local total=0 pid stat rest
+    for pid in "$1" $(ps -o pid= --ppid "$1"); do
+        stat="$(cat "/proc/$pid/stat" 2>/dev/null)" || continue
+        rest="${stat##*) }"
+        # shellcheck disable=SC2086
+        set -- $rest
+        total=$((total + ${12} + ${13}))
+    done
+    echo "$total"
+}
+
+# cpu_busy CPU: "busy total" jiffies of one CPU from /proc/stat (busy = all but idle and iowait).
+cpu_busy() {
+    awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
+}
+
+# run_load SCENARIO URL OUT: prints "bytes wall_ns errors".
+run_load() {
+    local scenario="$1" url="$2" out="$3" n=1 limit=() w0 w1 i
+    case "$scenario" in
+    *20) n="$CONC" limit=(--max-time "$CONC_SECONDS") ;;
+    esac
+    w0="$(date +%s%N)"
+    for i in $(seq 1 "$n"); do
+        # curl exits 28 when --max-time cuts it: expected for the concurrent runs.
+        "${pin_client[@]}" curl -sk --http1.1 -o /dev/null "${limit[@]}" \
+            -w '%{http_code} %{size_download}\n' "$url/pluginfile.php/$i/big.bin" >"$out.$i" 2>&1 &
+    done
+    wait
+    w1="$(date +%s%N)"
+    local bytes errors
+    bytes="$(cat "$out".* | awk '{ b += $2 } END { print b + 0 }')"
+    errors="$(cat "$out".* | awk '$1 != 200 { e++ } END { print e + 0 }')"
+    if [[ "$n" == 1 && "$bytes" != "$size" ]]; then
+        errors=$((errors + 1))
+    fi
+    echo "$bytes $((w1 - w0)) $errors"
+}
+
+# measure SCENARIO LABEL PID URL ROUND: one measured run; appends to results.
+measure() {
+    local scenario="$1" label="$2" pid="$3" url="$4" round="$5"
+    local t0 t1 bytes wall errors cb0 ct0 cb1 ct1
+    t0="$(cpu_ticks "$pid")"
+    read -r cb0 ct0 < <(cpu_busy "$CLIENT_CPU")
+    read -r bytes wall errors < <(run_load "$scenario" "$url" "$dir/raw.$scenario.$label.$round")
+    read -r cb1 ct1 < <(cpu_busy "$CLIENT_CPU")
+    t1="$(cpu_ticks "$pid")"
+    awk -v s="$scenario" -v l="$label" -v r="$round" -v b="$bytes" -v w="$wall" -v e="$errors" \
+        -v dt=$((t1 - t0)) -v hz="$clk_tck" -v cb=$((cb1 - cb0)) -v ct=$((ct1 - ct0)) 'BEGIN {
+        secs = w / 1e9
+        gib = b / 1073741824
+        printf "%s %s %s %.1f %.0f %d %.0f %.0f\n", s, l, r, b / 1048576 / secs, 100 * dt / hz / secs, e,
+            (gib > 0 ? 1000 * dt / hz / gib : 0), (ct > 0 ? 100 * cb / ct : 0)
+    }' >>"$dir/results"
+    printf '  %-7s %-12s round %s: %s\n' "$scenario" "$label" "$round" \
+        "$(tail -1 "$dir/results" | awk '{ printf "%8.1f MiB/s, proxy CPU %s%% (%s ms/GiB), client cpu %s%%, errors %s", $4, $5, $7, $8, $6 }')"
+}
+
+url_for() {
+    local scenario="$1" proxy="$2"
+    case "$scenario:$proxy" in
+    tls*:nginx) echo "https://127.0.0.1:$port_nginx_tls" ;;
+    tls*:moodle-edge) echo "https://127.0.0.1:$port_edge_tls" ;;
+    http*:nginx) echo "http://127.0.0.1:$port_nginx_http" ;;
+    http*:moodle-edge) echo "http://127.0.0.1:$port_edge_http" ;;
+    esac
+}
+
+echo "moodle-edge offload throughput benchmark"
+echo "  $(nginx -v 2>&1 | sed 's/.*: //'); $(curl --version | head -1 | awk '{ print $1, $2, $5 }')"
+echo "  moodle-edge: $MOODLE_EDGE_BIN ($("$MOODLE_EDGE_BIN" --version 2>/dev/null || echo 'version unknown'))"
+echo "  file: ${SIZE_MIB} MiB, page-cache warm; upstream: nginx answering X-Accel-Redirect with an empty body"
+echo "  nginx: 1 worker, sendfile on, tcp_nopush on; moodle-edge: worker_threads 1; no access log on either"
+echo "  $pinning"
+echo "  $ROUNDS rounds; concurrent runs: $CONC curls cut at ${CONC_SECONDS}s; order alternates per round"
+echo "  host: $ncpu CPUs, $(uname -r)"
+for p in nginx:"$port_nginx_tls" moodle-edge:"$port_edge_tls"; do
+    IFS=: read -r name tp <<<"$p"
+    echo "  TLS $name: $(curl -skv --http1.1 -r 0-0 -o /dev/null "https://127.0.0.1:$tp/pluginfile.php/1/big.bin" 2>&1 |
+        sed -n 's/^\* SSL connection using //p' | head -1)"
+done
+echo
+
+: >"$dir/results"
+for round in $(seq 1 "$ROUNDS"); do
+    for s in $SCENARIOS; do
+        if ((round % 2)); then order=(nginx moodle-edge); else order=(moodle-edge nginx); fi
+        for p in "${order[@]}"; do
+            if [[ "$p" == nginx ]]; then pid=$nginx_pid; else pid=$edge_pid; fi
+            measure "$s" "$p" "$pid" "$(url_for "$s" "$p")" "$round"
+        done
+    done
+done
+
+# ---------------------------------------------------------------- report
+
+median() {
+    awk -v c="$1" -v s="$2" -v l="$3" '$1 == s && $2 == l { print $c }' "$dir/results" | sort -g |
+        awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+
+echo
+echo "Medians of $ROUNDS rounds (MiB/s: higher is better)"
+printf '%-8s %12s %12s %11s %15s %15s %11s %7s\n' scenario "nginx MiB/s" "edge MiB/s" "edge/nginx" \
+    "nginx CPU" "edge CPU" "client cpu" errors
+for s in $SCENARIOS; do
+    awk -v s="$s" -v n="$(median 4 "$s" nginx)" -v m="$(median 4 "$s" moodle-edge)" \
+        -v cn="$(median 5 "$s" nginx)" -v cm="$(median 5 "$s" moodle-edge)" \
+        -v gn="$(median 7 "$s" nginx)" -v gm="$(median 7 "$s" moodle-edge)" \
+        -v kn="$(median 8 "$s" nginx)" -v km="$(median 8 "$s" moodle-edge)" \
+        -v e="$(awk -v s="$s" '$1 == s { e += $6 } END { print e + 0 }' "$dir/results")" 'BEGIN {
+        printf "%-8s %12.1f %12.1f %10.2fx %4.0f%% %5.0fms %4.0f%% %5.0fms %4.0f%%/%3.0f%% %7d\n",
+            s, n, m, m / n, cn, gn, cm, gm, kn, km, e }'
+done
+echo
+echo "CPU = the proxy's CPU time / wall time on its one pinned core, then its CPU per GiB sent"
+echo "(lower is better; the capacity figure that does not depend on who was the bottleneck)."
+echo "client cpu = how busy cpu $CLIENT_CPU (curl and the upstream) was, nginx run / moodle-edge run:"
+echo "near 100% there means the client, not the proxy, set the MiB/s."
+if [[ -s "$dir/nginx/error.log" ]]; then
+    echo "note: nginx error.log is not empty:"
+    tail -5 "$dir/nginx/error.log"
+fi
+if [[ -s "$dir/moodle-edge.out" ]]; then
+    echo "note: moodle-edge printed (last lines):"
+    tail -5 "$dir/moodle-edge.out"
+fi
