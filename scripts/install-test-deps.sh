@@ -16,6 +16,7 @@ NEEDED=(
     "openssl      openssl"        # self-signed certificates for TLS tests and benches
     "taskset      util-linux"     # pinning servers and load generator to separate cores
     "ps           procps"         # process inspection in scripts
+    "systemd-socket-activate systemd"  # socket activation test (inherited listeners)
 )
 
 missing=()
