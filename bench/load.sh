@@ -17,7 +17,9 @@
 #   SCENARIOS ["http https h2"]   PROXY_CPU [1]  CLIENT_CPU [0]  BASE_PORT [18000]
 #   MOODLE_EDGE_BIN [target/release/moodle-edge; built with cargo build --release if missing]
 #   EDGE [moodle-edge]  set EDGE=nginx to put a second, identical nginx in moodle-edge's place:
-#                       proves the harness and shows its noise (ratios should be about 1.00)
+#                       proves the harness and shows its noise (ratios should be about 1.00);
+#                       EDGE=hyper-floor puts examples/hyper_floor.rs there: the bare hyper
+#                       stack moodle-edge is built on, with none of its work (the best it can be)
 #   KEEP_DIR [0]        1 keeps the temp dir (configs, logs, raw tool output) for inspection
 #   IDLE_WAIT [120]     seconds to wait for an otherwise idle machine before starting
 #
@@ -47,9 +49,13 @@ for s in $SCENARIOS; do
     [[ "$s" =~ ^(http|https|h2)$ ]] || { echo "load.sh: unknown scenario $s" >&2; exit 2; }
 done
 case "$EDGE" in
-moodle-edge | nginx) ;;
-*) echo "load.sh: EDGE must be moodle-edge or nginx" >&2; exit 2 ;;
+moodle-edge | nginx | hyper-floor) ;;
+*) echo "load.sh: EDGE must be moodle-edge, nginx or hyper-floor" >&2; exit 2 ;;
 esac
+FLOOR_BIN="$repo/target/release/examples/hyper_floor"
+if [[ "$EDGE" == hyper-floor && ! -x "$FLOOR_BIN" ]]; then
+    (cd "$repo" && cargo build --release --example hyper_floor)
+fi
 for cmd in nginx wrk h2load openssl curl ps; do
     command -v "$cmd" >/dev/null || { echo "load.sh: $cmd missing; run scripts/install-test-deps.sh" >&2; exit 1; }
 done
@@ -196,6 +202,8 @@ proxy_nginx_conf nginx "$port_nginx_http" "$port_nginx_tls" >"$dir/nginx.conf"
 if [[ "$EDGE" == nginx ]]; then
     edge_label="nginx-b"
     proxy_nginx_conf nginx-b "$port_edge_http" "$port_edge_tls" >"$dir/nginx-b.conf"
+elif [[ "$EDGE" == hyper-floor ]]; then
+    edge_label="hyper-floor"
 else
     edge_label="moodle-edge"
     cat >"$dir/moodle-edge.yaml" <<EOF
@@ -254,6 +262,9 @@ start nginx "${pin_proxy[@]}" nginx -p "$dir/nginx" -c "$dir/nginx.conf" -e "$di
 nginx_pid=$started_pid
 if [[ "$EDGE" == nginx ]]; then
     start nginx-b "${pin_proxy[@]}" nginx -p "$dir/nginx-b" -c "$dir/nginx-b.conf" -e "$dir/nginx-b/error.log"
+elif [[ "$EDGE" == hyper-floor ]]; then
+    start hyper-floor "${pin_proxy[@]}" "$FLOOR_BIN" "127.0.0.1:$port_edge_http" "127.0.0.1:$port_edge_tls" \
+        "$dir/cert.pem" "$dir/key.pem" "http://127.0.0.1:$port_upstream"
 else
     if ! "$MOODLE_EDGE_BIN" check --config "$dir/moodle-edge.yaml" >"$dir/check.out" 2>&1; then
         echo "load.sh: moodle-edge check rejected the bench config:" >&2
