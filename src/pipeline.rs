@@ -92,7 +92,7 @@ pub async fn handle(
     let log_base = state.access_log.enabled().then(|| LogBase::from(&parts));
     let mut response = run_stages(&state, &conn, &mut ctx, parts, body, on_upgrade).await;
     if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
-        response.headers_mut().insert("x-request-id", v);
+        response.headers_mut().insert(headers::X_REQUEST_ID, v);
     }
     Ok(log_stage(&state, &conn, ctx, log_base, response))
 }
@@ -140,7 +140,7 @@ async fn run_stages(
     ctx.client_ip = sanitized.client.ip;
     ctx.host = sanitized.host.clone();
     if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
-        parts.headers.insert("x-request-id", v);
+        parts.headers.insert(headers::X_REQUEST_ID, v);
     }
 
     // 3. route
@@ -240,7 +240,10 @@ async fn run_stages(
 
 /// The X-Request-Id to use: the client's (or front proxy's) when it is sane, else a new one.
 fn request_id(headers: &HeaderMap) -> String {
-    if let Some(id) = headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
+    if let Some(id) = headers
+        .get(headers::X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+    {
         if !id.is_empty()
             && id.len() <= 128
             && id

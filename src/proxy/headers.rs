@@ -7,6 +7,14 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
+// Names used on every request, parsed once (a `&str` name is parsed and hashed on each use).
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
 /// Hop-by-hop headers, always removed, plus whatever `Connection` names.
 const HOP_BY_HOP: &[HeaderName] = &[
     header::CONNECTION,
@@ -156,24 +164,32 @@ pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> Clie
 
 /// Sets X-Forwarded-For/-Proto/-Host and X-Real-IP, replacing whatever the client sent.
 pub fn set_forwarded(headers: &mut HeaderMap, client: &ClientAddr, proto: &str, host: &str) {
-    headers.remove("forwarded");
-    if let Ok(v) = HeaderValue::from_str(&client.forwarded_for) {
-        headers.insert("x-forwarded-for", v);
+    if headers.contains_key(FORWARDED) {
+        headers.remove(FORWARDED);
     }
-    let proto = client.forwarded_proto.as_deref().unwrap_or(proto);
-    if let Ok(v) = HeaderValue::from_str(proto) {
-        headers.insert("x-forwarded-proto", v);
-    }
+    let forwarded_for = HeaderValue::from_str(&client.forwarded_for).ok();
+    match client.forwarded_proto.as_deref().unwrap_or(proto) {
+        "https" => headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https")),
+        _ => headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http")),
+    };
     match HeaderValue::from_str(host) {
         Ok(v) if !host.is_empty() => {
-            headers.insert("x-forwarded-host", v);
+            headers.insert(X_FORWARDED_HOST, v);
         }
         _ => {
-            headers.remove("x-forwarded-host");
+            headers.remove(X_FORWARDED_HOST);
         }
     }
-    if let Ok(v) = HeaderValue::from_str(&client.ip.to_string()) {
-        headers.insert("x-real-ip", v);
+    // With no trusted proxy in front, the chain is just the client: one value for both.
+    let real_ip = match (&forwarded_for, client.forwarded_for.contains(',')) {
+        (Some(v), false) => Some(v.clone()),
+        _ => HeaderValue::from_str(&client.ip.to_string()).ok(),
+    };
+    if let Some(v) = real_ip {
+        headers.insert(X_REAL_IP, v);
+    }
+    if let Some(v) = forwarded_for {
+        headers.insert(X_FORWARDED_FOR, v);
     }
 }
 

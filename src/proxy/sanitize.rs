@@ -103,9 +103,10 @@ fn check_target(parts: &request::Parts) -> Result<(), Refusal> {
 
 /// Request smuggling defences (RFC 9112 §6.1, §6.3).
 fn check_framing(headers: &HeaderMap, version: Version) -> Result<(), Refusal> {
-    let te = headers.get_all(header::TRANSFER_ENCODING).iter().count();
-    let cl: Vec<&HeaderValue> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
-    if te > 0 && !cl.is_empty() {
+    let te = headers.contains_key(header::TRANSFER_ENCODING);
+    let mut cl = headers.get_all(header::CONTENT_LENGTH).iter();
+    let first_cl = cl.next();
+    if te && first_cl.is_some() {
         // Both framings at once is the classic CL.TE / TE.CL desync: refuse, never pick one.
         return Err(refuse(
             StatusCode::BAD_REQUEST,
@@ -113,25 +114,22 @@ fn check_framing(headers: &HeaderMap, version: Version) -> Result<(), Refusal> {
             "Content-Length and Transfer-Encoding together are not allowed.",
         ));
     }
-    if te > 0 && version == Version::HTTP_10 {
+    if te && version == Version::HTTP_10 {
         return Err(refuse(
             StatusCode::BAD_REQUEST,
             "smuggling",
             "Transfer-Encoding is not allowed in HTTP/1.0.",
         ));
     }
-    if cl.len() > 1 {
+    if cl.next().is_some() {
         return Err(refuse(
             StatusCode::BAD_REQUEST,
             "smuggling",
             "More than one Content-Length.",
         ));
     }
-    if let Some(v) = cl.first() {
-        let ok = v
-            .to_str()
-            .map(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-            .unwrap_or(false);
+    if let Some(v) = first_cl {
+        let ok = !v.is_empty() && v.as_bytes().iter().all(|b| b.is_ascii_digit());
         if !ok {
             return Err(refuse(
                 StatusCode::BAD_REQUEST,
@@ -161,15 +159,17 @@ fn check_body_size(headers: &HeaderMap, max: u64) -> Result<(), Refusal> {
 /// The host the client asked for. HTTP/1.1 needs exactly one Host header; an absolute-form
 /// target's authority wins over it (RFC 9112 §3.2.2); HTTP/2 carries it as :authority.
 fn resolve_host(parts: &mut request::Parts) -> Result<String, Refusal> {
-    let hosts: Vec<&HeaderValue> = parts.headers.get_all(header::HOST).iter().collect();
-    if hosts.len() > 1 {
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let first_host = hosts.next();
+    if hosts.next().is_some() {
         return Err(refuse(
             StatusCode::BAD_REQUEST,
             "bad_host",
             "More than one Host header.",
         ));
     }
-    let host = match (parts.uri.authority(), hosts.first()) {
+    let from_authority = parts.uri.authority().is_some();
+    let host = match (parts.uri.authority(), first_host) {
         (Some(authority), _) => authority.as_str().to_string(),
         (None, Some(h)) => h
             .to_str()
@@ -197,7 +197,7 @@ fn resolve_host(parts: &mut request::Parts) -> Result<String, Refusal> {
             "The Host header is not valid.",
         ));
     }
-    if !host.is_empty() {
+    if from_authority && !host.is_empty() {
         if let Ok(v) = HeaderValue::from_str(&host) {
             parts.headers.insert(header::HOST, v);
         }
