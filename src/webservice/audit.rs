@@ -128,6 +128,7 @@ mod tests {
 
     #[test]
     fn time_format() {
+        use std::time::UNIX_EPOCH;
         assert_eq!(rfc3339_utc(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
         let t = UNIX_EPOCH + Duration::from_millis(1_709_210_096_123); // 2024-02-29
         assert_eq!(rfc3339_utc(t), "2024-02-29T12:34:56.123Z");
