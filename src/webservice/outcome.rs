@@ -245,7 +245,16 @@ pub fn classify_response(
     prefix: &[u8],
 ) -> (OutcomeClass, Option<String>, Option<String>) {
     if let Some((exception, errorcode)) = sniff_exception(prefix) {
-        let class = classify_exception(exception.as_deref(), errorcode.as_deref());
+        let mut class = classify_exception(exception.as_deref(), errorcode.as_deref());
+        if class == OutcomeClass::Transient
+            && exception.as_deref() == Some("dml_write_exception")
+            && mentions_unique_violation(prefix)
+        {
+            // The same exception is a deadlock or a duplicate-key insert; when the site shows
+            // debuginfo, the database's own words tell them apart. A duplicate is the
+            // caller's conflict, not an unwell upstream.
+            class = OutcomeClass::BusinessError;
+        }
         return (class, exception, errorcode);
     }
     let class = match status {
@@ -258,6 +267,20 @@ pub fn classify_response(
         _ => OutcomeClass::Ok,
     };
     (class, None, None)
+}
+
+/// MySQL/MariaDB, PostgreSQL, SQL Server and Oracle wording of a unique-key violation.
+fn mentions_unique_violation(body: &[u8]) -> bool {
+    const NEEDLES: [&[u8]; 5] = [
+        b"Duplicate entry",
+        b"duplicate key",
+        b"unique constraint",
+        b"UNIQUE KEY constraint",
+        b"ORA-00001",
+    ];
+    NEEDLES
+        .iter()
+        .any(|n| memchr::memmem::find(body, n).is_some())
 }
 
 type Callback = Box<dyn FnOnce(CallReport) + Send>;
@@ -390,6 +413,22 @@ mod tests {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s2 = seen.clone();
         (seen, move |r| s2.lock().unwrap().push(r))
+    }
+
+    #[test]
+    fn a_duplicate_key_write_is_the_callers_conflict_when_debuginfo_says_so() {
+        let deadlock = br#"{"exception":"dml_write_exception","errorcode":"dmlwriteexception","message":"Error writing to database","debuginfo":"Deadlock found when trying to get lock"}"#;
+        assert_eq!(classify_response(200, deadlock).0, OutcomeClass::Transient);
+        let duplicate = br#"{"exception":"dml_write_exception","errorcode":"dmlwriteexception","message":"Error writing to database","debuginfo":"Duplicate entry 'abc' for key 'mdl_user_mneuse_uix'"}"#;
+        assert_eq!(
+            classify_response(200, duplicate).0,
+            OutcomeClass::BusinessError
+        );
+        let pg = br#"{"exception":"dml_write_exception","errorcode":"dmlwriteexception","message":"x","debuginfo":"ERROR:  duplicate key value violates unique constraint"}"#;
+        assert_eq!(classify_response(200, pg).0, OutcomeClass::BusinessError);
+        // Without debuginfo nothing tells them apart: counted as transient.
+        let bare = br#"{"exception":"dml_write_exception","errorcode":"dmlwriteexception","message":"Error writing to database"}"#;
+        assert_eq!(classify_response(200, bare).0, OutcomeClass::Transient);
     }
 
     #[test]
