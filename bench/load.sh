@@ -25,9 +25,8 @@
 #
 # Only 127.0.0.1 is used. Every process the script starts is stopped by PID on exit.
 set -euo pipefail
-
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-export PATH="$PATH:/usr/sbin:/sbin"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ROUNDS="${ROUNDS:-3}"
 DURATION="${DURATION:-10}"
@@ -42,108 +41,31 @@ KEEP_DIR="${KEEP_DIR:-0}"
 IDLE_WAIT="${IDLE_WAIT:-120}"
 MOODLE_EDGE_BIN="${MOODLE_EDGE_BIN:-$repo/target/release/moodle-edge}"
 
-for v in ROUNDS DURATION CONNS WARMUP BASE_PORT IDLE_WAIT; do
-    [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "load.sh: $v must be a whole number" >&2; exit 2; }
-done
-for s in $SCENARIOS; do
-    [[ "$s" =~ ^(http|https|h2)$ ]] || { echo "load.sh: unknown scenario $s" >&2; exit 2; }
-done
+require_whole ROUNDS DURATION CONNS WARMUP BASE_PORT IDLE_WAIT
+require_scenarios 'http|https|h2'
 case "$EDGE" in
 moodle-edge | nginx | hyper-floor) ;;
-*) echo "load.sh: EDGE must be moodle-edge, nginx or hyper-floor" >&2; exit 2 ;;
+*) bad_setting "EDGE must be moodle-edge, nginx or hyper-floor" ;;
 esac
 FLOOR_BIN="$repo/target/release/examples/hyper_floor"
 if [[ "$EDGE" == hyper-floor && ! -x "$FLOOR_BIN" ]]; then
     (cd "$repo" && cargo build --release --example hyper_floor)
 fi
-for cmd in nginx wrk h2load openssl curl ps; do
-    command -v "$cmd" >/dev/null || { echo "load.sh: $cmd missing; run scripts/install-test-deps.sh" >&2; exit 1; }
-done
-
-if [[ "$EDGE" == moodle-edge && ! -x "$MOODLE_EDGE_BIN" ]]; then
-    if [[ "$MOODLE_EDGE_BIN" == "$repo/target/release/moodle-edge" ]]; then
-        echo "load.sh: $MOODLE_EDGE_BIN missing, building it (cargo build --release)"
-        (cd "$repo" && cargo build --release --bin moodle-edge)
-    else
-        echo "load.sh: MOODLE_EDGE_BIN=$MOODLE_EDGE_BIN is not executable" >&2
-        exit 1
-    fi
+require_cmds nginx wrk h2load openssl curl ps
+if [[ "$EDGE" == moodle-edge ]]; then
+    ensure_edge_bin
 fi
 
 # Pinning: needs taskset and the two CPUs named.
-pin_proxy=() pin_client=()
-ncpu="$(nproc)"
-if command -v taskset >/dev/null && ((ncpu > PROXY_CPU && ncpu > CLIENT_CPU)) && [[ $PROXY_CPU != "$CLIENT_CPU" ]]; then
-    pin_proxy=(taskset -c "$PROXY_CPU")
-    pin_client=(taskset -c "$CLIENT_CPU")
-    pinning="proxies on cpu $PROXY_CPU; load generator and upstream on cpu $CLIENT_CPU"
-else
-    pinning="NOT pinned (need taskset and 2 distinct CPUs; have $ncpu)"
-fi
-
-dir="$(mktemp -d -t moodle-edge-load.XXXXXX)"
-pids=()
-
-cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        # Bounded wait, then SIGKILL.
-        for _ in $(seq 1 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ "$KEEP_DIR" == 1 ]]; then
-        echo "load.sh: kept $dir"
-    else
-        rm -rf "$dir"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-port_upstream=$((BASE_PORT + 10))
-port_nginx_http=$((BASE_PORT + 20))
-port_nginx_tls=$((BASE_PORT + 21))
-port_edge_http=$((BASE_PORT + 30))
-port_edge_tls=$((BASE_PORT + 31))
-port_edge_admin=$((BASE_PORT + 39))
+setup_pinning "load generator and upstream"
+make_workdir load
+proxy_ports
 
 # ---------------------------------------------------------------- files
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-    -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
-    -keyout "$dir/key.pem" -out "$dir/cert.pem" 2>/dev/null
+make_cert
 mkdir -p "$dir/moodledata"
 body="$(head -c 1024 /dev/zero | tr '\0' 'x')"
-
-# nginx_common NAME: the top of every nginx config, everything kept inside $dir/NAME.
-nginx_common() {
-    local name="$1"
-    mkdir -p "$dir/$name"
-    cat <<EOF
-worker_processes 1;
-daemon off;
-pid $dir/$name/nginx.pid;
-error_log $dir/$name/error.log warn;
-events { worker_connections 4096; }
-EOF
-}
-nginx_temp_paths() {
-    local name="$1"
-    cat <<EOF
-    client_body_temp_path $dir/$name/client_body;
-    proxy_temp_path $dir/$name/proxy;
-    fastcgi_temp_path $dir/$name/fastcgi;
-    uwsgi_temp_path $dir/$name/uwsgi;
-    scgi_temp_path $dir/$name/scgi;
-EOF
-}
 
 {
     nginx_common upstream
@@ -206,20 +128,9 @@ elif [[ "$EDGE" == hyper-floor ]]; then
     edge_label="hyper-floor"
 else
     edge_label="moodle-edge"
-    cat >"$dir/moodle-edge.yaml" <<EOF
-server:
-  listen:
-    - addr: "127.0.0.1:$port_edge_http"
-    - addr: "127.0.0.1:$port_edge_tls"
-      tls:
-        certificates:
-          - cert_file: "$dir/cert.pem"
-            key_file: "$dir/key.pem"
-  admin_addr: "127.0.0.1:$port_edge_admin"
-  worker_threads: 1
-  shutdown_timeout: "1s"
-upstream:
-  url: "http://127.0.0.1:$port_upstream"
+    {
+        edge_yaml_head
+        cat <<EOF
 moodle:
   wwwroot: "http://127.0.0.1:$port_edge_http"
   dataroot: "$dir/moodledata"
@@ -228,31 +139,10 @@ log:
   access:
     target: "off"
 EOF
+    } >"$dir/moodle-edge.yaml"
 fi
 
 # ---------------------------------------------------------------- processes
-
-# start NAME CMD...: runs CMD in the background, output to $dir/NAME.out; sets started_pid.
-start() {
-    local name="$1"
-    shift
-    "$@" >"$dir/$name.out" 2>&1 &
-    started_pid=$!
-    pids+=("$started_pid")
-}
-
-# wait_ready URL NAME: until URL answers 200, at most 10 s.
-wait_ready() {
-    local url="$1" name="$2" code
-    for _ in $(seq 1 100); do
-        code="$(curl -sk -o /dev/null -w '%{http_code}' --max-time 1 "$url" || true)"
-        [[ "$code" == 200 ]] && return 0
-        sleep 0.1
-    done
-    echo "load.sh: $name did not answer 200 at $url (last: $code); its output:" >&2
-    cat "$dir/$name.out" "$dir/$name/error.log" 2>/dev/null | tail -20 >&2
-    exit 1
-}
 
 start upstream "${pin_client[@]}" nginx -p "$dir/upstream" -c "$dir/upstream.conf" -e "$dir/upstream/error.log"
 upstream_pid=$started_pid
@@ -266,11 +156,7 @@ elif [[ "$EDGE" == hyper-floor ]]; then
     start hyper-floor "${pin_proxy[@]}" "$FLOOR_BIN" "127.0.0.1:$port_edge_http" "127.0.0.1:$port_edge_tls" \
         "$dir/cert.pem" "$dir/key.pem" "http://127.0.0.1:$port_upstream"
 else
-    if ! "$MOODLE_EDGE_BIN" check --config "$dir/moodle-edge.yaml" >"$dir/check.out" 2>&1; then
-        echo "load.sh: moodle-edge check rejected the bench config:" >&2
-        cat "$dir/check.out" >&2
-        exit 1
-    fi
+    check_edge_config "$MOODLE_EDGE_BIN"
     start moodle-edge "${pin_proxy[@]}" "$MOODLE_EDGE_BIN" run --config "$dir/moodle-edge.yaml"
 fi
 edge_pid=$started_pid
@@ -283,25 +169,10 @@ done
 # Same body through both proxies, or the comparison is meaningless.
 for url in "http://127.0.0.1:$port_nginx_http/" "http://127.0.0.1:$port_edge_http/"; do
     size="$(curl -s -o /dev/null -w '%{size_download}' "$url")"
-    [[ "$size" == 1024 ]] || { echo "load.sh: $url gave $size bytes, expected 1024" >&2; exit 1; }
+    [[ "$size" == 1024 ]] || die "$url gave $size bytes, expected 1024"
 done
 
 # ---------------------------------------------------------------- measuring
-
-clk_tck="$(getconf CLK_TCK)"
-
-# cpu_ticks PID: utime+stime of PID and its direct children (nginx's workers), in clock ticks.
-cpu_ticks() {
-    local total=0 pid stat rest
-    for pid in "$1" $(ps -o pid= --ppid "$1"); do
-        stat="$(cat "/proc/$pid/stat" 2>/dev/null)" || continue
-        rest="${stat##*) }" # fields from 3 (state) on; comm may hold spaces
-        # shellcheck disable=SC2086
-        set -- $rest
-        total=$((total + ${12} + ${13})) # fields 14 and 15: utime, stime
-    done
-    echo "$total"
-}
 
 # to_ms VALUE: wrk latency ("812.00us", "4.53ms", "1.02s") in milliseconds.
 to_ms() {
@@ -348,7 +219,7 @@ load() {
     local c0 c1
     c0="$(self_child_ticks)"
     timeout -k 5 $((secs + 30)) "${pin_client[@]}" "${cmd[@]}" >"$out" 2>&1 || {
-        echo "load.sh: load generator failed: ${cmd[*]}" >&2
+        echo "$me: load generator failed: ${cmd[*]}" >&2
         cat "$out" >&2
         exit 1
     }
@@ -362,10 +233,7 @@ load() {
         local proto want=http/1.1
         proto="$(awk -F': ' '/^Application protocol/ { print $2 }' "$out")"
         [[ "$scenario" == h2 ]] && want=h2
-        if [[ "$proto" != "$want" ]]; then
-            echo "load.sh: $scenario negotiated '$proto', expected $want" >&2
-            exit 1
-        fi
+        [[ "$proto" == "$want" ]] || die "$scenario negotiated '$proto', expected $want"
         load_requests="$(awk '/^requests:/ { print $8 }' "$out")"
         load_p99="$(p99_from_log "$out.log")"
         load_errors="$(awk '/^requests:/ { e = $10 + $12 + $14 } /^status codes:/ { e += $5 + $7 + $9 } END { print e + 0 }' "$out")"
@@ -373,7 +241,7 @@ load() {
         rm -f "$out.log"
     fi
     if [[ -z "$load_requests" || "$load_requests" -eq 0 ]]; then
-        echo "load.sh: no requests completed; output in $out:" >&2
+        echo "$me: no requests completed; output in $out:" >&2
         cat "$out" >&2
         exit 1
     fi
@@ -423,7 +291,7 @@ wait_for_quiet() {
             echo "WARNING: the machine is busy (${busy}% of one CPU used by other processes); figures will be skewed"
             return 0
         fi
-        ((waited == 0)) && echo "load.sh: machine busy (${busy}% of one CPU), waiting up to ${IDLE_WAIT}s for it to calm down"
+        ((waited == 0)) && echo "$me: machine busy (${busy}% of one CPU), waiting up to ${IDLE_WAIT}s for it to calm down"
         waited=$((waited + 1))
     done
 }
@@ -463,12 +331,6 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 # ---------------------------------------------------------------- report
-
-# median COLUMN SCENARIO LABEL
-median() {
-    awk -v c="$1" -v s="$2" -v l="$3" '$1 == s && $2 == l { print $c }' "$dir/results" | sort -g |
-        awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
-}
 
 echo
 echo "Medians of $ROUNDS rounds (req/s higher is better; p99 and CPU/request lower is better)"

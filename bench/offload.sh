@@ -28,9 +28,8 @@
 #
 # Only 127.0.0.1 is used. Every process the script starts is stopped by PID on exit.
 set -euo pipefail
-
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-export PATH="$PATH:/usr/sbin:/sbin"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ROUNDS="${ROUNDS:-3}"
 CONC="${CONC:-20}"
@@ -43,108 +42,27 @@ BASE_PORT="${BASE_PORT:-18300}"
 KEEP_DIR="${KEEP_DIR:-0}"
 MOODLE_EDGE_BIN="${MOODLE_EDGE_BIN:-$repo/target/release/moodle-edge}"
 
-for v in ROUNDS CONC CONC_SECONDS SIZE_MIB BASE_PORT; do
-    [[ "${!v}" =~ ^[0-9]+$ && "${!v}" -gt 0 ]] || { echo "offload.sh: $v must be a positive whole number" >&2; exit 2; }
-done
-for s in $SCENARIOS; do
-    [[ "$s" =~ ^(tls1|tls20|http1|http20)$ ]] || { echo "offload.sh: unknown scenario $s" >&2; exit 2; }
-done
-for cmd in nginx openssl curl ps awk; do
-    command -v "$cmd" >/dev/null || { echo "offload.sh: $cmd missing; run scripts/install-test-deps.sh" >&2; exit 1; }
-done
+require_positive ROUNDS CONC CONC_SECONDS SIZE_MIB BASE_PORT
+require_scenarios 'tls1|tls20|http1|http20'
+require_cmds nginx openssl curl ps awk
+ensure_edge_bin
 
-if [[ ! -x "$MOODLE_EDGE_BIN" ]]; then
-    if [[ "$MOODLE_EDGE_BIN" == "$repo/target/release/moodle-edge" ]]; then
-        echo "offload.sh: $MOODLE_EDGE_BIN missing, building it (cargo build --release)"
-        (cd "$repo" && cargo build --release --bin moodle-edge)
-    else
-        echo "offload.sh: MOODLE_EDGE_BIN=$MOODLE_EDGE_BIN is not executable" >&2
-        exit 1
-    fi
-fi
-
-pin_proxy=() pin_client=()
-ncpu="$(nproc)"
-if command -v taskset >/dev/null && ((ncpu > PROXY_CPU && ncpu > CLIENT_CPU)) && [[ $PROXY_CPU != "$CLIENT_CPU" ]]; then
-    pin_proxy=(taskset -c "$PROXY_CPU")
-    pin_client=(taskset -c "$CLIENT_CPU")
-    pinning="proxies on cpu $PROXY_CPU; curl and the upstream on cpu $CLIENT_CPU"
-else
-    pinning="NOT pinned (need taskset and 2 distinct CPUs; have $ncpu)"
-fi
-
-dir="$(mktemp -d -t moodle-edge-offload.XXXXXX)"
+setup_pinning "curl and the upstream"
+make_workdir offload
 # nginx started as root runs its worker as `nobody`, which must be able to read the file.
 chmod 755 "$dir"
-pids=()
 
-cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        for _ in $(seq 1 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ "$KEEP_DIR" == 1 ]]; then
-        echo "offload.sh: kept $dir"
-    else
-        rm -rf "$dir"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-port_upstream=$((BASE_PORT + 10))
-port_nginx_http=$((BASE_PORT + 20))
-port_nginx_tls=$((BASE_PORT + 21))
-port_edge_http=$((BASE_PORT + 30))
-port_edge_tls=$((BASE_PORT + 31))
-port_edge_admin=$((BASE_PORT + 39))
+proxy_ports
 size=$((SIZE_MIB * 1024 * 1024))
-for port in "$port_upstream" "$port_nginx_http" "$port_nginx_tls" "$port_edge_http" "$port_edge_tls" "$port_edge_admin"; do
-    if (: </dev/tcp/127.0.0.1/"$port") 2>/dev/null; then
-        echo "offload.sh: 127.0.0.1:$port is in use; pick another BASE_PORT" >&2
-        exit 1
-    fi
-done
+check_ports_free "$port_upstream" "$port_nginx_http" "$port_nginx_tls" "$port_edge_http" "$port_edge_tls" "$port_edge_admin"
 
 # ---------------------------------------------------------------- files
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-    -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
-    -keyout "$dir/key.pem" -out "$dir/cert.pem" 2>/dev/null
+make_cert
 mkdir -p "$dir/moodledata"
-echo "offload.sh: writing a ${SIZE_MIB} MiB file of random bytes and reading it into the page cache"
+echo "$me: writing a ${SIZE_MIB} MiB file of random bytes and reading it into the page cache"
 head -c "$size" /dev/urandom >"$dir/moodledata/big.bin"
 cat "$dir/moodledata/big.bin" >/dev/null
-
-nginx_common() {
-    local name="$1"
-    mkdir -p "$dir/$name"
-    cat <<EOF
-worker_processes 1;
-daemon off;
-pid $dir/$name/nginx.pid;
-error_log $dir/$name/error.log warn;
-events { worker_connections 4096; }
-EOF
-}
-nginx_temp_paths() {
-    local name="$1"
-    cat <<EOF
-    client_body_temp_path $dir/$name/client_body;
-    proxy_temp_path $dir/$name/proxy;
-    fastcgi_temp_path $dir/$name/fastcgi;
-    uwsgi_temp_path $dir/$name/uwsgi;
-    scgi_temp_path $dir/$name/scgi;
-EOF
-}
 
 # The stand-in Moodle: exactly the headers xsendfile() leaves for the front server.
 {
@@ -210,20 +128,9 @@ $(nginx_temp_paths nginx)
 EOF
 } >"$dir/nginx.conf"
 
-cat >"$dir/moodle-edge.yaml" <<EOF
-server:
-  listen:
-    - addr: "127.0.0.1:$port_edge_http"
-    - addr: "127.0.0.1:$port_edge_tls"
-      tls:
-        certificates:
-          - cert_file: "$dir/cert.pem"
-            key_file: "$dir/key.pem"
-  admin_addr: "127.0.0.1:$port_edge_admin"
-  worker_threads: 1
-  shutdown_timeout: "1s"
-upstream:
-  url: "http://127.0.0.1:$port_upstream"
+{
+    edge_yaml_head
+    cat <<EOF
   health_check:
     path: /ready
 moodle:
@@ -238,16 +145,9 @@ log:
   access:
     target: "off"
 EOF
+} >"$dir/moodle-edge.yaml"
 
 # ---------------------------------------------------------------- processes
-
-start() {
-    local name="$1"
-    shift
-    "$@" >"$dir/$name.out" 2>&1 &
-    started_pid=$!
-    pids+=("$started_pid")
-}
 
 # wait_size URL NAME: until URL serves the whole file (HEAD), at most 10 s.
 wait_size() {
@@ -257,19 +157,15 @@ wait_size() {
         [[ "$got" == "$size" ]] && return 0
         sleep 0.1
     done
-    echo "offload.sh: $name did not serve the file at $url (Content-Length '$got', want $size):" >&2
-    cat "$dir/$name.out" "$dir/$name/error.log" 2>/dev/null | tail -20 >&2
+    echo "$me: $name did not serve the file at $url (Content-Length '$got', want $size):" >&2
+    show_output "$name"
     exit 1
 }
 
 start upstream "${pin_client[@]}" nginx -p "$dir/upstream" -c "$dir/upstream.conf" -e "$dir/upstream/error.log"
 start nginx "${pin_proxy[@]}" nginx -p "$dir/nginx" -c "$dir/nginx.conf" -e "$dir/nginx/error.log"
 nginx_pid=$started_pid
-if ! "$MOODLE_EDGE_BIN" check --config "$dir/moodle-edge.yaml" >"$dir/check.out" 2>&1; then
-    echo "offload.sh: moodle-edge check rejected the bench config:" >&2
-    cat "$dir/check.out" >&2
-    exit 1
-fi
+check_edge_config "$MOODLE_EDGE_BIN"
 start moodle-edge "${pin_proxy[@]}" "$MOODLE_EDGE_BIN" run --config "$dir/moodle-edge.yaml"
 edge_pid=$started_pid
 for p in nginx:"$port_nginx_http":"$port_nginx_tls" moodle-edge:"$port_edge_http":"$port_edge_tls"; do
@@ -282,25 +178,10 @@ done
 want_sum="$(cksum <"$dir/moodledata/big.bin")"
 for url in "http://127.0.0.1:$port_nginx_http" "https://127.0.0.1:$port_edge_tls"; do
     got_sum="$(curl -sk --http1.1 "$url/pluginfile.php/1/big.bin" | cksum)"
-    [[ "$got_sum" == "$want_sum" ]] || { echo "offload.sh: $url served different bytes" >&2; exit 1; }
+    [[ "$got_sum" == "$want_sum" ]] || die "$url served different bytes"
 done
 
 # ---------------------------------------------------------------- measuring
-
-clk_tck="$(getconf CLK_TCK)"
-
-# cpu_ticks PID: utime+stime of PID and its direct children (nginx's worker), in clock ticks.
-cpu_ticks() {
-    local total=0 pid stat rest
-    for pid in "$1" $(ps -o pid= --ppid "$1"); do
-        stat="$(cat "/proc/$pid/stat" 2>/dev/null)" || continue
-        rest="${stat##*) }"
-        # shellcheck disable=SC2086
-        set -- $rest
-        total=$((total + ${12} + ${13}))
-    done
-    echo "$total"
-}
 
 # cpu_busy CPU: "busy total" jiffies of one CPU from /proc/stat (busy = all but idle and iowait).
 cpu_busy() {
@@ -387,11 +268,6 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 # ---------------------------------------------------------------- report
-
-median() {
-    awk -v c="$1" -v s="$2" -v l="$3" '$1 == s && $2 == l { print $c }' "$dir/results" | sort -g |
-        awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
-}
 
 echo
 echo "Medians of $ROUNDS rounds (MiB/s: higher is better)"

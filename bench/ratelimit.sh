@@ -20,9 +20,8 @@
 #
 # Only 127.0.0.1 is used. Every process the script starts is stopped by PID on exit.
 set -euo pipefail
-
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-export PATH="$PATH:/usr/sbin:/sbin"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 DURATION="${DURATION:-30}"
 CONNS="${CONNS:-12}"
@@ -36,46 +35,12 @@ KEEP_DIR="${KEEP_DIR:-0}"
 MOODLE_EDGE_BIN="${MOODLE_EDGE_BIN:-$repo/target/release/moodle-edge}"
 lua="$repo/bench/ratelimit/ws.lua"
 
-for v in DURATION CONNS TOKENS ROUNDS RATE BURST CONCURRENCY_CAP BASE_PORT; do
-    [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "ratelimit.sh: $v must be a whole number" >&2; exit 2; }
-done
-((DURATION > 0 && TOKENS > 0 && RATE > 0 && BURST > 0)) || { echo "ratelimit.sh: DURATION, TOKENS, RATE, BURST must be > 0" >&2; exit 2; }
-for cmd in nginx wrk curl awk md5sum; do
-    command -v "$cmd" >/dev/null || { echo "ratelimit.sh: $cmd missing; run scripts/install-test-deps.sh" >&2; exit 1; }
-done
-if [[ ! -x "$MOODLE_EDGE_BIN" ]]; then
-    if [[ "$MOODLE_EDGE_BIN" == "$repo/target/release/moodle-edge" ]]; then
-        echo "ratelimit.sh: $MOODLE_EDGE_BIN missing, building it (cargo build --release)"
-        (cd "$repo" && cargo build --release --bin moodle-edge)
-    else
-        echo "ratelimit.sh: MOODLE_EDGE_BIN=$MOODLE_EDGE_BIN is not executable" >&2
-        exit 1
-    fi
-fi
+require_whole DURATION CONNS TOKENS ROUNDS RATE BURST CONCURRENCY_CAP BASE_PORT
+((DURATION > 0 && TOKENS > 0 && RATE > 0 && BURST > 0)) || bad_setting "DURATION, TOKENS, RATE, BURST must be > 0"
+require_cmds nginx wrk curl awk md5sum
+ensure_edge_bin
 
-dir="$(mktemp -d -t moodle-edge-ratelimit.XXXXXX)"
-pids=()
-cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        for _ in $(seq 1 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ "$KEEP_DIR" == 1 ]]; then
-        echo "ratelimit.sh: kept $dir"
-    else
-        rm -rf "$dir"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+make_workdir ratelimit
 
 # A copy: a rebuild of the shared target/ during the run must not change the binary under test.
 cp "$MOODLE_EDGE_BIN" "$dir/moodle-edge"
@@ -89,21 +54,12 @@ port_edge_admin=$((BASE_PORT + 39))
 
 # ---------------------------------------------------------------- configs
 
+# nginx_top NAME: an nginx config up to inside its open http block, everything in $dir/NAME.
 nginx_top() {
-    local name="$1"
-    mkdir -p "$dir/$name"
+    nginx_common "$1"
+    echo "http {"
+    nginx_temp_paths "$1"
     cat <<EOF
-worker_processes 1;
-daemon off;
-pid $dir/$name/nginx.pid;
-error_log $dir/$name/error.log warn;
-events { worker_connections 4096; }
-http {
-    client_body_temp_path $dir/$name/client_body;
-    proxy_temp_path $dir/$name/proxy;
-    fastcgi_temp_path $dir/$name/fastcgi;
-    uwsgi_temp_path $dir/$name/uwsgi;
-    scgi_temp_path $dir/$name/scgi;
     keepalive_requests 100000;
     keepalive_timeout 75s;
 EOF
@@ -113,26 +69,20 @@ EOF
 # proxy so each has its own access log of admitted calls ("TOKEN STATUS").
 {
     nginx_top upstream
-    cat <<EOF
-    log_format tok '\$arg_wstoken \$status';
+    echo "    log_format tok '\$arg_wstoken \$status';"
+    for listener in "$port_up_edge:upstream-edge" "$port_up_nginx:upstream-nginx"; do
+        cat <<EOF
     server {
-        listen 127.0.0.1:$port_up_edge;
-        access_log $dir/upstream-edge.log tok;
+        listen 127.0.0.1:${listener%%:*};
+        access_log $dir/${listener#*:}.log tok;
         location / {
             default_type application/json;
             return 200 '{"ok":true,"wstoken":"\$arg_wstoken"}';
         }
     }
-    server {
-        listen 127.0.0.1:$port_up_nginx;
-        access_log $dir/upstream-nginx.log tok;
-        location / {
-            default_type application/json;
-            return 200 '{"ok":true,"wstoken":"\$arg_wstoken"}';
-        }
-    }
-}
 EOF
+    done
+    echo "}"
 } >"$dir/upstream.conf"
 
 {
@@ -189,35 +139,12 @@ mkdir -p "$dir/moodledata"
 
 # ---------------------------------------------------------------- processes
 
-start() {
-    local name="$1"
-    shift
-    "$@" >"$dir/$name.out" 2>&1 &
-    pids+=("$!")
-}
-
-# wait_ready URL NAME: until URL answers 200, at most 10 s (no token: no limiter bucket is used).
-wait_ready() {
-    local url="$1" name="$2" code=""
-    for _ in $(seq 1 100); do
-        code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url" || true)"
-        [[ "$code" == 200 ]] && return 0
-        sleep 0.1
-    done
-    echo "ratelimit.sh: $name did not answer 200 at $url (last: $code); its output:" >&2
-    cat "$dir/$name.out" "$dir/$name/error.log" 2>/dev/null | tail -20 >&2
-    exit 1
-}
-
-if ! "$edge_bin" check --config "$dir/moodle-edge.yaml" >"$dir/check.out" 2>&1; then
-    echo "ratelimit.sh: moodle-edge check rejected the bench config:" >&2
-    cat "$dir/check.out" >&2
-    exit 1
-fi
+check_edge_config "$edge_bin"
 start upstream nginx -p "$dir/upstream" -c "$dir/upstream.conf" -e "$dir/upstream/error.log"
 wait_ready "http://127.0.0.1:$port_up_edge/" upstream
 start nginx nginx -p "$dir/nginx" -c "$dir/nginx.conf" -e "$dir/nginx/error.log"
 start moodle-edge "$edge_bin" run --config "$dir/moodle-edge.yaml"
+# The readiness calls carry no token: they use no limiter bucket.
 wait_ready "http://127.0.0.1:$port_nginx/webservice/rest/server.php" nginx
 wait_ready "http://127.0.0.1:$port_edge/webservice/rest/server.php" moodle-edge
 # The readiness calls carried no token; start the counts from here.
@@ -246,7 +173,7 @@ run() {
     mapfile -t toks < <(tokens "$label" "$round")
     timeout -k 5 $((DURATION + 30)) wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$lua" \
         "http://127.0.0.1:$port/" -- "${toks[@]}" >"$out" 2>&1 || {
-        echo "ratelimit.sh: wrk failed against $label:" >&2
+        echo "$me: wrk failed against $label:" >&2
         cat "$out" >&2
         exit 1
     }
