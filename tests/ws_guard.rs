@@ -555,7 +555,7 @@ async fn concurrency_cap_waits_then_429s() {
     let (t, other) = (token(9), token(10));
     let first = edge.spawn_call(&t, "local_long_export");
     let second = edge.spawn_call(&t, "local_long_export");
-    eventually(
+    wait_for_async(
         "two calls held at the stand-in",
         Duration::from_secs(10),
         || moodle.count_fn("local_long_export") == 2,
@@ -806,7 +806,7 @@ async fn tokens_stay_out_of_logs_and_metrics_when_things_fail() {
         .await;
     assert!(r.status >= 400);
     edge.audit_lines(4).await;
-    eventually("upstream failures logged", Duration::from_secs(10), || {
+    wait_for_async("upstream failures logged", Duration::from_secs(10), || {
         edge.stdout().contains("upstream failed")
     })
     .await;
@@ -905,7 +905,7 @@ async fn reload_keeps_rate_limit_state_when_the_section_is_unchanged() {
     v["server"]["public_health_path"] = json!("/lb-health");
     std::fs::write(&config_path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
     reload(&edge);
-    eventually("the first reload", Duration::from_secs(10), || {
+    wait_for_async("the first reload", Duration::from_secs(10), || {
         edge.stdout().matches("configuration reloaded").count() >= 1
     })
     .await;
@@ -919,7 +919,7 @@ async fn reload_keeps_rate_limit_state_when_the_section_is_unchanged() {
     v["webservice"]["rate_limits"][0]["burst"] = json!(2);
     std::fs::write(&config_path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
     reload(&edge);
-    eventually("the second reload", Duration::from_secs(10), || {
+    wait_for_async("the second reload", Duration::from_secs(10), || {
         edge.stdout().matches("configuration reloaded").count() >= 2
     })
     .await;

@@ -5,23 +5,33 @@
 //! * [`RawUpstream`]: a raw-TCP stand-in for answers hyper would not produce (cut mid-body).
 //! * [`Proxy`]: the real `moodle-edge` binary, started with a YAML config in a temp dir, stdout
 //!   and stderr captured to files there, stopped by SIGTERM (then SIGKILL) on drop.
-//! * [`Raw`]: hand-written HTTP/1.x over a plain TCP socket, read back with a timeout.
 //!
-//! Nothing here sleeps for a fixed time to let something happen: [`wait_for`] polls a condition
-//! until a deadline.
+//! What every harness shares lives in submodules, re-exported here; `tests/ws_common` and
+//! `tests/sendfile_common` mount them with `#[path]`:
+//!
+//! * [`util`]: free ports, [`wait_for`] (polls a condition until a deadline; nothing here sleeps
+//!   a fixed time to let something happen), sha256, VmRSS, metric lines.
+//! * [`raw`]: [`Raw`], hand-written HTTP/1.x over a plain TCP socket, read back with a timeout.
+//! * [`process`]: [`EdgeProcess`], the binary with its config in a temp dir, killed by PID.
 #![allow(dead_code)]
 
-use std::collections::HashSet;
+pub mod process;
+pub mod raw;
+pub mod util;
+
+pub use process::{EdgeProcess, BIN};
+pub use raw::*;
+pub use util::*;
+
 use std::convert::Infallible;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -35,56 +45,8 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_moodle-edge");
-
-/// The path the proxy's upstream health probe uses in every test config; the stand-in answers
-/// it without recording it, so "the upstream saw nothing" stays exact.
-pub const PROBE_PATH: &str = "/__probe";
-
 // ------------------------------------------------------------------------------------------
 // small utilities
-
-/// A port that was free a moment ago (bind :0, then drop). Never hands out the same port twice
-/// in one test process.
-pub fn free_port() -> u16 {
-    static USED: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
-    let used = USED.get_or_init(|| Mutex::new(HashSet::new()));
-    loop {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = l.local_addr().unwrap().port();
-        if used.lock().unwrap().insert(port) {
-            return port;
-        }
-    }
-}
-
-/// Polls `cond` every 20ms until it holds; panics naming `what` after `timeout`.
-pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return;
-        }
-        if Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for: {what}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The async twin of [`wait_for`], for use inside tokio tests.
-pub async fn wait_for_async(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return;
-        }
-        if Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// Deterministic test data: byte i of a stream is `i % 251`.
 pub fn pattern(offset: u64, len: usize) -> Bytes {
@@ -99,10 +61,6 @@ pub fn pattern(offset: u64, len: usize) -> Bytes {
         done += n;
     }
     Bytes::from(out)
-}
-
-pub fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
 }
 
 /// sha256 of `pattern(0, len)`, computed in 1 MiB pieces.
@@ -588,17 +546,17 @@ pub fn base_config(dir: &Path, upstream_url: &str) -> Value {
     })
 }
 
-/// The running binary.
+/// The running binary; the process itself ([`EdgeProcess`]: `dir`, `pid()`, `stdout()`,
+/// `output()`, `try_exit()`, `signal()`, ...) through `Deref`.
 pub struct Proxy {
-    child: Child,
-    pub dir: TempDir,
-    pub config_path: PathBuf,
+    process: EdgeProcess,
     pub config: Value,
     /// The `server.listen` addresses, in order.
     pub addrs: Vec<SocketAddr>,
     pub admin: Option<SocketAddr>,
-    exited: Option<ExitStatus>,
 }
+
+process::deref_to_process!(Proxy, process);
 
 impl Proxy {
     /// Starts the binary in front of `upstream_url`; `tweak` edits the config (and may write
@@ -613,30 +571,8 @@ impl Proxy {
     /// Writes `config` into `dir` and runs `prefix... moodle-edge run --config F`; waits until
     /// every listener is bound.
     pub fn spawn(dir: TempDir, config: Value, prefix: &[&str]) -> Proxy {
-        let config_path = dir.path().join("config.yaml");
-        std::fs::write(&config_path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
-        let stdout = std::fs::File::create(dir.path().join("stdout.log")).unwrap();
-        let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-        let mut cmd = match prefix.split_first() {
-            Some((first, rest)) => {
-                let mut c = Command::new(first);
-                c.args(rest).arg(BIN);
-                c
-            }
-            None => Command::new(BIN),
-        };
-        cmd.arg("run")
-            .arg("--config")
-            .arg(&config_path)
-            .env_remove("MOODLE_EDGE_LOG")
-            .env_remove("LISTEN_FDS")
-            .env_remove("LISTEN_PID")
-            .env_remove("NOTIFY_SOCKET")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr);
-        let child = cmd.spawn().expect("spawn moodle-edge");
+        let text = serde_json::to_string_pretty(&config).unwrap();
+        let process = EdgeProcess::spawn(dir, BIN, &text, prefix);
         let addrs: Vec<SocketAddr> = config["server"]["listen"]
             .as_array()
             .unwrap()
@@ -647,13 +583,10 @@ impl Proxy {
             .as_str()
             .map(|a| a.parse().unwrap());
         let mut proxy = Proxy {
-            child,
-            dir,
-            config_path,
+            process,
             config,
             addrs,
             admin,
-            exited: None,
         };
         if prefix.is_empty() {
             proxy.wait_bound();
@@ -668,28 +601,8 @@ impl Proxy {
         if let Some(a) = self.admin {
             wanted.push(a.to_string());
         }
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let out = self.stdout();
-            if wanted.iter().all(|w| out.contains(w.as_str())) {
-                return;
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!(
-                    "moodle-edge exited early ({status}).\nstdout:\n{}\nstderr:\n{}",
-                    self.stdout(),
-                    self.stderr()
-                );
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "moodle-edge did not start listening.\nstdout:\n{}\nstderr:\n{}",
-                    self.stdout(),
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.process
+            .wait_listening(&wanted, Duration::from_secs(15));
     }
 
     /// Waits until /readyz says 200 (the first upstream probe has been answered).
@@ -707,27 +620,6 @@ impl Proxy {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr(), path)
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub fn stdout(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("stdout.log")).unwrap_or_default()
-    }
-
-    pub fn stderr(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
-    }
-
-    /// stdout and stderr, for failure messages.
-    pub fn output(&self) -> String {
-        format!(
-            "--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.stdout(),
-            self.stderr()
-        )
     }
 
     /// The JSON access-log lines written so far (event and audit lines have no `target`).
@@ -756,59 +648,13 @@ impl Proxy {
         found.unwrap()
     }
 
-    pub fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.pid().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -{sig} failed");
-    }
-
     /// Rewrites the config file (for SIGHUP tests).
     pub fn write_config(&self, config: &Value) {
-        std::fs::write(
-            &self.config_path,
-            serde_json::to_string_pretty(config).unwrap(),
-        )
-        .unwrap();
+        self.write_config_text(&serde_json::to_string_pretty(config).unwrap());
     }
 
     pub fn write_config_text(&self, text: &str) {
         std::fs::write(&self.config_path, text).unwrap();
-    }
-
-    /// VmRSS of the process, in KiB.
-    pub fn rss_kib(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        self.try_exit().is_none()
-    }
-
-    pub fn try_exit(&mut self) -> Option<ExitStatus> {
-        if self.exited.is_none() {
-            self.exited = self.child.try_wait().unwrap();
-        }
-        self.exited
-    }
-
-    /// Waits for the process to exit on its own.
-    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let mut status = None;
-        wait_for("moodle-edge to exit", timeout, || {
-            status = self.try_exit();
-            status.is_some()
-        });
-        status.unwrap()
     }
 
     /// GET on the admin listener.
@@ -821,235 +667,22 @@ impl Proxy {
         raw.read_response()
     }
 
-    /// The value of one metric series (the first line whose name and labels start with
-    /// `series`), or None.
+    /// The value of one metric series (name with all its labels, as Prometheus writes them),
+    /// or None.
     pub fn metric(&self, series: &str) -> Option<f64> {
-        let body = self.admin_get("/metrics").ok()?.text();
-        body.lines()
-            .filter(|l| !l.starts_with('#'))
-            .find(|l| l.starts_with(series))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
+        metric_value(&self.admin_get("/metrics").ok()?.text(), series)
     }
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        if self.try_exit().is_some() {
-            return;
-        }
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // A graceful stop first; the process's own drop kills whatever is left.
+        self.process.terminate(Duration::from_secs(5));
     }
 }
 
 // ------------------------------------------------------------------------------------------
-// raw HTTP/1.x over TCP
-
-/// A plain TCP connection for hand-written requests.
-pub struct Raw {
-    pub stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-#[derive(Debug, Clone)]
-pub struct RawResponse {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl RawResponse {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
-    }
-}
-
-impl Raw {
-    pub fn connect(addr: SocketAddr) -> std::io::Result<Raw> {
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        stream.set_write_timeout(Some(Duration::from_secs(10)))?;
-        Ok(Raw {
-            stream,
-            buf: Vec::new(),
-        })
-    }
-
-    pub fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.stream.write_all(bytes)?;
-        self.stream.flush()
-    }
-
-    fn fill(&mut self) -> std::io::Result<usize> {
-        let mut chunk = [0u8; 16 * 1024];
-        let n = self.stream.read(&mut chunk)?;
-        self.buf.extend_from_slice(&chunk[..n]);
-        Ok(n)
-    }
-
-    fn eof() -> std::io::Error {
-        std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed")
-    }
-
-    /// Reads one response (head, then a Content-Length, chunked or until-close body).
-    pub fn read_response(&mut self) -> std::io::Result<RawResponse> {
-        let head_end = loop {
-            if let Some(p) = find(&self.buf, b"\r\n\r\n") {
-                break p;
-            }
-            if self.fill()? == 0 {
-                return Err(Raw::eof());
-            }
-        };
-        let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
-        self.buf.drain(..head_end + 4);
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next().unwrap_or_default();
-        let status: u16 = status_line
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| std::io::Error::other(format!("bad status line {status_line:?}")))?;
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-            .collect();
-        let mut resp = RawResponse {
-            status,
-            headers,
-            body: Vec::new(),
-        };
-        if status == 101 || status == 204 || status == 304 || (100..200).contains(&status) {
-            return Ok(resp);
-        }
-        if let Some(len) = resp
-            .header("content-length")
-            .and_then(|v| v.parse::<usize>().ok())
-        {
-            while self.buf.len() < len {
-                if self.fill()? == 0 {
-                    return Err(Raw::eof());
-                }
-            }
-            resp.body = self.buf.drain(..len).collect();
-        } else if resp
-            .header("transfer-encoding")
-            .is_some_and(|v| v.contains("chunked"))
-        {
-            loop {
-                let line_end = loop {
-                    if let Some(p) = find(&self.buf, b"\r\n") {
-                        break p;
-                    }
-                    if self.fill()? == 0 {
-                        return Err(Raw::eof());
-                    }
-                };
-                let size_text = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
-                let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16)
-                    .map_err(|_| {
-                    std::io::Error::other(format!("bad chunk size {size_text:?}"))
-                })?;
-                self.buf.drain(..line_end + 2);
-                while self.buf.len() < size + 2 {
-                    if self.fill()? == 0 {
-                        return Err(Raw::eof());
-                    }
-                }
-                resp.body.extend(self.buf.drain(..size));
-                self.buf.drain(..2);
-                if size == 0 {
-                    break;
-                }
-            }
-        } else {
-            while self.fill()? > 0 {}
-            resp.body = std::mem::take(&mut self.buf);
-        }
-        Ok(resp)
-    }
-
-    /// Reads whatever arrives (discarding it) and says whether the peer closed the connection
-    /// (EOF or reset) within `within`.
-    pub fn closed_within(&mut self, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        let mut chunk = [0u8; 16 * 1024];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            self.stream
-                .set_read_timeout(Some(left.min(Duration::from_millis(200))))
-                .unwrap();
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return true,
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(_) => return true,
-            }
-        }
-    }
-
-    /// True when nothing at all arrives within `within` (and the connection stays open).
-    pub fn silent_for(&mut self, within: Duration) -> bool {
-        self.stream.set_read_timeout(Some(within)).unwrap();
-        let mut chunk = [0u8; 1024];
-        let silent = match self.stream.read(&mut chunk) {
-            Ok(0) => false,
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                false
-            }
-            Err(e) => matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ),
-        };
-        self.stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        silent
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Sends `bytes` on a new connection and reads one response.
-pub fn roundtrip(addr: SocketAddr, bytes: &[u8]) -> RawResponse {
-    let mut raw = Raw::connect(addr).unwrap();
-    raw.send(bytes).unwrap();
-    raw.read_response().unwrap()
-}
+// raw requests and echo bodies
 
 /// A GET with `Host: lms.test` and the given extra header lines (each ending in \r\n).
 pub fn get(addr: SocketAddr, path: &str, extra: &str) -> RawResponse {

@@ -5,18 +5,33 @@
 //!   `/pluginfile.php/NAME` exactly like `lib/xsendfilelib.php`: an empty body, the whole
 //!   X-Accel-Redirect value rawurlencoded, Moodle's own headers. It counts its open connections
 //!   and the requests it is still working on, so a test can tell whether the proxy keeps it busy.
-//! * [`Proxy`]: the real `moodle-edge` binary with a YAML config in a temp dir, output captured.
+//! * [`Proxy`]: the real `moodle-edge` binary with a YAML config in a temp dir, output captured
+//!   (an [`EdgeProcess`], shared with the other harnesses).
 //! * [`Nginx`]: nginx 1.22 proxying to the same stand-in, with the `internal` location.
-//! * [`request`]: a raw HTTP/1.1 client (`Connection: close`, read to EOF) that shows exactly what
-//!   came over the wire, repeated headers included.
 //!
-//! Nothing sleeps a fixed time waiting for something to happen: [`wait_for`] polls until a deadline.
+//! Shared with the other harnesses through `tests/common/`: [`request`], a raw HTTP/1.1 client
+//! (`Connection: close`, read to EOF) that shows exactly what came over the wire, repeated
+//! headers included; free ports, VmRSS, metric lines, and [`wait_for`]: nothing sleeps a fixed
+//! time waiting for something to happen, it polls until a deadline.
 
 #![allow(dead_code)]
 
+#[path = "../common/process.rs"]
+pub mod process;
+#[path = "../common/raw.rs"]
+pub mod raw;
+#[path = "../common/util.rs"]
+pub mod util;
+
+pub use process::{EdgeProcess, BIN};
+pub use raw::*;
+pub use util::*;
+
+/// What [`request`] returns: status, headers in wire order (repeats kept), body.
+pub type Resp = RawResponse;
+
 use std::convert::Infallible;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -32,8 +47,6 @@ use hyper_util::rt::TokioIo;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 use tempfile::TempDir;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_moodle-edge");
-
 /// The binary under test: `BIN`, or `SENDFILE_TEST_BIN` (e.g. a release build) when set.
 pub fn bin() -> String {
     std::env::var("SENDFILE_TEST_BIN").unwrap_or_else(|_| BIN.to_string())
@@ -46,9 +59,6 @@ pub const PREFIX: &str = "/moodledata-internal/";
 /// replace it with the file's mtime).
 pub const MOODLE_LAST_MODIFIED: &str = "Tue, 01 Oct 2024 10:00:00 GMT";
 
-/// The proxy's upstream health probe path; the stand-in does not count it.
-pub const PROBE_PATH: &str = "/__probe";
-
 /// PHP's `rawurlencode`: everything but `A-Z a-z 0-9 - _ . ~` (slashes included).
 const RAWURLENCODE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
@@ -58,26 +68,6 @@ const RAWURLENCODE: &AsciiSet = &NON_ALPHANUMERIC
 
 pub fn rawurlencode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, RAWURLENCODE).to_string()
-}
-
-/// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
-}
-
-/// Polls `cond` every 20 ms until it holds; panics naming `what` after `timeout`.
-pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Deterministic file content: byte i is `(i * 7 + i / 251) % 256`, so neighbouring ranges differ.
@@ -93,16 +83,6 @@ pub fn find_nginx() -> Option<PathBuf> {
         .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
         .map(|dir| dir.join("nginx"))
         .find(|candidate| candidate.is_file())
-}
-
-/// `VmRSS` of a process, in KiB.
-pub fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 // ------------------------------------------------------------------------------------------
@@ -303,12 +283,15 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
 // ------------------------------------------------------------------------------------------
 // moodle-edge
 
+/// The running binary; the process itself ([`EdgeProcess`]: `pid()`, `output()`, ...) through
+/// `Deref`.
 pub struct Proxy {
-    child: Child,
+    process: EdgeProcess,
     pub port: u16,
     pub admin_port: u16,
-    dir: TempDir,
 }
+
+process::deref_to_process!(Proxy, process);
 
 impl Proxy {
     /// Starts the binary with `PREFIX` mapped to `root`, in front of `upstream`.
@@ -344,25 +327,10 @@ log:
 "#,
             root = root.display(),
         );
-        let config = dir.path().join("config.yaml");
-        std::fs::write(&config, yaml).unwrap();
-        let out = std::fs::File::create(dir.path().join("stdout.log")).unwrap();
-        let err = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-        let child = Command::new(bin())
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .env_remove("MOODLE_EDGE_LOG")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("start moodle-edge");
         let mut proxy = Proxy {
-            child,
+            process: EdgeProcess::spawn(dir, &bin(), &yaml, &[]),
             port,
             admin_port,
-            dir,
         };
         proxy.wait_ready();
         proxy
@@ -371,9 +339,7 @@ log:
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("moodle-edge exited early ({status}):\n{}", self.output());
-            }
+            self.process.assert_running();
             if let Ok(r) = request(self.port, "GET", "/", &[]) {
                 if r.status == 200 {
                     return;
@@ -388,17 +354,6 @@ log:
         }
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// stdout (the event and access logs) and stderr, together.
-    pub fn output(&self) -> String {
-        let read =
-            |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
-        format!("{}{}", read("stdout.log"), read("stderr.log"))
-    }
-
     /// One metric's value from the proxy's /metrics.
     pub fn metric(&self, name: &str) -> Option<f64> {
         metric(self.admin_port, name)
@@ -408,18 +363,10 @@ log:
 /// One metric's value from the admin listener's /metrics on `admin_port`: the first sample
 /// line that starts with `name` (give labels in `name` to pick one).
 pub fn metric(admin_port: u16, name: &str) -> Option<f64> {
-    let r = request(admin_port, "GET", "/metrics", &[]).ok()?;
-    let text = String::from_utf8_lossy(&r.body).into_owned();
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    metric_value(
+        &request(admin_port, "GET", "/metrics", &[]).ok()?.text(),
+        name,
+    )
 }
 
 // ------------------------------------------------------------------------------------------
@@ -512,116 +459,13 @@ http {{
 impl Drop for Nginx {
     fn drop(&mut self) {
         // SIGTERM to the master (the PID we started) stops master and worker together; a
-        // SIGKILL would leave the worker behind. kill(1) keeps this file free of `unsafe`.
-        let pid = self.child.id();
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // SIGKILL would leave the worker behind.
+        process::terminate(&mut self.child, Duration::from_secs(5));
     }
 }
 
 // ------------------------------------------------------------------------------------------
-// a raw HTTP/1.1 client
-
-#[derive(Debug, Clone)]
-pub struct Resp {
-    pub status: u16,
-    /// In wire order, names lower-cased, repeats kept.
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Resp {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-}
-
-/// Sends one request with `Connection: close` and reads the answer to EOF.
-pub fn request(
-    port: u16,
-    method: &str,
-    target: &str,
-    headers: &[(&str, &str)],
-) -> std::io::Result<Resp> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(20)))?;
-    let mut head =
-        format!("{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    parse_response(&raw).ok_or_else(|| {
-        std::io::Error::other(format!(
-            "unparsable answer: {:?}",
-            String::from_utf8_lossy(&raw)
-        ))
-    })
-}
-
-/// Splits a response into head and body (de-chunking if needed).
-pub fn parse_response(raw: &[u8]) -> Option<Resp> {
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&raw[..end]).ok()?;
-    let mut lines = head.split("\r\n");
-    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let mut body = raw[end + 4..].to_vec();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    if chunked {
-        body = dechunk(&body)?;
-    }
-    Some(Resp {
-        status,
-        headers,
-        body,
-    })
-}
-
-fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&data[..line_end]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        data = &data[line_end + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(data.get(..size)?);
-        data = data.get(size + 2..)?;
-    }
-}
+// multipart/byteranges
 
 /// One part of a `multipart/byteranges` body: its headers (sorted) and its data.
 pub type Part = (Vec<(String, String)>, Vec<u8>);

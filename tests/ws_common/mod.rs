@@ -5,18 +5,28 @@
 //!   sleep before the headers, fail with a status, drop the connection, answer one of Moodle's
 //!   error shapes, or hold the call until a [`Gate`] opens. It records every call it received:
 //!   method, path, query, headers, body bytes and their sha256.
-//! * [`Edge`]: the real `moodle-edge` binary with a YAML config in a temp dir; stdout, stderr and
-//!   the audit log go to files there; killed by PID on drop.
+//! * [`Edge`]: the real `moodle-edge` binary ([`EdgeProcess`], shared with the other harnesses)
+//!   with a YAML config in a temp dir; stdout, stderr and the audit log go to files there; killed
+//!   by PID on drop.
 //!
-//! Nothing sleeps a fixed time to let something happen: [`eventually`] polls until a deadline.
+//! The helpers every harness shares (free ports, [`wait_for_async`], sha256, metric lines) come
+//! from `tests/common/`. Nothing sleeps a fixed time to let something happen: [`wait_for_async`]
+//! polls until a deadline.
 #![allow(dead_code)]
+
+#[path = "../common/process.rs"]
+pub mod process;
+#[path = "../common/util.rs"]
+pub mod util;
+
+pub use process::{EdgeProcess, BIN};
+pub use util::*;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -25,19 +35,10 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
-use tempfile::TempDir;
 use tokio::sync::watch;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_moodle-edge");
 pub const REST: &str = "/webservice/rest/server.php";
 pub const TOKEN_PHP: &str = "/login/token.php";
-/// The upstream health probe's path: answered, never recorded.
-pub const PROBE_PATH: &str = "/__probe";
-
-pub fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
 
 /// What the edge writes instead of a token: the first 12 hex characters of its SHA-256.
 pub fn fingerprint(token: &str) -> String {
@@ -47,18 +48,6 @@ pub fn fingerprint(token: &str) -> String {
 /// A distinct 32-hex token per `n`, never a substring of another one.
 pub fn token(n: u8) -> String {
     format!("{n:02x}5e1f0c3a9b7d2e4f6a8c0b1d3e5f7a")
-}
-
-/// Polls `cond` every 20 ms until it holds; panics naming `what` after `within`.
-pub async fn eventually(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -412,18 +401,10 @@ async fn answer(req: Request<Incoming>, st: Arc<MoodleState>) -> Result<Answer, 
 // ------------------------------------------------------------------------------------------
 // the edge
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The running binary.
+/// The running binary; the process itself ([`EdgeProcess`]: `dir`, `pid()`, `stdout()`, ...)
+/// through `Deref`.
 pub struct Edge {
-    child: Child,
-    pub dir: TempDir,
+    process: EdgeProcess,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     pub http: reqwest::Client,
@@ -466,21 +447,8 @@ impl Edge {
             },
         });
         // JSON is YAML: written as is.
-        let config_path = dir.path().join("config.yaml");
-        std::fs::write(&config_path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
-        let child = Command::new(BIN)
-            .arg("run")
-            .arg("--config")
-            .arg(&config_path)
-            .env_remove("MOODLE_EDGE_LOG")
-            .env_remove("LISTEN_FDS")
-            .env_remove("LISTEN_PID")
-            .env_remove("NOTIFY_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(dir.path().join("stdout.log")).unwrap())
-            .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
-            .spawn()
-            .expect("spawn moodle-edge");
+        let text = serde_json::to_string_pretty(&config).unwrap();
+        let process = EdgeProcess::spawn(dir, BIN, &text, &[]);
         let http = reqwest::Client::builder()
             .no_proxy()
             .pool_max_idle_per_host(0)
@@ -488,28 +456,16 @@ impl Edge {
             .build()
             .unwrap();
         let mut edge = Edge {
-            child,
-            dir,
+            process,
             addr,
             admin,
             http,
         };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let out = edge.stdout();
-            if out.contains(&addr.to_string()) && out.contains(&admin.to_string()) {
-                break;
-            }
-            if let Some(status) = edge.child.try_wait().unwrap() {
-                panic!("moodle-edge exited early ({status}):\n{}", edge.output());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "moodle-edge did not start:\n{}",
-                edge.output()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        // A short blocking wait: the stand-in runs on its own runtime.
+        edge.process.wait_listening(
+            &[addr.to_string(), admin.to_string()],
+            Duration::from_secs(15),
+        );
         edge
     }
 
@@ -573,17 +529,11 @@ impl Edge {
     /// The value of the series named exactly `series` (name with its labels, as Prometheus
     /// writes them), 0 when absent.
     pub async fn metric(&self, series: &str) -> f64 {
-        metric_value(&self.metrics().await, series)
+        metric_value(&self.metrics().await, series).unwrap_or(0.0)
     }
 
-    pub fn stdout(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("stdout.log")).unwrap_or_default()
-    }
-    pub fn stderr(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
-    }
     pub fn audit_text(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("audit.log")).unwrap_or_default()
+        self.read("audit.log")
     }
     pub fn output(&self) -> String {
         format!(
@@ -603,7 +553,7 @@ impl Edge {
 
     /// Waits until the audit log holds `n` lines (it is written from its own thread).
     pub async fn audit_lines(&self, n: usize) -> Vec<Value> {
-        eventually(&format!("{n} audit lines"), Duration::from_secs(10), || {
+        wait_for_async(&format!("{n} audit lines"), Duration::from_secs(10), || {
             self.audit().len() >= n
         })
         .await;
@@ -626,19 +576,9 @@ impl Edge {
             );
         }
     }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
 }
 
-impl Drop for Edge {
-    fn drop(&mut self) {
-        // SIGKILL by PID (Child::kill), then reap.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+process::deref_to_process!(Edge, process);
 
 fn replace_dir(v: Value, dir: &Path) -> Value {
     match v {
@@ -651,16 +591,6 @@ fn replace_dir(v: Value, dir: &Path) -> Value {
         ),
         other => other,
     }
-}
-
-pub fn metric_value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            (name == series).then(|| value.parse().ok()).flatten()
-        })
-        .unwrap_or(0.0)
 }
 
 /// An answer from the edge, read whole.
