@@ -54,6 +54,22 @@ pub const CHUNK_SIZE: usize = 64 * 1024;
 /// the socket write; a read started earlier would only sit finished in a slow client's body.
 pub const READ_AHEAD: usize = 1;
 
+/// The largest read for a client that keeps up: a body starts at [`CHUNK_SIZE`] and, once
+/// [`FAST_STREAK`] bytes in a row were each asked for within [`FAST_DRAIN`] of the previous
+/// chunk (the socket took them at once: a fast client on a fast link), doubles its reads up to
+/// this; one slow hand-off drops it back. The streak is longer than the kernel's socket send
+/// buffer (4 MiB at most by default), which takes the first megabytes of even a slow client at
+/// once; so a slow client never grows past [`CHUNK_SIZE`] and the memory bound above holds,
+/// while a fast one pays fewer reads and wake-ups per byte.
+pub const MAX_CHUNK_SIZE: usize = 256 * 1024;
+
+/// Bytes that must drain fast, without a pause, before reads grow.
+const FAST_STREAK: u64 = 8 << 20;
+
+/// A poll for more this soon after the previous chunk means the client drains as fast as it
+/// is fed.
+const FAST_DRAIN: Duration = Duration::from_millis(2);
+
 /// One piece of the body, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Segment {
@@ -148,6 +164,13 @@ pub struct FileBody {
     remaining: u64,
     /// Bytes per read; smaller when paced so the first chunk is not a long burst.
     chunk: u64,
+    /// Whether `chunk` follows the client's pace (see [`MAX_CHUNK_SIZE`]); off when paced or
+    /// when a size was set explicitly.
+    adaptive: bool,
+    /// When the last chunk was handed to hyper.
+    last_yield: Option<Instant>,
+    /// Bytes handed over fast, in a row (see [`FAST_STREAK`]).
+    fast_streak: u64,
     pace: Option<Pace>,
     /// After an error the body is over: hyper will reset the connection.
     failed: bool,
@@ -185,6 +208,9 @@ impl FileBody {
             pending: VecDeque::with_capacity(READ_AHEAD + 2),
             remaining,
             chunk,
+            adaptive: pace.is_none(),
+            last_yield: None,
+            fast_streak: 0,
             pace,
             failed: false,
             _active: ActiveGuard::new(metrics.clone()),
@@ -196,6 +222,7 @@ impl FileBody {
     pub fn with_chunk_size(mut self, bytes: usize) -> Self {
         if self.pace.is_none() {
             self.chunk = bytes.max(1) as u64;
+            self.adaptive = false;
         }
         self
     }
@@ -266,7 +293,30 @@ impl FileBody {
         }
     }
 
+    /// Grows the read size while the client drains at once, back to the base after a slow
+    /// hand-off. Called when hyper asks for the next chunk.
+    fn adapt_chunk(&mut self) {
+        if !self.adaptive {
+            return;
+        }
+        let Some(last) = self.last_yield else {
+            return;
+        };
+        if last.elapsed() <= FAST_DRAIN {
+            self.fast_streak += self.chunk;
+            if self.fast_streak >= FAST_STREAK {
+                self.chunk = (self.chunk * 2).min(MAX_CHUNK_SIZE as u64);
+            }
+        } else {
+            self.fast_streak = 0;
+            self.chunk = CHUNK_SIZE as u64;
+        }
+    }
+
     fn yielded(&mut self, bytes: &Bytes) {
+        if self.adaptive {
+            self.last_yield = Some(Instant::now());
+        }
         let n = bytes.len() as u64;
         self.remaining = self.remaining.saturating_sub(n);
         self.metrics.bytes_sent.inc_by(n);
@@ -332,6 +382,9 @@ impl Body for FileBody {
         let this = self.get_mut();
         if this.failed {
             return Poll::Ready(None);
+        }
+        if this.reads_in_flight() == 0 {
+            this.adapt_chunk();
         }
         this.top_up();
         if this.pending.is_empty() {
@@ -430,6 +483,43 @@ mod tests {
         assert_eq!(collect(body).await.unwrap(), data);
         assert_eq!(m.active_streams.get(), 0);
         assert_eq!(m.bytes_sent.get(), len as u64);
+    }
+
+    /// Chunk sizes a consumer sees when it asks for the next frame after `pause`.
+    async fn chunk_sizes(len: usize, pause: Duration) -> Vec<usize> {
+        use http_body_util::BodyExt;
+        let (tmp, _) = fixture(len);
+        let mut body = body_for(
+            &tmp,
+            vec![Segment::File {
+                offset: 0,
+                len: len as u64,
+            }],
+            None,
+            metrics(),
+        );
+        let mut sizes = Vec::new();
+        while let Some(frame) = body.frame().await {
+            sizes.push(frame.unwrap().into_data().unwrap().len());
+            if !pause.is_zero() {
+                std::thread::sleep(pause);
+            }
+        }
+        sizes
+    }
+
+    #[tokio::test]
+    async fn reads_grow_for_a_client_that_keeps_up() {
+        let sizes = chunk_sizes(16 << 20, Duration::ZERO).await;
+        assert_eq!(sizes[0], CHUNK_SIZE);
+        assert!(sizes.contains(&MAX_CHUNK_SIZE), "{sizes:?}");
+        assert!(sizes.iter().all(|s| *s <= MAX_CHUNK_SIZE));
+    }
+
+    #[tokio::test]
+    async fn reads_stay_small_for_a_slow_client() {
+        let sizes = chunk_sizes(12 * CHUNK_SIZE, Duration::from_millis(10)).await;
+        assert!(sizes.iter().all(|s| *s == CHUNK_SIZE), "{sizes:?}");
     }
 
     #[tokio::test]
