@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{request, Method, Request, Response, StatusCode, Version};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
@@ -201,11 +202,17 @@ async fn run_stages(
     // 6. forward
     let method = parts.method.clone();
     let preconditions = copy_headers(&parts.headers, PRECONDITION_HEADERS);
-    let (body, fate) = GuardedBody::new(
-        body,
-        Some(cfg.server.limits.max_body_size.bytes()),
-        cfg.server.limits.client_body_timeout.get(),
-    );
+    // A request without a body (most GETs) needs no size limit or idle timer on it.
+    let (body, fate) = if body.is_end_stream() {
+        (crate::body::empty(), None)
+    } else {
+        let (guarded, fate) = GuardedBody::new(
+            body,
+            Some(cfg.server.limits.max_body_size.bytes()),
+            cfg.server.limits.client_body_timeout.get(),
+        );
+        (guarded.boxed_unsync(), Some(fate))
+    };
     let forward = Forward {
         client: &state.client,
         target: &state.target,
@@ -213,7 +220,7 @@ async fn run_stages(
         metrics: &state.process.core,
     };
     let upstream_started = Instant::now();
-    let result = forward.send(parts, body.boxed_unsync(), Some(fate)).await;
+    let result = forward.send(parts, body, fate).await;
     ctx.upstream_time = Some(upstream_started.elapsed());
     let upstream = match result {
         Ok(r) => r,
@@ -256,11 +263,13 @@ fn request_id(headers: &HeaderMap) -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
+/// Copies the headers named in `names`: one pass with cheap name comparisons, since most
+/// requests carry none of them.
 fn copy_headers(from: &HeaderMap, names: &[HeaderName]) -> HeaderMap {
     let mut out = HeaderMap::new();
-    for name in names {
-        for v in from.get_all(name) {
-            out.append(name.clone(), v.clone());
+    for (name, value) in from.iter() {
+        if names.contains(name) {
+            out.append(name.clone(), value.clone());
         }
     }
     out
@@ -438,7 +447,6 @@ async fn offload(
 /// Reads what is left of an offload answer's body (Moodle sends none) so the connection goes
 /// back to the pool; a body that keeps coming is dropped, which closes that connection.
 fn release_upstream(body: Incoming) {
-    use http_body::Body as _;
     if body.is_end_stream() {
         return;
     }

@@ -125,10 +125,7 @@ impl Finish {
         };
         self.metrics.in_flight.dec();
         let status = record.status;
-        self.metrics
-            .requests
-            .with_label_values(&[record.route, status_label(status)])
-            .inc();
+        self.metrics.count_request(record.route, status);
         if self.sink.enabled() {
             // Moodle puts sesskey (and tokens) in page URLs, so the Referer carries them too.
             if let Some(redacted) = redact_referer(&record.referer) {
@@ -159,43 +156,6 @@ fn redact_referer(referer: &str) -> Option<String> {
         redact::redact_target(&url[path_start..], query)
     );
     (redacted != referer).then_some(redacted)
-}
-
-/// Status codes as static labels, so a metric update allocates nothing.
-fn status_label(status: u16) -> &'static str {
-    match status {
-        101 => "101",
-        200 => "200",
-        204 => "204",
-        206 => "206",
-        301 => "301",
-        302 => "302",
-        303 => "303",
-        304 => "304",
-        307 => "307",
-        308 => "308",
-        400 => "400",
-        401 => "401",
-        403 => "403",
-        404 => "404",
-        405 => "405",
-        408 => "408",
-        412 => "412",
-        413 => "413",
-        416 => "416",
-        429 => "429",
-        431 => "431",
-        499 => "499",
-        500 => "500",
-        502 => "502",
-        503 => "503",
-        504 => "504",
-        s if s < 200 => "1xx",
-        s if s < 300 => "2xx",
-        s if s < 400 => "3xx",
-        s if s < 500 => "4xx",
-        _ => "5xx",
-    }
 }
 
 impl Drop for Finish {

@@ -1,15 +1,22 @@
 //! Prometheus metrics. Built once per process and kept across config reloads (a reload swaps
 //! the state, never the registry, so counters do not reset).
 
+use std::sync::OnceLock;
+
+use crate::route::ROUTE_LABELS;
+
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The proxy core's metrics. Modules with metrics of their own (sendfile, webservice) register
 /// theirs into the same registry.
 pub struct CoreMetrics {
     pub requests: IntCounterVec,
+    /// `requests` children by (route, status), resolved on first use: a labelled lookup hashes
+    /// both labels under a lock, and this runs once per request.
+    request_counters: Vec<OnceLock<IntCounter>>,
     pub request_duration: HistogramVec,
     /// `request_duration` per route, resolved once (indexed by `Route::index`).
     pub route_duration: Vec<Histogram>,
@@ -63,11 +70,14 @@ impl CoreMetrics {
                 &["route"],
             )?,
         )?;
-        let route_duration = crate::route::ROUTE_LABELS
+        let route_duration = ROUTE_LABELS
             .iter()
             .map(|label| request_duration.with_label_values(&[label]))
             .collect();
         Ok(CoreMetrics {
+            request_counters: (0..ROUTE_LABELS.len() * STATUS_LABELS.len())
+                .map(|_| OnceLock::new())
+                .collect(),
             request_duration,
             route_duration,
             requests: reg(
@@ -174,9 +184,107 @@ impl CoreMetrics {
     }
 }
 
+impl CoreMetrics {
+    /// Counts one answered request in `moodle_edge_requests_total`.
+    pub fn count_request(&self, route: &'static str, status: u16) {
+        let (slot, label) = status_slot(status);
+        let cached = ROUTE_LABELS
+            .iter()
+            .position(|r| *r == route)
+            .and_then(|r| self.request_counters.get(r * STATUS_LABELS.len() + slot));
+        match cached {
+            Some(cell) => cell
+                .get_or_init(|| self.requests.with_label_values(&[route, label]))
+                .inc(),
+            None => self.requests.with_label_values(&[route, label]).inc(),
+        }
+    }
+}
+
+/// Status labels: the codes a proxy in front of Moodle commonly answers, then classes.
+const STATUS_LABELS: [&str; 31] = [
+    "101", "200", "204", "206", "301", "302", "303", "304", "307", "308", "400", "401", "403",
+    "404", "405", "408", "412", "413", "416", "429", "431", "499", "500", "502", "503", "504",
+    "1xx", "2xx", "3xx", "4xx", "5xx",
+];
+
+/// The label of a status code and its index in `STATUS_LABELS`.
+fn status_slot(status: u16) -> (usize, &'static str) {
+    let exact = match status {
+        101 => Some(0),
+        200 => Some(1),
+        204 => Some(2),
+        206 => Some(3),
+        301 => Some(4),
+        302 => Some(5),
+        303 => Some(6),
+        304 => Some(7),
+        307 => Some(8),
+        308 => Some(9),
+        400 => Some(10),
+        401 => Some(11),
+        403 => Some(12),
+        404 => Some(13),
+        405 => Some(14),
+        408 => Some(15),
+        412 => Some(16),
+        413 => Some(17),
+        416 => Some(18),
+        429 => Some(19),
+        431 => Some(20),
+        499 => Some(21),
+        500 => Some(22),
+        502 => Some(23),
+        503 => Some(24),
+        504 => Some(25),
+        _ => None,
+    };
+    let slot = exact.unwrap_or(match status {
+        s if s < 200 => 26,
+        s if s < 300 => 27,
+        s if s < 400 => 28,
+        s if s < 500 => 29,
+        _ => 30,
+    });
+    (slot, STATUS_LABELS[slot])
+}
+
 /// Renders the registry in the Prometheus text format.
 pub fn render(registry: &Registry) -> Result<Vec<u8>, prometheus::Error> {
     let mut out = Vec::with_capacity(16 * 1024);
     TextEncoder::new().encode(&registry.gather(), &mut out)?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_slots_match_their_labels() {
+        for code in [101u16, 200, 206, 304, 404, 413, 429, 431, 499, 502, 504] {
+            assert_eq!(status_slot(code).1, code.to_string());
+        }
+        assert_eq!(status_slot(201).1, "2xx");
+        assert_eq!(status_slot(418).1, "4xx");
+        assert_eq!(status_slot(599).1, "5xx");
+        assert_eq!(status_slot(102).1, "1xx");
+    }
+
+    #[test]
+    fn counted_requests_reach_the_registry() {
+        let registry = Registry::new();
+        let m = CoreMetrics::register(&registry).unwrap();
+        m.count_request("page", 200);
+        m.count_request("page", 200);
+        m.count_request("webservice", 429);
+        m.count_request("page", 418);
+        let text = String::from_utf8(render(&registry).unwrap()).unwrap();
+        assert!(
+            text.contains(r#"moodle_edge_requests_total{route="page",status="200"} 2"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"moodle_edge_requests_total{route="webservice",status="429"} 1"#));
+        assert!(text.contains(r#"moodle_edge_requests_total{route="page",status="4xx"} 1"#));
+    }
 }
