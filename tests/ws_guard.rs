@@ -928,3 +928,82 @@ async fn reload_keeps_rate_limit_state_when_the_section_is_unchanged() {
         200
     );
 }
+
+/// XML-RPC and SOAP name their function inside the XML body: the edge reads it there, so a
+/// deny list protects those servers too, and the body still reaches Moodle byte for byte.
+#[tokio::test]
+async fn function_policy_reads_xmlrpc_and_soap_bodies() {
+    const XMLRPC: &str = "/webservice/xmlrpc/server.php";
+    const SOAP: &str = "/webservice/soap/server.php";
+    let moodle = Moodle::start();
+    let edge = Edge::start(
+        &moodle.url(),
+        json!({
+            "function_policy": [
+                { "path": XMLRPC, "deny": ["tool_dataprivacy_*"] },
+                { "path": SOAP, "allow": ["core_course_*"] },
+            ],
+        }),
+        &[],
+    )
+    .await;
+    let t = token(31);
+    let call = |name: &str| {
+        format!(
+            "<?xml version=\"1.0\"?><methodCall><methodName>{name}</methodName><params></params></methodCall>"
+        )
+        .into_bytes()
+    };
+    let r = edge
+        .post(
+            &format!("{XMLRPC}?wstoken={t}"),
+            "text/xml",
+            call("tool_dataprivacy_approve_data_request"),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        moodle.count(),
+        0,
+        "a denied XML-RPC call never reaches Moodle"
+    );
+
+    let allowed = call("core_course_get_courses");
+    let r = edge
+        .post(
+            &format!("{XMLRPC}?wstoken={t}"),
+            "text/xml",
+            allowed.clone(),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let seen = moodle.received();
+    assert_eq!(
+        seen.last().map(|s| sha256_hex(&s.body)),
+        Some(sha256_hex(&allowed))
+    );
+
+    let envelope = |name: &str| {
+        format!(
+            "<?xml version=\"1.0\"?><SOAP-ENV:Envelope xmlns:SOAP-ENV=\"http://schemas.xmlsoap.org/soap/envelope/\" xmlns:ns1=\"urn:moodle\"><SOAP-ENV:Body><ns1:{name}/></SOAP-ENV:Body></SOAP-ENV:Envelope>"
+        )
+        .into_bytes()
+    };
+    let r = edge
+        .post(
+            &format!("{SOAP}?wstoken={t}"),
+            "text/xml",
+            envelope("core_user_get_users"),
+        )
+        .await;
+    assert_eq!(r.status, 403, "only core_course_* may be called over SOAP");
+    let r = edge
+        .post(
+            &format!("{SOAP}?wstoken={t}"),
+            "text/xml",
+            envelope("core_course_get_courses"),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(moodle.count(), 2);
+}

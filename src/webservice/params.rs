@@ -237,6 +237,10 @@ pub fn merge(entry: EntryKind, query: &QueryParams, body: Option<&BodyParams>) -
 }
 
 enum BodyKind {
+    /// An XML-RPC or SOAP call: the function is named inside the XML (`<methodName>`, or the
+    /// first element of the SOAP Body), which Moodle's servers read from the raw body whatever
+    /// its content type.
+    XmlCall,
     Urlencoded,
     Multipart(String),
     /// Multipart without a usable boundary: PHP may still parse something we cannot.
@@ -269,10 +273,32 @@ fn body_kind(content_type: Option<&str>) -> BodyKind {
 /// just leaves later fields unknown (`complete: false`).
 pub async fn inspect_body(
     content_type: Option<&str>,
+    body: ProxyBody,
+    max: usize,
+) -> Result<(BodyParams, ProxyBody), InspectError> {
+    inspect(body_kind(content_type), body, max).await
+}
+
+/// [`inspect_body`] for a call to `entry`: XML-RPC and SOAP bodies are read for the function
+/// they name, so function policy and per-function limits apply to them too.
+pub async fn inspect_call_body(
+    entry: EntryKind,
+    content_type: Option<&str>,
+    body: ProxyBody,
+    max: usize,
+) -> Result<(BodyParams, ProxyBody), InspectError> {
+    let kind = match entry {
+        EntryKind::XmlRpc | EntryKind::Soap => BodyKind::XmlCall,
+        _ => body_kind(content_type),
+    };
+    inspect(kind, body, max).await
+}
+
+async fn inspect(
+    kind: BodyKind,
     mut body: ProxyBody,
     max: usize,
 ) -> Result<(BodyParams, ProxyBody), InspectError> {
-    let kind = body_kind(content_type);
     if matches!(kind, BodyKind::Other) {
         return Ok((BodyParams::none(), body));
     }
@@ -320,6 +346,15 @@ pub async fn inspect_body(
         BodyKind::Multipart(boundary) => {
             scan_multipart(prefix.clone(), boundary, &mut found.params).await
         }
+        BodyKind::XmlCall => {
+            let name = xml_call_function(&prefix);
+            let named = name.is_some();
+            if let Some(name) = name {
+                found.params.set(Key::WsFunction, name);
+            }
+            // A name found in a cut prefix is the call's: it comes before any parameter.
+            named || ended
+        }
         BodyKind::Unreadable | BodyKind::Other => false,
     };
     found.complete = ended && parsed_ok;
@@ -329,6 +364,56 @@ pub async fn inspect_body(
         rest: if ended { None } else { Some(body) },
     };
     Ok((found, replay.boxed_unsync()))
+}
+
+/// The function an XML-RPC (`<methodName>f</methodName>`) or SOAP (first element inside the
+/// Body, namespace prefix dropped) request names. A plain text scan on the bounded prefix: no
+/// XML parser sees untrusted input here, and anything odd just leaves the name unknown.
+pub fn xml_call_function(body: &[u8]) -> Option<String> {
+    let text = match std::str::from_utf8(body) {
+        Ok(t) => t,
+        Err(e) => std::str::from_utf8(&body[..e.valid_up_to()]).ok()?,
+    };
+    let name = if let Some((_, rest)) = text.split_once("<methodName>") {
+        rest.split_once("</methodName>")?.0.trim()
+    } else {
+        // <soap:Body ...> or <Body ...>, then the first child element.
+        let at = text
+            .match_indices("Body")
+            .find(|(i, _)| {
+                let before = text[..*i].chars().next_back();
+                let after = text[i + 4..].chars().next();
+                matches!(before, Some('<') | Some(':'))
+                    && matches!(
+                        after,
+                        Some('>') | Some(' ') | Some('\t') | Some('\r') | Some('\n')
+                    )
+                    && !text[..*i].ends_with("</")
+            })
+            .map(|(i, _)| i)?;
+        let after_body = &text[at..];
+        let open = after_body.find('>')? + 1;
+        let mut rest = &after_body[open..];
+        loop {
+            let lt = rest.find('<')?;
+            rest = &rest[lt + 1..];
+            // Skip comments and processing instructions.
+            if rest.starts_with('!') || rest.starts_with('?') {
+                rest = &rest[rest.find('>')? + 1..];
+                continue;
+            }
+            break;
+        }
+        let end = rest.find(|c: char| c.is_whitespace() || c == '>' || c == '/')?;
+        let qualified = &rest[..end];
+        qualified.rsplit(':').next().unwrap_or(qualified)
+    };
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
+    ok.then(|| name.to_string())
 }
 
 fn contiguous(chunks: &VecDeque<Bytes>, len: usize) -> Bytes {
@@ -624,5 +709,68 @@ mod tests {
         let collected = body.collect().await.unwrap();
         assert!(collected.trailers().is_some());
         assert_eq!(collected.to_bytes(), Bytes::from_static(b"a=1"));
+    }
+}
+
+#[cfg(test)]
+mod xml_call_tests {
+    use super::*;
+
+    #[test]
+    fn xmlrpc_method_name() {
+        let body = br#"<?xml version="1.0"?><methodCall><methodName> core_course_get_courses </methodName><params/></methodCall>"#;
+        assert_eq!(
+            xml_call_function(body).as_deref(),
+            Some("core_course_get_courses")
+        );
+    }
+
+    #[test]
+    fn soap_first_body_element() {
+        let soap11 = br#"<?xml version="1.0" encoding="UTF-8"?>
+<SOAP-ENV:Envelope xmlns:SOAP-ENV="http://schemas.xmlsoap.org/soap/envelope/" xmlns:ns1="urn:x">
+ <SOAP-ENV:Header/>
+ <SOAP-ENV:Body>
+  <!-- a comment -->
+  <ns1:tool_dataprivacy_get_data_request><requestid>3</requestid></ns1:tool_dataprivacy_get_data_request>
+ </SOAP-ENV:Body></SOAP-ENV:Envelope>"#;
+        assert_eq!(
+            xml_call_function(soap11).as_deref(),
+            Some("tool_dataprivacy_get_data_request")
+        );
+        let unprefixed = br#"<Envelope><Body><core_user_get_users/></Body></Envelope>"#;
+        assert_eq!(
+            xml_call_function(unprefixed).as_deref(),
+            Some("core_user_get_users")
+        );
+    }
+
+    #[test]
+    fn odd_input_leaves_the_name_unknown() {
+        assert_eq!(xml_call_function(b""), None);
+        assert_eq!(xml_call_function(b"<methodName>"), None);
+        assert_eq!(xml_call_function(b"<methodName>a b</methodName>"), None);
+        assert_eq!(xml_call_function(b"<Envelope><Body>"), None);
+        assert_eq!(xml_call_function(&[0xff, 0xfe, b'<']), None);
+    }
+
+    #[tokio::test]
+    async fn an_xmlrpc_call_names_its_function_and_passes_through_unchanged() {
+        use http_body_util::BodyExt;
+        let raw = br#"<?xml version="1.0"?><methodCall><methodName>core_user_get_users</methodName></methodCall>"#;
+        let (found, body) = inspect_call_body(
+            EntryKind::XmlRpc,
+            Some("text/xml"),
+            crate::body::full(&raw[..]),
+            1 << 20,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            found.params.wsfunction.as_deref(),
+            Some("core_user_get_users")
+        );
+        assert!(found.complete);
+        assert_eq!(&body.collect().await.unwrap().to_bytes()[..], &raw[..]);
     }
 }

@@ -99,7 +99,9 @@ pub async fn guard(
             .headers
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok());
-        match params::inspect_body(content_type, body, state.guard.max_inspect_body()).await {
+        match params::inspect_call_body(entry, content_type, body, state.guard.max_inspect_body())
+            .await
+        {
             Ok((found, body)) => (Some(found), body),
             Err(e) => {
                 ctx.note = Some("ws_body_unreadable");
