@@ -46,11 +46,13 @@ fn sighup_applies_a_changed_config_without_dropping_keepalive_connections() {
     let health = echo_of(&mut raw, "/lb-health").json();
     assert!(health.get("checks").is_some(), "{health}");
     assert!(b.seen_path("/lb-health").is_empty());
-    assert!(proxy.stdout().contains("configuration reloaded"));
-    assert_eq!(
-        proxy.metric("moodle_edge_config_reloads_total{result=\"ok\"}"),
-        Some(1.0)
-    );
+    // The swap comes first, the log line and the counter right after it.
+    wait_for("the reload to be logged", Duration::from_secs(5), || {
+        proxy.stdout().contains("configuration reloaded")
+    });
+    wait_for("the reload to be counted", Duration::from_secs(5), || {
+        proxy.metric("moodle_edge_config_reloads_total{result=\"ok\"}") == Some(1.0)
+    });
 }
 
 #[test]
