@@ -55,6 +55,9 @@ pub struct RequestContext {
     pub client_ip: IpAddr,
     pub host: String,
     pub upstream_time: Option<Duration>,
+    /// The part of `upstream_time` after the whole request had been sent: the upstream's own
+    /// time, without a slow client's upload.
+    pub upstream_wait: Option<Duration>,
     /// The file an offload served.
     pub offload: Option<String>,
     /// Why the edge answered by itself, when it did.
@@ -87,6 +90,7 @@ pub async fn handle(
         client_ip: conn.peer.ip(),
         host: String::new(),
         upstream_time: None,
+        upstream_wait: None,
         offload: None,
         note: None,
     };
@@ -139,7 +143,7 @@ async fn run_stages(
         }
     };
     ctx.client_ip = sanitized.client.ip;
-    ctx.host = sanitized.host.clone();
+    ctx.host = sanitized.host;
     if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
         parts.headers.insert(headers::X_REQUEST_ID, v);
     }
@@ -220,8 +224,9 @@ async fn run_stages(
         metrics: &state.process.core,
     };
     let upstream_started = Instant::now();
-    let result = forward.send(parts, body, fate).await;
+    let (result, waited) = forward.send(parts, body, fate).await;
     ctx.upstream_time = Some(upstream_started.elapsed());
+    ctx.upstream_wait = Some(waited);
     let upstream = match result {
         Ok(r) => r,
         Err(e) => {

@@ -53,11 +53,28 @@ pub struct Forward<'a> {
 
 impl Forward<'_> {
     /// Sends the request. `fate` is the request body's guard, when it has a body.
+    ///
+    /// Also returns how long the upstream took once the whole request had been handed on (or
+    /// since the start, when it answered before the body ended): the upstream's own time,
+    /// without a slow client's upload in it.
     pub async fn send(
+        &self,
+        parts: request::Parts,
+        body: ProxyBody,
+        fate: Option<Arc<BodyFate>>,
+    ) -> (Result<Response<Incoming>, ForwardError>, Duration) {
+        let started = Instant::now();
+        let mut sent_at = None;
+        let result = self.exchange(parts, body, fate, &mut sent_at).await;
+        (result, sent_at.unwrap_or(started).elapsed())
+    }
+
+    async fn exchange(
         &self,
         mut parts: request::Parts,
         body: ProxyBody,
         fate: Option<Arc<BodyFate>>,
+        sent_at: &mut Option<Instant>,
     ) -> Result<Response<Incoming>, ForwardError> {
         let path_and_query = parts
             .uri
@@ -82,7 +99,10 @@ impl Forward<'_> {
         let early = match (&fate, streaming_body) {
             (Some(fate), true) => tokio::select! {
                 result = &mut exchange => Some(result),
-                _ = fate.ended() => None,
+                _ = fate.ended() => {
+                    *sent_at = Some(Instant::now());
+                    None
+                }
             },
             _ => None,
         };

@@ -3,18 +3,12 @@
 //! through the [`Guard`](super::Guard), then follow its answer to feed the breaker, the
 //! metrics and the audit log.
 
-use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{request, Method, Response, StatusCode};
-use http_body::{Body, Frame, SizeHint};
-use http_body_util::BodyExt;
 
-use crate::body::{BoxError, ProxyBody};
+use crate::body::ProxyBody;
 use crate::pipeline::RequestContext;
 use crate::proxy::forward::ForwardError;
 use crate::state::State;
@@ -30,59 +24,6 @@ pub struct WsAdmitted {
     call: WsCall,
     admission: Admission,
     admitted_at: Instant,
-    /// When the request body had been handed on in full (see [`SentBody`]).
-    body_sent: Arc<OnceLock<Instant>>,
-}
-
-/// Passes the request body on unchanged and notes when its end has been handed on.
-struct SentBody {
-    inner: ProxyBody,
-    sent: Arc<OnceLock<Instant>>,
-}
-
-impl SentBody {
-    fn wrap(inner: ProxyBody) -> (ProxyBody, Arc<OnceLock<Instant>>) {
-        let sent = Arc::new(OnceLock::new());
-        if inner.is_end_stream() {
-            // No body: nothing to wait for (hyper will not poll it).
-            let _ = sent.set(Instant::now());
-        }
-        let body = SentBody {
-            inner,
-            sent: sent.clone(),
-        };
-        (body.boxed_unsync(), sent)
-    }
-}
-
-impl Body for SentBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        let ended = match &polled {
-            Poll::Ready(None) => true,
-            Poll::Ready(Some(Ok(_))) => this.inner.is_end_stream(),
-            _ => false,
-        };
-        if ended {
-            let _ = this.sent.set(Instant::now());
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
 }
 
 /// Runs the guard. `Err` is the answer to send instead of forwarding.
@@ -132,19 +73,14 @@ pub async fn guard(
     );
     let started = Instant::now();
     match state.guard.admit(&call).await {
-        Ok(admission) => {
-            let admitted_at = Instant::now();
-            let (body, body_sent) = SentBody::wrap(body);
-            Ok((
-                body,
-                WsAdmitted {
-                    call,
-                    admission,
-                    admitted_at,
-                    body_sent,
-                },
-            ))
-        }
+        Ok(admission) => Ok((
+            body,
+            WsAdmitted {
+                call,
+                admission,
+                admitted_at: Instant::now(),
+            },
+        )),
         Err(rejection) => {
             ctx.note = Some(rejection.reason());
             AuditLog::new(state.audit_log.clone()).record_rejection(
@@ -159,16 +95,13 @@ pub async fn guard(
 }
 
 impl WsAdmitted {
-    /// Moodle's time to answer: the forward's time to response headers (`upstream_time`) less
-    /// the part of it spent waiting for the client's request body. PHP starts only once the
-    /// body is in, so a slow upload is the client's time, not Moodle's; counted as Moodle's,
-    /// a few slow uploads (even without a valid token) would open the breaker for everyone.
-    fn moodle_time(&self, upstream_time: Option<Duration>) -> Duration {
-        let total = upstream_time.unwrap_or_else(|| self.admitted_at.elapsed());
-        match self.body_sent.get() {
-            Some(sent) => total.saturating_sub(sent.saturating_duration_since(self.admitted_at)),
-            None => total,
-        }
+    /// Moodle's time to answer: the forward's wait after the whole request had been sent
+    /// (`upstream_wait`). PHP starts only once the body is in, so a slow upload is the client's
+    /// time, not Moodle's; counted as Moodle's, a few slow uploads (even without a valid token)
+    /// would open the breaker for everyone.
+    fn moodle_time(&self, ctx: &RequestContext) -> Duration {
+        ctx.upstream_wait
+            .unwrap_or_else(|| self.admitted_at.elapsed())
     }
 
     /// The upstream gave no answer: that is a breaker failure (connect, timeout, protocol);
@@ -192,7 +125,7 @@ impl WsAdmitted {
         let mut report = CallReport::upstream_failure(kind);
         report.status = Some(status.as_u16());
         let waited = self.admitted_at.elapsed();
-        let moodle_time = self.moodle_time(ctx.upstream_time);
+        let moodle_time = self.moodle_time(ctx);
         AuditLog::new(state.audit_log.clone()).record(
             &self.call,
             &report,
@@ -212,14 +145,13 @@ impl WsAdmitted {
     ) -> Response<ProxyBody> {
         // The breaker judges Moodle's time to answer: neither the client's upload (see
         // `moodle_time`) nor its download.
-        let to_headers = self.moodle_time(ctx.upstream_time);
+        let to_headers = self.moodle_time(ctx);
         let audit = AuditLog::new(state.audit_log.clone());
         let request_id = ctx.request_id.clone();
         let WsAdmitted {
             call,
             admission,
             admitted_at,
-            body_sent: _,
         } = self;
         outcome::wrap_response(response, move |report| {
             let total: Duration = admitted_at.elapsed();
