@@ -19,7 +19,9 @@
 #   EDGE [moodle-edge]  set EDGE=nginx to put a second, identical nginx in moodle-edge's place:
 #                       proves the harness and shows its noise (ratios should be about 1.00);
 #                       EDGE=hyper-floor puts examples/hyper_floor.rs there: the bare hyper
-#                       stack moodle-edge is built on, with none of its work (the best it can be)
+#                       stack (server and pooled client) with none of moodle-edge's work;
+#                       EDGE=direct-floor the same with moodle-edge's direct upstream path
+#                       (src/proxy/direct.rs) in place of hyper's client
 #   KEEP_DIR [0]        1 keeps the temp dir (configs, logs, raw tool output) for inspection
 #   IDLE_WAIT [120]     seconds to wait for an otherwise idle machine before starting
 #
@@ -44,11 +46,11 @@ MOODLE_EDGE_BIN="${MOODLE_EDGE_BIN:-$repo/target/release/moodle-edge}"
 require_whole ROUNDS DURATION CONNS WARMUP BASE_PORT IDLE_WAIT
 require_scenarios 'http|https|h2'
 case "$EDGE" in
-moodle-edge | nginx | hyper-floor) ;;
-*) bad_setting "EDGE must be moodle-edge, nginx or hyper-floor" ;;
+moodle-edge | nginx | hyper-floor | direct-floor) ;;
+*) bad_setting "EDGE must be moodle-edge, nginx, hyper-floor or direct-floor" ;;
 esac
 FLOOR_BIN="$repo/target/release/examples/hyper_floor"
-if [[ "$EDGE" == hyper-floor && ! -x "$FLOOR_BIN" ]]; then
+if [[ "$EDGE" == *-floor && ! -x "$FLOOR_BIN" ]]; then
     (cd "$repo" && cargo build --release --example hyper_floor)
 fi
 require_cmds nginx wrk h2load openssl curl ps
@@ -124,8 +126,8 @@ proxy_nginx_conf nginx "$port_nginx_http" "$port_nginx_tls" >"$dir/nginx.conf"
 if [[ "$EDGE" == nginx ]]; then
     edge_label="nginx-b"
     proxy_nginx_conf nginx-b "$port_edge_http" "$port_edge_tls" >"$dir/nginx-b.conf"
-elif [[ "$EDGE" == hyper-floor ]]; then
-    edge_label="hyper-floor"
+elif [[ "$EDGE" == *-floor ]]; then
+    edge_label="$EDGE"
 else
     edge_label="moodle-edge"
     {
@@ -152,8 +154,10 @@ start nginx "${pin_proxy[@]}" nginx -p "$dir/nginx" -c "$dir/nginx.conf" -e "$di
 nginx_pid=$started_pid
 if [[ "$EDGE" == nginx ]]; then
     start nginx-b "${pin_proxy[@]}" nginx -p "$dir/nginx-b" -c "$dir/nginx-b.conf" -e "$dir/nginx-b/error.log"
-elif [[ "$EDGE" == hyper-floor ]]; then
-    start hyper-floor "${pin_proxy[@]}" "$FLOOR_BIN" "127.0.0.1:$port_edge_http" "127.0.0.1:$port_edge_tls" \
+elif [[ "$EDGE" == *-floor ]]; then
+    floor_env=()
+    [[ "$EDGE" == direct-floor ]] && floor_env=(env DIRECT=1)
+    start "$EDGE" "${floor_env[@]}" "${pin_proxy[@]}" "$FLOOR_BIN" "127.0.0.1:$port_edge_http" "127.0.0.1:$port_edge_tls" \
         "$dir/cert.pem" "$dir/key.pem" "http://127.0.0.1:$port_upstream"
 else
     check_edge_config "$MOODLE_EDGE_BIN"

@@ -4,6 +4,10 @@
 //! rules, no timeouts, no metrics, no logs. Its figures beside nginx show how much of any gap is
 //! the stack's and how much is moodle-edge's own work. Not a product: never deploy it.
 //!
+//! With `DIRECT=1` in the environment, requests without a body go upstream over moodle-edge's
+//! direct path (`moodle_edge::proxy::direct`) instead of hyper's pooled client: the floor of
+//! the stack moodle-edge actually uses (`bench/load.sh EDGE=direct-floor`).
+//!
 //!     cargo run --release --example hyper_floor -- HTTP_ADDR TLS_ADDR CERT KEY UPSTREAM_URL
 
 use std::convert::Infallible;
@@ -17,6 +21,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use moodle_edge::body::ProxyBody;
+use moodle_edge::proxy::direct::DirectPool;
 
 type Pool = Client<HttpConnector, ProxyBody>;
 
@@ -26,9 +31,24 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 async fn forward(
     client: Pool,
+    direct: Option<Arc<DirectPool>>,
     upstream: Uri,
     mut req: Request<Incoming>,
 ) -> Result<hyper::Response<ProxyBody>, Infallible> {
+    if let Some(direct) = direct {
+        use http_body::Body as _;
+        if req.body().is_end_stream() {
+            let (parts, _) = req.into_parts();
+            return Ok(match direct.send(&parts).await {
+                Ok(resp) => resp.map(moodle_edge::body::boxed),
+                Err(_) => {
+                    let mut r = hyper::Response::new(moodle_edge::body::empty());
+                    *r.status_mut() = http::StatusCode::BAD_GATEWAY;
+                    r
+                }
+            });
+        }
+    }
     let path = req
         .uri()
         .path_and_query()
@@ -80,6 +100,16 @@ fn main() {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         let client: Pool = Client::builder(TokioExecutor::new()).build(http);
+        // DIRECT=1: bodiless requests take moodle-edge's direct upstream path instead.
+        let direct = std::env::var_os("DIRECT").map(|_| {
+            Arc::new(DirectPool::new(
+                upstream.authority().expect("upstream authority"),
+                256,
+                std::time::Duration::from_secs(60),
+                std::time::Duration::from_secs(5),
+                None,
+            ))
+        });
         let plain = tokio::net::TcpListener::bind(http_addr.as_str())
             .await
             .expect("bind http");
@@ -93,8 +123,11 @@ fn main() {
             };
             let _ = stream.set_nodelay(true);
             let (client, upstream, acceptor) = (client.clone(), upstream.clone(), acceptor.clone());
+            let direct = direct.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |req| forward(client.clone(), upstream.clone(), req));
+                let service = service_fn(move |req| {
+                    forward(client.clone(), direct.clone(), upstream.clone(), req)
+                });
                 let builder = auto::Builder::new(TokioExecutor::new());
                 if is_tls {
                     if let Ok(tls) = acceptor.accept(stream).await {

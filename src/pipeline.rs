@@ -27,7 +27,7 @@ use crate::observe::access_log::{AccessRecord, Finish, LoggedBody};
 use crate::observe::redact;
 use crate::proxy::body::GuardedBody;
 use crate::proxy::error_page::{error_response, ErrorStyle};
-use crate::proxy::forward::{Forward, ForwardError};
+use crate::proxy::forward::{Forward, ForwardError, UpstreamBody};
 use crate::proxy::sanitize::{self, SanitizeInput};
 use crate::proxy::{headers, upgrade};
 use crate::route::{self, EdgeRoute, Route, RouteTable};
@@ -219,14 +219,14 @@ async fn run_stages(
     };
     let forward = Forward {
         client: &state.client,
+        direct: state.direct.as_ref(),
         target: &state.target,
         response_timeout: cfg.upstream.response_timeout.get(),
         metrics: &state.process.core,
     };
-    let upstream_started = Instant::now();
-    let (result, waited) = forward.send(parts, body, fate).await;
-    ctx.upstream_time = Some(upstream_started.elapsed());
-    ctx.upstream_wait = Some(waited);
+    let (result, timing) = forward.send(parts, body, fate).await;
+    ctx.upstream_time = Some(timing.total);
+    ctx.upstream_wait = Some(timing.upstream);
     let upstream = match result {
         Ok(r) => r,
         Err(e) => {
@@ -265,7 +265,19 @@ fn request_id(headers: &HeaderMap) -> String {
             return id.to_string();
         }
     }
-    format!("{:032x}", rand::random::<u128>())
+    new_request_id()
+}
+
+/// 128 random bits as 32 lower-case hex digits (a table lookup: `format!` cost more than the
+/// rest of the request id handling together).
+fn new_request_id() -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(32);
+    for b in rand::random::<u128>().to_be_bytes() {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 0x0f)] as char);
+    }
+    out
 }
 
 /// Copies the headers named in `names`: one pass with cheap name comparisons, since most
@@ -389,14 +401,16 @@ fn forward_error_response(
 /// An ordinary answer: hop-by-hop headers out, body streamed with the idle timeout.
 fn pass_through(
     state: &State,
-    upstream: Response<Incoming>,
+    upstream: Response<UpstreamBody>,
     on_upgrade: Option<OnUpgrade>,
     upgrade_requested: bool,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = upstream.into_parts();
     let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
     if switching {
-        if let (Some(client), true) = (on_upgrade, upgrade_requested) {
+        if let (Some(client), true, UpstreamBody::Pooled(body)) =
+            (on_upgrade, upgrade_requested, body)
+        {
             let mut upstream = Response::from_parts(parts.clone(), body);
             upgrade::join(client, hyper::upgrade::on(&mut upstream));
             headers::strip_hop_by_hop(&mut parts.headers, true);
@@ -434,7 +448,7 @@ async fn offload(
     ctx: &mut RequestContext,
     method: &Method,
     preconditions: &HeaderMap,
-    upstream: Response<Incoming>,
+    upstream: Response<UpstreamBody>,
 ) -> Response<ProxyBody> {
     let (parts, body) = upstream.into_parts();
     release_upstream(body);
@@ -451,7 +465,7 @@ async fn offload(
 
 /// Reads what is left of an offload answer's body (Moodle sends none) so the connection goes
 /// back to the pool; a body that keeps coming is dropped, which closes that connection.
-fn release_upstream(body: Incoming) {
+fn release_upstream(body: UpstreamBody) {
     if body.is_end_stream() {
         return;
     }
@@ -559,4 +573,29 @@ fn log_stage(
     );
     let (parts, body) = response.into_parts();
     Response::from_parts(parts, LoggedBody::new(body, finish).boxed_unsync())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_request_ids_are_32_hex_digits_and_differ() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_eq!(a.len(), 32);
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn a_sane_client_request_id_is_kept_and_a_bad_one_replaced() {
+        let mut h = HeaderMap::new();
+        h.insert(headers::X_REQUEST_ID, HeaderValue::from_static("abc-123.x"));
+        assert_eq!(request_id(&h), "abc-123.x");
+        h.insert(headers::X_REQUEST_ID, HeaderValue::from_static("bad id"));
+        assert_eq!(request_id(&h).len(), 32);
+    }
 }

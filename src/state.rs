@@ -15,6 +15,7 @@ use crate::observe::health::UpstreamHealth;
 use crate::observe::metrics::CoreMetrics;
 use crate::observe::sink::LineSink;
 use crate::proxy::client::{self, ClientError, UpstreamClient, UpstreamTarget};
+use crate::proxy::direct::DirectPool;
 use crate::sendfile::{Offloader, SendfileMetrics};
 use crate::server::tls::{self, TlsError};
 use crate::store::{Store, StoreError};
@@ -69,6 +70,9 @@ pub struct State {
     pub process: Arc<Process>,
     pub client: UpstreamClient,
     pub target: UpstreamTarget,
+    /// The direct path for bodiless requests to an http:// upstream (None when `upstream.direct`
+    /// is off or the upstream is https://).
+    pub direct: Option<Arc<DirectPool>>,
     /// One TLS server config per `server.listen` entry (None for plain listeners).
     pub tls: Vec<Option<Arc<rustls::ServerConfig>>>,
     pub offloader: Offloader,
@@ -112,6 +116,16 @@ impl State {
         guard: Option<Arc<Guard>>,
     ) -> Result<State, BuildError> {
         let (client, target) = client::build(&config.upstream, process.core.clone())?;
+        let direct =
+            (config.upstream.direct && target.scheme == http::uri::Scheme::HTTP).then(|| {
+                Arc::new(DirectPool::new(
+                    &target.authority,
+                    config.upstream.pool_max_idle_per_host,
+                    config.upstream.pool_idle_timeout.get(),
+                    config.upstream.connect_timeout.get(),
+                    Some(process.core.clone()),
+                ))
+            });
         let tls = config
             .server
             .listen
@@ -148,6 +162,7 @@ impl State {
             process,
             client,
             target,
+            direct,
             tls,
             offloader,
             guard,

@@ -24,6 +24,7 @@ pub struct CoreMetrics {
     pub upstream_errors: IntCounterVec,
     pub upstream_connect: Histogram,
     pub upstream_response: Histogram,
+    pub upstream_retries: IntCounter,
     pub upstream_up: IntGauge,
     pub connections_open: IntGaugeVec,
     pub connections_total: IntCounterVec,
@@ -119,6 +120,13 @@ impl CoreMetrics {
                         "Time from sending the request upstream to its response head.",
                     )
                     .buckets(LATENCY_BUCKETS.to_vec()),
+                )?,
+            )?,
+            upstream_retries: reg(
+                registry,
+                IntCounter::new(
+                    "moodle_edge_upstream_retries_total",
+                    "Requests sent again on a new connection because the pooled one they were sent on had been closed by the upstream before it answered (direct path, safe methods only).",
                 )?,
             )?,
             upstream_up: reg(

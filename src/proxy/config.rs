@@ -30,6 +30,15 @@ pub struct UpstreamConfig {
     pub ca_file: Option<PathBuf>,
     #[serde(default)]
     pub health_check: HealthCheckConfig,
+    /// Requests without a body to an http:// upstream take the direct path (HTTP/1.1 spoken in
+    /// the request's own task, see src/proxy/direct.rs); false sends every request through
+    /// hyper's pooled client.
+    #[serde(default = "default_true")]
+    pub direct: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// The readiness probe sent to the upstream: any answer below 500 counts as "up".

@@ -1,18 +1,61 @@
-//! The forward stage: send the sanitized request to the upstream over the pooled client, with a
-//! timeout on each phase (connect, response head, idle body), and say precisely what failed.
+//! The forward stage: send the sanitized request to the upstream, with a timeout on each phase
+//! (connect, response head, idle body), and say precisely what failed.
+//!
+//! Two paths lead there. Requests without a body (most page views, every file download) to an
+//! http:// upstream take the direct path (src/proxy/direct.rs); uploads, upgrades and https://
+//! upstreams take hyper's pooled client, which streams a body both ways at once.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use http::{request, Request, Response};
-use http_body::Body as _;
+use bytes::Bytes;
+use http::{header, request, Request, Response};
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use thiserror::Error;
 
-use crate::body::ProxyBody;
+use crate::body::{BoxError, ProxyBody};
 use crate::observe::metrics::CoreMetrics;
 use crate::proxy::body::BodyFate;
 use crate::proxy::client::{UpstreamClient, UpstreamTarget};
+use crate::proxy::direct::{DirectBody, DirectError, DirectPool};
+
+/// The upstream's response body, from whichever path carried the request.
+pub enum UpstreamBody {
+    Pooled(Incoming),
+    Direct(DirectBody),
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpstreamBody::Pooled(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Direct(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Pooled(b) => b.is_end_stream(),
+            UpstreamBody::Direct(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Pooled(b) => b.size_hint(),
+            UpstreamBody::Direct(b) => b.size_hint(),
+        }
+    }
+}
 
 #[derive(Debug, Error)]
 pub enum ForwardError {
@@ -44,8 +87,18 @@ impl ForwardError {
     }
 }
 
+/// How long an exchange took, up to the response head.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// From handing the request on to the response head.
+    pub total: Duration,
+    /// The upstream's share: from the end of the request body to the response head.
+    pub upstream: Duration,
+}
+
 pub struct Forward<'a> {
     pub client: &'a UpstreamClient,
+    pub direct: Option<&'a Arc<DirectPool>>,
     pub target: &'a UpstreamTarget,
     pub response_timeout: Duration,
     pub metrics: &'a CoreMetrics,
@@ -54,19 +107,29 @@ pub struct Forward<'a> {
 impl Forward<'_> {
     /// Sends the request. `fate` is the request body's guard, when it has a body.
     ///
-    /// Also returns how long the upstream took once the whole request had been handed on (or
-    /// since the start, when it answered before the body ended): the upstream's own time,
-    /// without a slow client's upload in it.
+    /// Also returns how long the exchange took up to the response head, and how long the
+    /// upstream took once the whole request had been handed on (or since the start, when it
+    /// answered before the body ended): the upstream's own time, without a slow client's upload
+    /// in it. The clock is read twice for a request without a body.
     pub async fn send(
         &self,
         parts: request::Parts,
         body: ProxyBody,
         fate: Option<Arc<BodyFate>>,
-    ) -> (Result<Response<Incoming>, ForwardError>, Duration) {
+    ) -> (Result<Response<UpstreamBody>, ForwardError>, Timing) {
         let started = Instant::now();
         let mut sent_at = None;
         let result = self.exchange(parts, body, fate, &mut sent_at).await;
-        (result, sent_at.unwrap_or(started).elapsed())
+        let ended = Instant::now();
+        let total = ended.saturating_duration_since(started);
+        if result.is_ok() {
+            self.metrics.upstream_response.observe(total.as_secs_f64());
+        }
+        let timing = Timing {
+            total,
+            upstream: ended.saturating_duration_since(sent_at.unwrap_or(started)),
+        };
+        (result, timing)
     }
 
     async fn exchange(
@@ -75,7 +138,12 @@ impl Forward<'_> {
         body: ProxyBody,
         fate: Option<Arc<BodyFate>>,
         sent_at: &mut Option<Instant>,
-    ) -> Result<Response<Incoming>, ForwardError> {
+    ) -> Result<Response<UpstreamBody>, ForwardError> {
+        if let Some(direct) = self.direct {
+            if body.is_end_stream() && !parts.headers.contains_key(header::UPGRADE) {
+                return self.exchange_direct(direct, parts).await;
+            }
+        }
         let path_and_query = parts
             .uri
             .path_and_query()
@@ -90,7 +158,6 @@ impl Forward<'_> {
         let streaming_body = !body.is_end_stream();
         let request = Request::from_parts(parts, body);
 
-        let started = Instant::now();
         let exchange = self.client.request(request);
         tokio::pin!(exchange);
 
@@ -114,14 +181,32 @@ impl Forward<'_> {
             },
         };
         match result {
-            Ok(response) => {
-                self.metrics
-                    .upstream_response
-                    .observe(started.elapsed().as_secs_f64());
-                Ok(response)
-            }
+            Ok(response) => Ok(response.map(UpstreamBody::Pooled)),
             Err(e) => Err(classify(e, fate.as_deref())),
         }
+    }
+
+    /// A bodiless request over the direct path: the response timeout covers the connect too,
+    /// as it does on the pooled path.
+    async fn exchange_direct(
+        &self,
+        direct: &Arc<DirectPool>,
+        mut parts: request::Parts,
+    ) -> Result<Response<UpstreamBody>, ForwardError> {
+        parts.version = http::Version::HTTP_11;
+        match tokio::time::timeout(self.response_timeout, direct.send(&parts)).await {
+            Err(_) => Err(ForwardError::Timeout(self.response_timeout)),
+            Ok(Err(e)) => Err(classify_direct(&e)),
+            Ok(Ok(response)) => Ok(response.map(UpstreamBody::Direct)),
+        }
+    }
+}
+
+fn classify_direct(e: &DirectError) -> ForwardError {
+    if e.is_connect() {
+        ForwardError::Connect(error_chain(e))
+    } else {
+        ForwardError::Protocol(error_chain(e))
     }
 }
 

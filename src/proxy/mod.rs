@@ -4,6 +4,7 @@
 pub mod body;
 pub mod client;
 pub mod config;
+pub mod direct;
 pub mod error_page;
 pub mod forward;
 pub mod headers;

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::proxy::forward::UpstreamBody;
 use crate::state::{BuildError, Process, SharedState, State};
 use activation::Inherited;
 use listener::Acceptor;
@@ -305,7 +306,27 @@ async fn probe_upstream(shared: SharedState, shutdown: CancellationToken) {
                 }
                 req.headers_mut()
                     .insert(USER_AGENT, HeaderValue::from_static("moodle-edge-health"));
-                match tokio::time::timeout(hc.timeout.get(), state.client.request(req)).await {
+                // The probe takes the same path as a page view, so it proves that path works
+                // (and shares its pool rather than holding a connection of its own).
+                let sent = async {
+                    match &state.direct {
+                        Some(direct) => {
+                            let (parts, _) = req.into_parts();
+                            direct
+                                .send(&parts)
+                                .await
+                                .map(|r| r.map(UpstreamBody::Direct))
+                                .map_err(|e| e.to_string())
+                        }
+                        None => state
+                            .client
+                            .request(req)
+                            .await
+                            .map(|r| r.map(UpstreamBody::Pooled))
+                            .map_err(|e| e.to_string()),
+                    }
+                };
+                match tokio::time::timeout(hc.timeout.get(), sent).await {
                     Ok(Ok(resp)) if resp.status().as_u16() < 500 => {
                         let _ = tokio::time::timeout(hc.timeout.get(), resp.into_body().collect())
                             .await;
@@ -346,10 +367,22 @@ async fn probe_upstream(shared: SharedState, shutdown: CancellationToken) {
 }
 
 /// Periodic clean-up: forget rate-limit buckets and concurrency slots of idle keys.
+/// Periodic chores: idle direct-path connections the upstream closed are let go every 5 s (so
+/// they do not sit in CLOSE_WAIT), idle rate-limit and breaker entries every minute.
 async fn housekeeping(shared: SharedState, shutdown: CancellationToken) {
+    let mut ticks = 0u32;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(60)) => shared.load().guard.housekeeping(),
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {
+                let state = shared.load();
+                if let Some(direct) = &state.direct {
+                    direct.reap();
+                }
+                ticks += 1;
+                if ticks % 12 == 0 {
+                    state.guard.housekeeping();
+                }
+            }
             _ = shutdown.cancelled() => return,
         }
     }

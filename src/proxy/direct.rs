@@ -1,0 +1,913 @@
+//! The direct upstream path: HTTP/1.1 to a plain-http upstream, spoken inside the request's own
+//! task over pooled keep-alive connections.
+//!
+//! hyper's pooled client runs every upstream connection as a task of its own and hands each
+//! request, response head and body chunk across channels to it: three hand-offs and two extra
+//! task polls per request. On loopback, where a request costs ~15 µs in all, that is a large share
+//! (see the README's performance section). This path writes the request head and reads the
+//! response on the caller's task, and the response body reads the socket itself, so a bodiless
+//! request costs two socket writes and two reads and no hand-off at all.
+//!
+//! Scope, on purpose narrow: requests without a body and without an upgrade, to an `http://`
+//! upstream. Everything else (uploads, WebSocket, `https://` upstreams) keeps hyper's client, whose
+//! full-duplex body handling those need. No crate offers an HTTP/1.1 client that runs in the
+//! caller's task over a pool; the parsing itself is `httparse`, the same parser hyper uses.
+//!
+//! Framing follows RFC 9112 §6.3: no body for HEAD, 1xx, 204 and 304; Transfer-Encoding wins
+//! over Content-Length (and such a connection is not reused); differing Content-Lengths are an
+//! error; otherwise the body runs to the close. A connection goes back to the pool only when its
+//! body was read to its exact end with nothing after it, and the upstream allowed keep-alive.
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{request, Method, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use thiserror::Error;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::observe::metrics::CoreMetrics;
+
+/// The longest response head accepted (status line and headers).
+const MAX_HEAD: usize = 64 * 1024;
+/// The most header fields in a response head.
+const MAX_HEADERS: usize = 128;
+/// The longest chunk-size line or trailer section of a chunked body.
+const MAX_CHUNK_LINE: usize = 4096;
+const MAX_TRAILERS: usize = 16 * 1024;
+/// Reads ask for at least this much room.
+const READ_CHUNK: usize = 16 * 1024;
+
+#[derive(Debug, Error)]
+pub enum DirectError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect { addr: String, source: io::Error },
+    #[error("connecting to {addr} took longer than {timeout:?}")]
+    ConnectTimeout { addr: String, timeout: Duration },
+    #[error("the upstream closed the connection before it answered")]
+    ClosedBeforeAnswer,
+    #[error("upstream I/O failed: {0}")]
+    Io(#[from] io::Error),
+    #[error("the upstream sent a malformed response head: {0}")]
+    Parse(httparse::Error),
+    #[error("the upstream's response head is larger than {MAX_HEAD} bytes")]
+    HeadTooLarge,
+    #[error("the upstream's response is badly framed: {0}")]
+    Framing(&'static str),
+}
+
+impl DirectError {
+    /// True when no connection to the upstream could be made at all.
+    pub fn is_connect(&self) -> bool {
+        matches!(
+            self,
+            DirectError::Connect { .. } | DirectError::ConnectTimeout { .. }
+        )
+    }
+}
+
+/// One open upstream connection and what has been read from it but not yet used.
+struct Conn {
+    io: TcpStream,
+    buf: BytesMut,
+}
+
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
+/// The pool of idle keep-alive connections to one plain-http upstream, most recently used first
+/// out (it is the one least likely to have been closed by the upstream's keep-alive timeout).
+pub struct DirectPool {
+    addr: String,
+    authority: HeaderValue,
+    idle: Mutex<Vec<Idle>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+    connect_timeout: Duration,
+    metrics: Option<Arc<CoreMetrics>>,
+}
+
+impl DirectPool {
+    /// `authority` is the upstream's host:port; it is also the Host sent when a request has none.
+    pub fn new(
+        authority: &http::uri::Authority,
+        max_idle: usize,
+        idle_timeout: Duration,
+        connect_timeout: Duration,
+        metrics: Option<Arc<CoreMetrics>>,
+    ) -> Self {
+        let addr = match authority.port_u16() {
+            Some(_) => authority.as_str().to_string(),
+            None => format!("{}:80", authority.host()),
+        };
+        DirectPool {
+            authority: HeaderValue::from_str(authority.as_str())
+                .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
+            addr,
+            idle: Mutex::new(Vec::new()),
+            max_idle,
+            idle_timeout,
+            connect_timeout,
+            metrics,
+        }
+    }
+
+    /// How many idle connections the pool holds now.
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
+    /// Sends a bodiless request and reads the response head. The body reads the same
+    /// connection, which returns here when the body has been read to its end.
+    pub async fn send(
+        self: &Arc<Self>,
+        parts: &request::Parts,
+    ) -> Result<Response<DirectBody>, DirectError> {
+        let head = encode_head(parts, &self.authority);
+        let is_head = parts.method == Method::HEAD;
+        // A reused connection may have been closed by the upstream a moment ago; a request that
+        // never got an answer on it is tried once more on a new connection if resending it is
+        // safe (RFC 9110 §9.2.2), as nginx's proxy_next_upstream does.
+        let mut may_retry = true;
+        loop {
+            // The second try always opens a new connection: after an upstream restart every
+            // pooled one may be dead.
+            let pooled = if may_retry { self.checkout() } else { None };
+            let (mut conn, reused) = match pooled {
+                Some(conn) => (conn, true),
+                None => (self.connect().await?, false),
+            };
+            match exchange(&mut conn, &head, is_head).await {
+                Ok((parts, framing, keep_alive)) => {
+                    let body = DirectBody {
+                        conn: Some(conn),
+                        pool: self.clone(),
+                        framing,
+                        keep_alive,
+                    };
+                    let mut body = body;
+                    body.finish_if_done();
+                    return Ok(Response::from_parts(parts, body));
+                }
+                Err(Exchange::Stale { written }) if reused && may_retry => {
+                    if written && !is_idempotent(&parts.method) {
+                        return Err(DirectError::ClosedBeforeAnswer);
+                    }
+                    may_retry = false;
+                    if let Some(m) = &self.metrics {
+                        m.upstream_retries.inc();
+                    }
+                }
+                Err(Exchange::Stale { .. }) => return Err(DirectError::ClosedBeforeAnswer),
+                Err(Exchange::Failed(e)) => return Err(e),
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Conn, DirectError> {
+        let started = Instant::now();
+        let io = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.addr))
+            .await
+        {
+            Ok(Ok(io)) => io,
+            Ok(Err(source)) => {
+                return Err(DirectError::Connect {
+                    addr: self.addr.clone(),
+                    source,
+                })
+            }
+            Err(_) => {
+                return Err(DirectError::ConnectTimeout {
+                    addr: self.addr.clone(),
+                    timeout: self.connect_timeout,
+                })
+            }
+        };
+        io.set_nodelay(true)?;
+        if let Some(m) = &self.metrics {
+            m.upstream_connect.observe(started.elapsed().as_secs_f64());
+        }
+        Ok(Conn {
+            io,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+        })
+    }
+
+    /// The most recently used idle connection that is still open and fresh.
+    fn checkout(&self) -> Option<Conn> {
+        let mut idle = self.idle.lock().ok()?;
+        while let Some(entry) = idle.pop() {
+            if entry.since.elapsed() < self.idle_timeout && still_open(&entry.conn.io) {
+                return Some(entry.conn);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, conn: Conn) {
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < self.max_idle {
+                idle.push(Idle {
+                    conn,
+                    since: Instant::now(),
+                });
+            }
+        }
+    }
+
+    /// Closes idle connections that timed out or that the upstream closed; returns how many
+    /// were closed. Called from the housekeeping task, so sockets the upstream closed do not
+    /// linger in CLOSE_WAIT until the next request.
+    pub fn reap(&self) -> usize {
+        let Ok(mut idle) = self.idle.lock() else {
+            return 0;
+        };
+        let before = idle.len();
+        idle.retain(|e| e.since.elapsed() < self.idle_timeout && still_open(&e.conn.io));
+        before - idle.len()
+    }
+}
+
+/// An idle connection must have nothing to read: data or end-of-file there means the upstream
+/// closed it (or sent garbage). Readiness is what the reactor last saw, so this costs a system
+/// call only when the reactor says readable.
+fn still_open(io: &TcpStream) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    match io.poll_read_ready(&mut cx) {
+        Poll::Pending => true,
+        Poll::Ready(Err(_)) => false,
+        Poll::Ready(Ok(())) => {
+            let mut probe = [0u8; 1];
+            matches!(io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        }
+    }
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// The request head in HTTP/1.1 form. Header names are already lower case (as hyper sends them).
+fn encode_head(parts: &request::Parts, authority: &HeaderValue) -> Vec<u8> {
+    let target = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let mut size = parts.method.as_str().len() + target.len() + 64;
+    for (name, value) in &parts.headers {
+        size += name.as_str().len() + value.len() + 4;
+    }
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    if !parts.headers.contains_key(header::HOST) {
+        out.extend_from_slice(b"host: ");
+        out.extend_from_slice(authority.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in &parts.headers {
+        // The body is empty whatever the client's framing said.
+        if name == header::TRANSFER_ENCODING || name == header::CONTENT_LENGTH {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    // Methods that normally carry a body say it is empty, as hyper does.
+    if matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
+        out.extend_from_slice(b"content-length: 0\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+enum Exchange {
+    /// The connection was closed or reset before any byte of an answer arrived; `written`
+    /// says whether the request had been handed to the kernel.
+    Stale {
+        written: bool,
+    },
+    Failed(DirectError),
+}
+
+fn stale_kind(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::UnexpectedEof
+    )
+}
+
+async fn exchange(
+    conn: &mut Conn,
+    head: &[u8],
+    is_head: bool,
+) -> Result<(http::response::Parts, Framing, bool), Exchange> {
+    if let Err(e) = conn.io.write_all(head).await {
+        return Err(if stale_kind(&e) {
+            Exchange::Stale { written: false }
+        } else {
+            Exchange::Failed(e.into())
+        });
+    }
+    let mut got_any = false;
+    loop {
+        // Interim answers (100, 102, 103) are read past; a 101 is never asked for on this path.
+        let (parts, len) = loop {
+            if !conn.buf.is_empty() {
+                match parse_head(&conn.buf) {
+                    Ok(Some(parsed)) => break parsed,
+                    Ok(None) => {}
+                    Err(e) => return Err(Exchange::Failed(e)),
+                }
+                if conn.buf.len() >= MAX_HEAD {
+                    return Err(Exchange::Failed(DirectError::HeadTooLarge));
+                }
+            }
+            conn.buf.reserve(READ_CHUNK);
+            match poll_fn(|cx| {
+                tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.buf)
+            })
+            .await
+            {
+                Ok(0) if !got_any => return Err(Exchange::Stale { written: true }),
+                Ok(0) => {
+                    return Err(Exchange::Failed(DirectError::Framing(
+                        "connection closed inside the response head",
+                    )))
+                }
+                Ok(_) => got_any = true,
+                Err(e) if !got_any && stale_kind(&e) => {
+                    return Err(Exchange::Stale { written: true })
+                }
+                Err(e) => return Err(Exchange::Failed(e.into())),
+            }
+        };
+        let head_bytes = conn.buf.split_to(len).freeze();
+        let status = parts.status;
+        if status.is_informational() {
+            if status == StatusCode::SWITCHING_PROTOCOLS {
+                return Err(Exchange::Failed(DirectError::Framing(
+                    "a protocol switch nobody asked for",
+                )));
+            }
+            continue;
+        }
+        let response = build_parts(&parts, &head_bytes).map_err(Exchange::Failed)?;
+        let (framing, keep_alive) = framing(&response, is_head).map_err(Exchange::Failed)?;
+        return Ok((response, framing, keep_alive));
+    }
+}
+
+/// What `httparse` found, with header positions kept as offsets so values can share the head's
+/// bytes instead of being copied.
+struct ParsedHead {
+    status: StatusCode,
+    version: Version,
+    headers: Vec<(HeaderName, std::ops::Range<usize>)>,
+}
+
+fn parse_head(buf: &[u8]) -> Result<Option<(ParsedHead, usize)>, DirectError> {
+    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut storage);
+    let len = match response.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(DirectError::Parse(e)),
+    };
+    let code = response.code.unwrap_or(0);
+    let status = StatusCode::from_u16(code).map_err(|_| DirectError::Framing("bad status code"))?;
+    let version = if response.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let base = buf.as_ptr() as usize;
+    let mut headers = Vec::with_capacity(response.headers.len());
+    for h in response.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| DirectError::Framing("bad header name"))?;
+        let start = h.value.as_ptr() as usize - base;
+        headers.push((name, start..start + h.value.len()));
+    }
+    Ok(Some((
+        ParsedHead {
+            status,
+            version,
+            headers,
+        },
+        len,
+    )))
+}
+
+fn build_parts(parsed: &ParsedHead, head: &Bytes) -> Result<http::response::Parts, DirectError> {
+    let mut map = HeaderMap::with_capacity(parsed.headers.len());
+    for (name, range) in &parsed.headers {
+        let value = HeaderValue::from_maybe_shared(head.slice(range.clone()))
+            .map_err(|_| DirectError::Framing("bad header value"))?;
+        map.append(name.clone(), value);
+    }
+    let mut response = Response::new(());
+    *response.status_mut() = parsed.status;
+    *response.version_mut() = parsed.version;
+    *response.headers_mut() = map;
+    Ok(response.into_parts().0)
+}
+
+/// How the body is delimited, and whether the connection may be reused afterwards.
+fn framing(parts: &http::response::Parts, is_head: bool) -> Result<(Framing, bool), DirectError> {
+    let headers = &parts.headers;
+    let mut keep_alive = match parts.version {
+        Version::HTTP_10 => has_token(headers, "keep-alive"),
+        _ => !has_token(headers, "close"),
+    };
+    let no_body = is_head
+        || parts.status == StatusCode::NO_CONTENT
+        || parts.status == StatusCode::NOT_MODIFIED;
+    let te = headers.contains_key(header::TRANSFER_ENCODING);
+    let length = content_length(headers)?;
+    if no_body {
+        return Ok((Framing::Done, keep_alive));
+    }
+    if te {
+        if te && length.is_some() {
+            keep_alive = false;
+        }
+        let chunked = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+        if chunked {
+            return Ok((Framing::Chunked(Chunk::Size), keep_alive));
+        }
+        return Ok((Framing::Close, false));
+    }
+    match length {
+        Some(0) => Ok((Framing::Done, keep_alive)),
+        Some(n) => Ok((Framing::Fixed(n), keep_alive)),
+        None => Ok((Framing::Close, false)),
+    }
+}
+
+fn has_token(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// The Content-Length, when present: every value (and every item of a list) must be the same
+/// number, or the response cannot be framed safely (RFC 9112 §6.3 item 5).
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, DirectError> {
+    let mut found = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        let text = value
+            .to_str()
+            .map_err(|_| DirectError::Framing("bad Content-Length"))?;
+        for item in text.split(',') {
+            let item = item.trim();
+            if item.is_empty() || !item.bytes().all(|b| b.is_ascii_digit()) || item.len() > 19 {
+                return Err(DirectError::Framing("bad Content-Length"));
+            }
+            let n: u64 = item
+                .parse()
+                .map_err(|_| DirectError::Framing("bad Content-Length"))?;
+            match found {
+                Some(prev) if prev != n => {
+                    return Err(DirectError::Framing("conflicting Content-Length values"))
+                }
+                _ => found = Some(n),
+            }
+        }
+    }
+    Ok(found)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// The body has been read to its end.
+    Done,
+    /// This many bytes are left.
+    Fixed(u64),
+    Chunked(Chunk),
+    /// Until the upstream closes the connection.
+    Close,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Expecting a chunk-size line.
+    Size,
+    /// This many bytes of chunk data are left.
+    Data(u64),
+    /// Expecting the CRLF after chunk data.
+    DataEnd,
+    /// Inside the trailer section; the count is the trailer bytes seen so far.
+    Trailers(usize),
+}
+
+/// A response body read straight from the upstream connection, which goes back to the pool
+/// when the body ends cleanly and is closed when the body is dropped early.
+pub struct DirectBody {
+    conn: Option<Conn>,
+    pool: Arc<DirectPool>,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+impl DirectBody {
+    fn finish_if_done(&mut self) {
+        if self.framing != Framing::Done {
+            return;
+        }
+        if let Some(conn) = self.conn.take() {
+            // Bytes after the end of the answer mean the upstream and we disagree on framing.
+            if self.keep_alive && conn.buf.is_empty() {
+                self.pool.checkin(conn);
+            }
+        }
+    }
+
+    /// Reads more from the upstream. Ready(Ok(false)) is end-of-file.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<bool, DirectError>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(Ok(false));
+        };
+        if conn.buf.capacity() - conn.buf.len() < READ_CHUNK / 4 {
+            conn.buf.reserve(READ_CHUNK);
+        }
+        match tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.buf) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(0)) => Poll::Ready(Ok(false)),
+            Poll::Ready(Ok(_)) => Poll::Ready(Ok(true)),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
+        }
+    }
+
+    fn buffered(&self) -> usize {
+        self.conn.as_ref().map_or(0, |c| c.buf.len())
+    }
+
+    fn take(&mut self, n: usize) -> Bytes {
+        match self.conn.as_mut() {
+            Some(conn) => conn.buf.split_to(n).freeze(),
+            None => Bytes::new(),
+        }
+    }
+
+    /// One step of chunked decoding over what is buffered: Some(frame data) when chunk data is
+    /// available, None when more input is needed or a state changed (the caller loops).
+    fn step_chunked(&mut self, state: Chunk) -> Result<Option<Bytes>, DirectError> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(DirectError::Framing("chunked body without a connection"));
+        };
+        let buf = &mut conn.buf;
+        match state {
+            Chunk::Size => {
+                let Some(line_end) = find_crlf(buf) else {
+                    if buf.len() > MAX_CHUNK_LINE {
+                        return Err(DirectError::Framing("chunk size line too long"));
+                    }
+                    return Ok(None);
+                };
+                let size = parse_chunk_size(&buf[..line_end])?;
+                buf.advance(line_end + 2);
+                self.framing = Framing::Chunked(if size == 0 {
+                    Chunk::Trailers(0)
+                } else {
+                    Chunk::Data(size)
+                });
+                Ok(None)
+            }
+            Chunk::Data(left) => {
+                if buf.is_empty() {
+                    return Ok(None);
+                }
+                let n = (buf.len() as u64).min(left) as usize;
+                let data = buf.split_to(n).freeze();
+                let left = left - n as u64;
+                self.framing = Framing::Chunked(if left == 0 {
+                    Chunk::DataEnd
+                } else {
+                    Chunk::Data(left)
+                });
+                Ok(Some(data))
+            }
+            Chunk::DataEnd => {
+                if buf.len() < 2 {
+                    return Ok(None);
+                }
+                if &buf[..2] != b"\r\n" {
+                    return Err(DirectError::Framing("chunk data not followed by CRLF"));
+                }
+                buf.advance(2);
+                self.framing = Framing::Chunked(Chunk::Size);
+                Ok(None)
+            }
+            Chunk::Trailers(seen) => {
+                // Trailer fields are not passed on (hyper's client path drops them too).
+                let Some(line_end) = find_crlf(buf) else {
+                    if seen + buf.len() > MAX_TRAILERS {
+                        return Err(DirectError::Framing("trailer section too long"));
+                    }
+                    return Ok(None);
+                };
+                buf.advance(line_end + 2);
+                self.framing = if line_end == 0 {
+                    Framing::Done
+                } else {
+                    Framing::Chunked(Chunk::Trailers(seen + line_end + 2))
+                };
+                Ok(None)
+            }
+        }
+    }
+}
+
+fn find_crlf(buf: &[u8]) -> Option<usize> {
+    buf.windows(2).position(|w| w == b"\r\n")
+}
+
+/// A chunk-size line: hex digits, then optional chunk extensions (ignored).
+fn parse_chunk_size(line: &[u8]) -> Result<u64, DirectError> {
+    let digits_end = line
+        .iter()
+        .position(|b| !b.is_ascii_hexdigit())
+        .unwrap_or(line.len());
+    let rest = &line[digits_end..];
+    if digits_end == 0 || digits_end > 15 {
+        return Err(DirectError::Framing("bad chunk size"));
+    }
+    let rest_ok = rest.is_empty() || matches!(rest[0], b';' | b' ' | b'\t');
+    if !rest_ok {
+        return Err(DirectError::Framing("bad chunk size"));
+    }
+    let text = std::str::from_utf8(&line[..digits_end])
+        .map_err(|_| DirectError::Framing("bad chunk size"))?;
+    u64::from_str_radix(text, 16).map_err(|_| DirectError::Framing("bad chunk size"))
+}
+
+impl Body for DirectBody {
+    type Data = Bytes;
+    type Error = DirectError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, DirectError>>> {
+        let this = self.get_mut();
+        loop {
+            match this.framing {
+                Framing::Done => return Poll::Ready(None),
+                Framing::Fixed(left) => {
+                    let buffered = this.buffered();
+                    if buffered > 0 {
+                        let n = (buffered as u64).min(left) as usize;
+                        let data = this.take(n);
+                        let left = left - n as u64;
+                        this.framing = if left == 0 {
+                            Framing::Done
+                        } else {
+                            Framing::Fixed(left)
+                        };
+                        this.finish_if_done();
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    match this.poll_fill(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Ok(true)) => {}
+                        Poll::Ready(Ok(false)) => {
+                            this.conn = None;
+                            return Poll::Ready(Some(Err(DirectError::Framing(
+                                "the upstream closed the connection inside the body",
+                            ))));
+                        }
+                        Poll::Ready(Err(e)) => {
+                            this.conn = None;
+                            return Poll::Ready(Some(Err(e)));
+                        }
+                    }
+                }
+                Framing::Chunked(state) => match this.step_chunked(state) {
+                    Err(e) => {
+                        this.conn = None;
+                        this.framing = Framing::Done;
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                    Ok(Some(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Ok(None) => {
+                        if this.framing == Framing::Done {
+                            this.finish_if_done();
+                            return Poll::Ready(None);
+                        }
+                        if this.framing != Framing::Chunked(state) {
+                            continue;
+                        }
+                        match this.poll_fill(cx) {
+                            Poll::Pending => return Poll::Pending,
+                            Poll::Ready(Ok(true)) => {}
+                            Poll::Ready(Ok(false)) => {
+                                this.conn = None;
+                                this.framing = Framing::Done;
+                                return Poll::Ready(Some(Err(DirectError::Framing(
+                                    "the upstream closed the connection inside a chunked body",
+                                ))));
+                            }
+                            Poll::Ready(Err(e)) => {
+                                this.conn = None;
+                                this.framing = Framing::Done;
+                                return Poll::Ready(Some(Err(e)));
+                            }
+                        }
+                    }
+                },
+                Framing::Close => {
+                    let buffered = this.buffered();
+                    if buffered > 0 {
+                        let data = this.take(buffered);
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    match this.poll_fill(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Ok(true)) => {}
+                        Poll::Ready(Ok(false)) => {
+                            this.conn = None;
+                            this.framing = Framing::Done;
+                            return Poll::Ready(None);
+                        }
+                        Poll::Ready(Err(e)) => {
+                            this.conn = None;
+                            this.framing = Framing::Done;
+                            return Poll::Ready(Some(Err(e)));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.framing == Framing::Done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Done => SizeHint::with_exact(0),
+            Framing::Fixed(left) => SizeHint::with_exact(left),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(method: &str, uri: &str, headers: &[(&str, &str)]) -> request::Parts {
+        let mut b = http::Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn head_is_http11_with_host_and_no_client_framing() {
+        let p = parts(
+            "GET",
+            "/course/view.php?id=2",
+            &[
+                ("host", "lms.example"),
+                ("content-length", "0"),
+                ("x-a", "1"),
+            ],
+        );
+        let out = encode_head(&p, &HeaderValue::from_static("up:8080"));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET /course/view.php?id=2 HTTP/1.1\r\nhost: lms.example\r\nx-a: 1\r\n\r\n"
+        );
+        let p = parts("POST", "/x", &[]);
+        let out = String::from_utf8(encode_head(&p, &HeaderValue::from_static("up:8080"))).unwrap();
+        assert_eq!(
+            out,
+            "POST /x HTTP/1.1\r\nhost: up:8080\r\ncontent-length: 0\r\n\r\n"
+        );
+    }
+
+    fn framing_of(head: &str, is_head: bool) -> Result<(Framing, bool), DirectError> {
+        let (parsed, len) = parse_head(head.as_bytes()).unwrap().unwrap();
+        let bytes = Bytes::copy_from_slice(&head.as_bytes()[..len]);
+        let parts = build_parts(&parsed, &bytes).unwrap();
+        framing(&parts, is_head)
+    }
+
+    #[test]
+    fn framing_follows_rfc9112() {
+        use Framing::*;
+        let f = |h: &str| framing_of(h, false).unwrap();
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"),
+            (Fixed(5), true)
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"),
+            (Done, true)
+        );
+        assert_eq!(f("HTTP/1.1 204 No\r\n\r\n"), (Done, true));
+        assert_eq!(
+            f("HTTP/1.1 304 NM\r\ncontent-length: 9\r\n\r\n"),
+            (Done, true)
+        );
+        assert_eq!(
+            framing_of("HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n", true).unwrap(),
+            (Done, true)
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"),
+            (Chunked(Chunk::Size), true)
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n"),
+            (Chunked(Chunk::Size), false)
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n"),
+            (Close, false)
+        );
+        assert_eq!(f("HTTP/1.1 200 OK\r\n\r\n"), (Close, false));
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\n"),
+            (Fixed(1), false)
+        );
+        assert_eq!(
+            f("HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n"),
+            (Fixed(1), false)
+        );
+        assert_eq!(
+            f("HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 1\r\n\r\n"),
+            (Fixed(1), true)
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\ncontent-length: 4, 4\r\n\r\n"),
+            (Fixed(4), true)
+        );
+        for bad in [
+            "HTTP/1.1 200 OK\r\ncontent-length: 4\r\ncontent-length: 5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: +4\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n",
+        ] {
+            assert!(framing_of(bad, false).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn chunk_sizes() {
+        assert_eq!(parse_chunk_size(b"1a").unwrap(), 26);
+        assert_eq!(parse_chunk_size(b"0").unwrap(), 0);
+        assert_eq!(parse_chunk_size(b"10;name=value").unwrap(), 16);
+        for bad in [&b""[..], b"x", b"-1", b"1x", b"ffffffffffffffff0"] {
+            assert!(parse_chunk_size(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn malformed_heads_are_errors_not_panics() {
+        for bad in [
+            "HTTP/1.1 2000 OK\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nbad header\r\n\r\n",
+            "HTTP/9 200 OK\r\n\r\n",
+            "garbage\r\n\r\n",
+        ] {
+            assert!(parse_head(bad.as_bytes()).is_err(), "{bad:?}");
+        }
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\nx: y\r\n")
+            .unwrap()
+            .is_none());
+    }
+}
