@@ -424,6 +424,11 @@ fn pass_through(
             "",
         );
     }
+    // Transfer-Encoding wins over Content-Length, and the length must not reach the client with
+    // the re-framed body (RFC 9112 §6.3): a client trusting it would cut the body short.
+    if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
     headers::strip_hop_by_hop(&mut parts.headers, false);
     strip_offload_controls(&mut parts.headers);
     let (body, _fate) = GuardedBody::new(body, None, state.config.upstream.idle_timeout.get());

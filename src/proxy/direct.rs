@@ -449,20 +449,26 @@ fn framing(parts: &http::response::Parts, is_head: bool) -> Result<(Framing, boo
         return Ok((Framing::Done, keep_alive));
     }
     if te {
-        if te && length.is_some() {
+        if length.is_some() {
             keep_alive = false;
         }
-        let chunked = headers
+        // Transfer-Encoding is hop-by-hop and removed before the client sees the answer, so a
+        // coding other than chunked alone (gzip, or gzip under chunked) could not be undone by
+        // the client: refused, as hyper's client refuses it.
+        let mut codings = headers
             .get_all(header::TRANSFER_ENCODING)
             .iter()
-            .next_back()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
-        if chunked {
-            return Ok((Framing::Chunked(Chunk::Size), keep_alive));
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .map(|c| c.trim_ascii())
+            .filter(|c| !c.is_empty());
+        let only_chunked = matches!(
+            (codings.next(), codings.next()),
+            (Some(c), None) if c.eq_ignore_ascii_case(b"chunked")
+        );
+        if !only_chunked {
+            return Err(DirectError::Framing("a transfer coding other than chunked"));
         }
-        return Ok((Framing::Close, false));
+        return Ok((Framing::Chunked(Chunk::Size), keep_alive));
     }
     match length {
         Some(0) => Ok((Framing::Done, keep_alive)),
@@ -856,8 +862,8 @@ mod tests {
             (Chunked(Chunk::Size), false)
         );
         assert_eq!(
-            f("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n"),
-            (Close, false)
+            f("HTTP/1.1 200 OK\r\ntransfer-encoding: Chunked\r\n\r\n"),
+            (Chunked(Chunk::Size), true)
         );
         assert_eq!(f("HTTP/1.1 200 OK\r\n\r\n"), (Close, false));
         assert_eq!(
@@ -877,6 +883,10 @@ mod tests {
             (Fixed(4), true)
         );
         for bad in [
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n",
             "HTTP/1.1 200 OK\r\ncontent-length: 4\r\ncontent-length: 5\r\n\r\n",
             "HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
             "HTTP/1.1 200 OK\r\ncontent-length: +4\r\n\r\n",
