@@ -16,7 +16,7 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
 /// Hop-by-hop headers, always removed, plus whatever `Connection` names.
-const HOP_BY_HOP: &[HeaderName] = &[
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     header::TE,
     header::TRAILER,
@@ -24,48 +24,55 @@ const HOP_BY_HOP: &[HeaderName] = &[
     header::UPGRADE,
     header::PROXY_AUTHORIZATION,
     header::PROXY_AUTHENTICATE,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
 ];
 
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name)
-        || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
+fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
+    HOP_BY_HOP.iter().position(|h| h == name)
 }
 
 /// Removes hop-by-hop headers. `keep_upgrade` keeps `Connection: upgrade` + `Upgrade` for a
 /// WebSocket handshake, which must reach the other side.
 ///
-/// One pass over the names first: most messages carry no hop-by-hop header besides
-/// `Connection`, and a scan with cheap comparisons costs less than a hashed `remove` for every
-/// name on the list (this runs twice per request).
+/// One pass over the names marks which hop-by-hop headers are present (most messages carry
+/// only `Connection`), then only those are removed: cheaper than a hashed `remove` for every
+/// name on the list, and nothing is allocated unless `Connection` names a header that is not
+/// hop-by-hop already (this runs twice per request).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if !headers.keys().any(is_hop_by_hop) {
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(i) = hop_by_hop_index(name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return;
     }
     // Headers named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        if keep_upgrade && (name == header::UPGRADE) {
-            continue;
+    let mut named: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        let Ok(value) = value.to_str() else { continue };
+        for token in value.split(',') {
+            let Ok(name) = HeaderName::from_bytes(token.trim().as_bytes()) else {
+                continue;
+            };
+            if hop_by_hop_index(&name).is_none() {
+                named.push(name);
+            }
         }
+    }
+    for name in named {
         headers.remove(&name);
     }
-    let present: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| is_hop_by_hop(n))
-        .cloned()
-        .collect();
-    for name in present {
-        if keep_upgrade && (name == header::CONNECTION || name == header::UPGRADE) {
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) == 0 {
             continue;
         }
-        headers.remove(&name);
+        if keep_upgrade && (*name == header::CONNECTION || *name == header::UPGRADE) {
+            continue;
+        }
+        headers.remove(name);
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));

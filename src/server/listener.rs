@@ -203,7 +203,10 @@ impl Acceptor {
         };
         let connection = builder.serve_connection_with_upgrades(io, service);
         tokio::pin!(connection);
+        // Biased: the connection is what wakes this task; the shutdown signal is looked at
+        // after it, with no random pick between the two on every wake-up.
         let result = tokio::select! {
+            biased;
             r = connection.as_mut() => r,
             _ = self.shutdown.cancelled() => {
                 // Finish the requests in flight, then close; idle connections close now.
@@ -225,13 +228,29 @@ impl Acceptor {
 /// The size of a request head as it came on the wire (request line, header lines, blank line);
 /// exact for HTTP/1.1 up to optional whitespace.
 fn head_size(req: &Request<Incoming>) -> usize {
-    let line = req.method().as_str().len() + 1 + req.uri().to_string().len() + 11;
+    let line = req.method().as_str().len() + 1 + uri_len(req.uri()) + 11;
     let headers: usize = req
         .headers()
         .iter()
         .map(|(n, v)| n.as_str().len() + 2 + v.len() + 2)
         .sum();
     line + headers + 2
+}
+
+/// The length of the URI as written (`scheme://authority` when absolute, then path and query),
+/// without formatting it: this runs for every request.
+fn uri_len(uri: &http::Uri) -> usize {
+    let prefix = match (uri.scheme_str(), uri.authority()) {
+        (Some(scheme), Some(authority)) => scheme.len() + 3 + authority.as_str().len(),
+        (None, Some(authority)) => authority.as_str().len(),
+        _ => 0,
+    };
+    let rest = match uri.path_and_query() {
+        Some(pq) => pq.as_str().len(),
+        None if prefix > 0 => 0,
+        None => 1,
+    };
+    prefix + rest
 }
 
 fn header_too_large(state: &crate::state::State) -> Response<ProxyBody> {
@@ -266,4 +285,24 @@ fn classify_connection_error(e: &(dyn std::error::Error + 'static)) -> &'static 
         }
     }
     "io"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::uri_len;
+
+    #[test]
+    fn uri_len_matches_the_written_form() {
+        for text in [
+            "/",
+            "/course/view.php?id=2",
+            "http://lms.example:8080/a?b=c",
+            "https://lms.example/",
+            "lms.example:443",
+            "*",
+        ] {
+            let uri: http::Uri = text.parse().unwrap();
+            assert_eq!(uri_len(&uri), uri.to_string().len(), "{text}");
+        }
+    }
 }
