@@ -29,8 +29,10 @@ fn browser_request() -> Request<()> {
 
 fn bench_sanitize(c: &mut Criterion) {
     let trusted = vec!["10.0.0.0/8".parse().unwrap()];
+    let peer_value = http::HeaderValue::from_static("192.0.2.7");
     let input = SanitizeInput {
         peer: "192.0.2.7".parse().unwrap(),
+        peer_value: &peer_value,
         tls: true,
         trusted_proxies: &trusted,
         max_body_size: 2 << 30,

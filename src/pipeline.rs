@@ -39,12 +39,22 @@ use crate::{server, sso, webservice};
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
+    /// The peer's IP address as a header value, formatted once for the connection's requests
+    /// (X-Forwarded-For and X-Real-IP).
+    pub peer_value: HeaderValue,
     pub local: SocketAddr,
     pub tls: bool,
     /// The SNI name the client sent (picks the certificate, and later the tenant).
     pub sni: Option<String>,
     /// Index of the `server.listen` entry.
     pub listener: usize,
+}
+
+impl ConnInfo {
+    /// An IP address as a header value (an address's text is always a valid one).
+    pub fn ip_value(ip: IpAddr) -> HeaderValue {
+        HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
+    }
 }
 
 /// The request context: what the stages learn about one request, in the order they learn it.
@@ -117,6 +127,7 @@ async fn run_stages(
         &mut parts,
         &SanitizeInput {
             peer: conn.peer.ip(),
+            peer_value: &conn.peer_value,
             tls: conn.tls,
             trusted_proxies: &cfg.server.trusted_proxies,
             max_body_size: cfg.server.limits.max_body_size.bytes(),

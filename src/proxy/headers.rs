@@ -16,7 +16,7 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
 /// Hop-by-hop headers, always removed, plus whatever `Connection` names.
-const HOP_BY_HOP: [HeaderName; 9] = [
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     header::TE,
     header::TRAILER,
@@ -123,11 +123,18 @@ pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
 /// Works out the client address. The incoming X-Forwarded-For is believed only when the peer is
 /// a trusted proxy; then the chain is walked from the right, skipping trusted hops, and the first
 /// untrusted address is the client (the same rule as nginx's real_ip_recursive).
-pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> ClientAddr {
+///
+/// `peer_text` is the peer's address as text, formatted once per connection.
+pub fn client_addr(
+    peer: IpAddr,
+    peer_text: &str,
+    headers: &HeaderMap,
+    trusted: &[IpNet],
+) -> ClientAddr {
     if !is_trusted(peer, trusted) {
         return ClientAddr {
             ip: peer,
-            forwarded_for: peer.to_string(),
+            forwarded_for: peer_text.to_owned(),
             forwarded_proto: None,
         };
     }
@@ -156,7 +163,7 @@ pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> Clie
     if !forwarded_for.is_empty() {
         forwarded_for.push_str(", ");
     }
-    forwarded_for.push_str(&peer.to_string());
+    forwarded_for.push_str(peer_text);
     let forwarded_proto = headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
@@ -170,11 +177,23 @@ pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> Clie
 }
 
 /// Sets X-Forwarded-For/-Proto/-Host and X-Real-IP, replacing whatever the client sent.
-pub fn set_forwarded(headers: &mut HeaderMap, client: &ClientAddr, proto: &str, host: &str) {
+/// `peer_value` is the peer's address as a header value, made once per connection: with no
+/// trusted proxy in front (the usual case) both X-Forwarded-For and X-Real-IP are that value.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    client: &ClientAddr,
+    peer_value: &HeaderValue,
+    proto: &str,
+    host: &str,
+) {
     if headers.contains_key(FORWARDED) {
         headers.remove(FORWARDED);
     }
-    let forwarded_for = HeaderValue::from_str(&client.forwarded_for).ok();
+    let forwarded_for = if client.forwarded_for.as_bytes() == peer_value.as_bytes() {
+        Some(peer_value.clone())
+    } else {
+        HeaderValue::from_str(&client.forwarded_for).ok()
+    };
     match client.forwarded_proto.as_deref().unwrap_or(proto) {
         "https" => headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https")),
         _ => headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http")),
@@ -253,7 +272,7 @@ mod tests {
     #[test]
     fn untrusted_peer_forwarded_for_is_ignored() {
         let h = map(&[("x-forwarded-for", "1.2.3.4")]);
-        let c = client_addr("10.0.0.9".parse().unwrap(), &h, &[]);
+        let c = client_addr("10.0.0.9".parse().unwrap(), "10.0.0.9", &h, &[]);
         assert_eq!(c.ip.to_string(), "10.0.0.9");
         assert_eq!(c.forwarded_for, "10.0.0.9");
     }
@@ -265,7 +284,7 @@ mod tests {
             ("x-forwarded-for", "6.6.6.6, 1.2.3.4, 10.0.0.5"),
             ("x-forwarded-proto", "https"),
         ]);
-        let c = client_addr("10.0.0.9".parse().unwrap(), &h, &trusted);
+        let c = client_addr("10.0.0.9".parse().unwrap(), "10.0.0.9", &h, &trusted);
         assert_eq!(c.ip.to_string(), "1.2.3.4");
         assert_eq!(c.forwarded_for, "6.6.6.6, 1.2.3.4, 10.0.0.5, 10.0.0.9");
         assert_eq!(c.forwarded_proto.as_deref(), Some("https"));
@@ -275,7 +294,7 @@ mod tests {
     fn garbage_in_a_trusted_chain_stops_the_walk() {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         let h = map(&[("x-forwarded-for", "1.2.3.4, nonsense")]);
-        let c = client_addr("10.0.0.9".parse().unwrap(), &h, &trusted);
+        let c = client_addr("10.0.0.9".parse().unwrap(), "10.0.0.9", &h, &trusted);
         assert_eq!(c.ip.to_string(), "10.0.0.9");
     }
 }

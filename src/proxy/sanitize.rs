@@ -40,6 +40,8 @@ pub struct Sanitized {
 
 pub struct SanitizeInput<'a> {
     pub peer: IpAddr,
+    /// The peer address as a header value (see `ConnInfo::peer_value`).
+    pub peer_value: &'a HeaderValue,
     pub tls: bool,
     pub trusted_proxies: &'a [IpNet],
     pub max_body_size: u64,
@@ -61,10 +63,12 @@ pub fn sanitize(
     if parts.version == Version::HTTP_2 {
         merge_cookies(&mut parts.headers);
     }
-    let client = headers::client_addr(input.peer, &parts.headers, input.trusted_proxies);
+    let peer_text = input.peer_value.to_str().unwrap_or_default();
+    let client = headers::client_addr(input.peer, peer_text, &parts.headers, input.trusted_proxies);
     headers::set_forwarded(
         &mut parts.headers,
         &client,
+        input.peer_value,
         if input.tls { "https" } else { "http" },
         &host,
     );
@@ -240,9 +244,12 @@ mod tests {
         req.into_parts().0
     }
 
+    static PEER: HeaderValue = HeaderValue::from_static("192.0.2.7");
+
     fn input() -> SanitizeInput<'static> {
         SanitizeInput {
             peer: "192.0.2.7".parse().unwrap(),
+            peer_value: &PEER,
             tls: true,
             trusted_proxies: &[],
             max_body_size: 1000,

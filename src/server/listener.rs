@@ -110,6 +110,7 @@ impl Acceptor {
                         };
                         let conn = ConnInfo {
                             peer,
+                            peer_value: ConnInfo::ip_value(peer.ip()),
                             local,
                             tls: true,
                             sni,
@@ -136,6 +137,7 @@ impl Acceptor {
             None => {
                 let conn = ConnInfo {
                     peer,
+                    peer_value: ConnInfo::ip_value(peer.ip()),
                     local,
                     tls: false,
                     sni: None,
