@@ -304,8 +304,10 @@ echo "moodle-edge load benchmark"
 echo "  $(nginx -v 2>&1 | sed 's/.*: //'); $(wrk -v 2>&1 | head -1 | awk '{ print "wrk", $2 }'); $(h2load --version | head -1)"
 if [[ "$EDGE" == moodle-edge ]]; then
     echo "  moodle-edge: $MOODLE_EDGE_BIN ($("$MOODLE_EDGE_BIN" --version 2>/dev/null || echo 'version unknown'))"
-else
+elif [[ "$EDGE" == nginx ]]; then
     echo "  EDGE=nginx: a second identical nginx stands in for moodle-edge (harness check)"
+else
+    echo "  EDGE=$EDGE: $FLOOR_BIN stands in for moodle-edge (the stack's floor, no proxy work)"
 fi
 echo "  upstream: nginx, 1 worker, fixed 1024-byte body; both proxies: 1 worker, upstream keepalive 64,"
 echo "  keepalive_requests 100000 on both sides; NO access log on either proxy (fair comparison)"
