@@ -32,6 +32,7 @@ use crate::proxy::sanitize::{self, SanitizeInput};
 use crate::proxy::{headers, upgrade};
 use crate::route::{self, EdgeRoute, Route, RouteTable};
 use crate::sendfile::Offloader;
+use crate::server::head_timeout::{HeadClock, InFlight};
 use crate::state::State;
 use crate::{server, sso, webservice};
 
@@ -48,6 +49,8 @@ pub struct ConnInfo {
     pub sni: Option<String>,
     /// Index of the `server.listen` entry.
     pub listener: usize,
+    /// The connection's header-read timeout clock (requests in flight count against it).
+    pub head_clock: Option<Arc<HeadClock>>,
 }
 
 impl ConnInfo {
@@ -91,6 +94,7 @@ pub async fn handle(
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
+    let in_flight = conn.head_clock.as_ref().map(HeadClock::start);
     let on_upgrade = upgrade::is_upgrade_request(&req).then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
     let mut ctx = RequestContext {
@@ -106,10 +110,16 @@ pub async fn handle(
     };
     let log_base = state.access_log.enabled().then(|| LogBase::from(&parts));
     let mut response = run_stages(&state, &conn, &mut ctx, parts, body, on_upgrade).await;
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        // The connection now carries another protocol; no request head will follow.
+        if let Some(clock) = &conn.head_clock {
+            clock.turn_off();
+        }
+    }
     if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
         response.headers_mut().insert(headers::X_REQUEST_ID, v);
     }
-    Ok(log_stage(&state, &conn, ctx, log_base, response))
+    Ok(log_stage(&state, &conn, ctx, log_base, in_flight, response))
 }
 
 async fn run_stages(
@@ -546,6 +556,7 @@ fn log_stage(
     conn: &ConnInfo,
     ctx: RequestContext,
     base: Option<LogBase>,
+    in_flight: Option<InFlight>,
     response: Response<ProxyBody>,
 ) -> Response<ProxyBody> {
     let core = &state.process.core;
@@ -580,13 +591,15 @@ fn log_stage(
         user_agent: base.user_agent,
         referer: base.referer,
     };
-    let finish = Finish::new(
+    let mut finish = Finish::new(
         record,
         ctx.started,
         state.access_log.clone(),
         state.access_format,
         core.clone(),
     );
+    // The connection counts as busy until the answer has been sent (or abandoned).
+    finish.hold(in_flight);
     let (parts, body) = response.into_parts();
     Response::from_parts(parts, LoggedBody::new(body, finish).boxed_unsync())
 }

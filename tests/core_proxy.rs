@@ -536,6 +536,43 @@ fn slow_headers_are_dropped_after_header_read_timeout() {
     );
     assert!(up.seen().is_empty());
     assert_eq!(get(proxy.addr(), "/after", "").status, 200);
+    // A head left half-sent is counted as such.
+    common::wait_for("the header_timeout count", Duration::from_secs(5), || {
+        proxy
+            .metric("moodle_edge_connection_errors_total{reason=\"header_timeout\"}")
+            .unwrap_or(0.0)
+            >= 1.0
+    });
+}
+
+#[test]
+fn the_header_read_timeout_closes_idle_keep_alive_but_not_busy_connections() {
+    let up = Upstream::start();
+    up.route("/slow-answer", Reply::echo().delay_ms(2500));
+    let proxy = Proxy::start(&up.url(), |c, _| {
+        c["server"]["limits"]["header_read_timeout"] = json!("1s");
+    });
+    let mut raw = Raw::connect(proxy.addr()).unwrap();
+    // An upstream slower than the header-read timeout: the request is in flight, so the
+    // connection is not cut, and the next request on it works.
+    raw.send(b"GET /slow-answer HTTP/1.1\r\nHost: lms.test\r\n\r\n")
+        .unwrap();
+    assert_eq!(raw.read_response().unwrap().status, 200);
+    raw.send(b"GET /next HTTP/1.1\r\nHost: lms.test\r\n\r\n")
+        .unwrap();
+    assert_eq!(raw.read_response().unwrap().status, 200);
+    // Then idle: closed after about the timeout, like a keep-alive timeout.
+    assert!(
+        raw.closed_within(Duration::from_secs(5)),
+        "an idle keep-alive connection stayed open"
+    );
+    // An idle keep-alive connection closing is not an error: nothing is counted for it.
+    assert_eq!(
+        proxy
+            .metric("moodle_edge_connection_errors_total{reason=\"header_timeout\"}")
+            .unwrap_or(0.0),
+        0.0
+    );
 }
 
 #[test]
@@ -750,4 +787,27 @@ fn websocket_upgrade_passes_through() {
         std::io::Read::read_exact(&mut raw.stream, &mut back).unwrap();
         assert_eq!(back, msg);
     }
+}
+
+#[test]
+fn an_idle_websocket_outlives_the_header_read_timeout() {
+    let up = Upstream::start();
+    up.route("/ws", Reply::upgrade());
+    let proxy = Proxy::start(&up.url(), |c, _| {
+        c["server"]["limits"]["header_read_timeout"] = json!("1s");
+    });
+    let mut raw = Raw::connect(proxy.addr()).unwrap();
+    raw.send(
+        b"GET /ws HTTP/1.1\r\nHost: lms.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(raw.read_response().unwrap().status, 101);
+    // Quiet for well past the header-read timeout: the upgraded connection is not a request
+    // head in waiting and must stay up.
+    std::thread::sleep(Duration::from_millis(2500));
+    raw.send(b"still here").unwrap();
+    let mut back = [0u8; 10];
+    std::io::Read::read_exact(&mut raw.stream, &mut back).unwrap();
+    assert_eq!(&back, b"still here");
 }

@@ -17,6 +17,7 @@ use crate::observe::config::AccessFormat;
 use crate::observe::metrics::CoreMetrics;
 use crate::observe::redact;
 use crate::observe::sink::LineSink;
+use crate::server::head_timeout::InFlight;
 
 /// What the access log says about one request; filled in by the stages as they run.
 #[derive(Serialize)]
@@ -97,6 +98,8 @@ pub struct Finish {
     sink: LineSink,
     format: AccessFormat,
     metrics: Arc<CoreMetrics>,
+    /// Keeps the connection's header-read clock stopped until the answer is done.
+    in_flight: Option<InFlight>,
 }
 
 impl Finish {
@@ -115,10 +118,17 @@ impl Finish {
             sink,
             format,
             metrics,
+            in_flight: None,
         }
     }
 
+    /// Holds the connection's in-flight guard until the body is done.
+    pub fn hold(&mut self, in_flight: Option<InFlight>) {
+        self.in_flight = in_flight;
+    }
+
     fn done(&mut self, complete: bool) {
+        self.in_flight = None;
         let bytes = self.bytes;
         let Some(mut record) = self.record.take() else {
             return;

@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 use crate::body::ProxyBody;
 use crate::pipeline::{self, ConnInfo};
 use crate::proxy::error_page::{error_response, ErrorStyle};
+use crate::server::head_timeout::{self, HeadClock, TimedIo};
 use crate::state::SharedState;
 
 /// Which protocols a connection may speak.
@@ -115,6 +116,7 @@ impl Acceptor {
                             tls: true,
                             sni,
                             listener: self.index,
+                            head_clock: None,
                         };
                         self.serve_http(TokioIo::new(tls_stream), conn, protocols, &limits)
                             .await
@@ -142,6 +144,7 @@ impl Acceptor {
                     tls: false,
                     sni: None,
                     listener: self.index,
+                    head_clock: None,
                 };
                 let protocols = if http2 {
                     Protocols::Auto
@@ -168,6 +171,15 @@ impl Acceptor {
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
+        // One header-read timer for the connection's life (see head_timeout.rs); HTTP/2 over
+        // TLS multiplexes streams on a connection browsers keep open, so it is not timed.
+        let clock = HeadClock::new(limits.header_read_timeout.get());
+        if matches!(protocols, Protocols::Http2) {
+            clock.turn_off();
+        }
+        let io = TimedIo::new(io, clock.clone());
+        let mut conn = conn;
+        conn.head_clock = Some(clock);
         let conn = Arc::new(conn);
         let shared = self.shared.clone();
         let max_header = limits.max_header_size.bytes().min(u32::MAX as u64) as usize;
@@ -188,7 +200,8 @@ impl Acceptor {
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout.get())
+            // Enforced by TimedIo with one timer per connection, not one per request.
+            .header_read_timeout(None)
             // Bounds both the header (431 beyond it) and what one slow reader can queue.
             .max_buf_size(max_header.max(8 * 1024))
             .keep_alive(true);
@@ -275,6 +288,9 @@ fn header_too_large(state: &crate::state::State) -> Response<ProxyBody> {
 }
 
 fn classify_connection_error(e: &(dyn std::error::Error + 'static)) -> &'static str {
+    if head_timeout::is_head_timeout(e) {
+        return "header_timeout";
+    }
     if let Some(h) = e.downcast_ref::<hyper::Error>() {
         if h.is_timeout() {
             return "header_timeout";

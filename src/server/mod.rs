@@ -4,6 +4,7 @@
 pub mod activation;
 pub mod admin;
 pub mod config;
+pub mod head_timeout;
 pub mod listener;
 pub mod tls;
 
