@@ -574,6 +574,26 @@ impl DirectBody {
         }
     }
 
+    /// Reads more for `poll_frame`: None when data came (decode again), otherwise what
+    /// `poll_frame` returns. At end-of-file the body ends, with the error `at_eof` when the
+    /// framing said more was due; any end drops the connection.
+    #[allow(clippy::type_complexity)]
+    fn read_more(
+        &mut self,
+        cx: &mut Context<'_>,
+        at_eof: Option<&'static str>,
+    ) -> Option<Poll<Option<Result<Frame<Bytes>, DirectError>>>> {
+        let end = match self.poll_fill(cx) {
+            Poll::Pending => return Some(Poll::Pending),
+            Poll::Ready(Ok(true)) => return None,
+            Poll::Ready(Ok(false)) => at_eof.map(|msg| Err(DirectError::Framing(msg))),
+            Poll::Ready(Err(e)) => Some(Err(e)),
+        };
+        self.conn = None;
+        self.framing = Framing::Done;
+        Some(Poll::Ready(end))
+    }
+
     fn buffered(&self) -> usize {
         self.conn.as_ref().map_or(0, |c| c.buf.len())
     }
@@ -703,19 +723,11 @@ impl Body for DirectBody {
                         this.finish_if_done();
                         return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
-                    match this.poll_fill(cx) {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(Ok(true)) => {}
-                        Poll::Ready(Ok(false)) => {
-                            this.conn = None;
-                            return Poll::Ready(Some(Err(DirectError::Framing(
-                                "the upstream closed the connection inside the body",
-                            ))));
-                        }
-                        Poll::Ready(Err(e)) => {
-                            this.conn = None;
-                            return Poll::Ready(Some(Err(e)));
-                        }
+                    if let Some(out) = this.read_more(
+                        cx,
+                        Some("the upstream closed the connection inside the body"),
+                    ) {
+                        return out;
                     }
                 }
                 Framing::Chunked(state) => match this.step_chunked(state) {
@@ -733,21 +745,11 @@ impl Body for DirectBody {
                         if this.framing != Framing::Chunked(state) {
                             continue;
                         }
-                        match this.poll_fill(cx) {
-                            Poll::Pending => return Poll::Pending,
-                            Poll::Ready(Ok(true)) => {}
-                            Poll::Ready(Ok(false)) => {
-                                this.conn = None;
-                                this.framing = Framing::Done;
-                                return Poll::Ready(Some(Err(DirectError::Framing(
-                                    "the upstream closed the connection inside a chunked body",
-                                ))));
-                            }
-                            Poll::Ready(Err(e)) => {
-                                this.conn = None;
-                                this.framing = Framing::Done;
-                                return Poll::Ready(Some(Err(e)));
-                            }
+                        if let Some(out) = this.read_more(
+                            cx,
+                            Some("the upstream closed the connection inside a chunked body"),
+                        ) {
+                            return out;
                         }
                     }
                 },
@@ -757,19 +759,9 @@ impl Body for DirectBody {
                         let data = this.take(buffered);
                         return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
-                    match this.poll_fill(cx) {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(Ok(true)) => {}
-                        Poll::Ready(Ok(false)) => {
-                            this.conn = None;
-                            this.framing = Framing::Done;
-                            return Poll::Ready(None);
-                        }
-                        Poll::Ready(Err(e)) => {
-                            this.conn = None;
-                            this.framing = Framing::Done;
-                            return Poll::Ready(Some(Err(e)));
-                        }
+                    // Here the end of the connection is the end of the body.
+                    if let Some(out) = this.read_more(cx, None) {
+                        return out;
                     }
                 }
             }
