@@ -452,6 +452,10 @@ fn pass_through(
     }
     headers::strip_hop_by_hop(&mut parts.headers, false);
     strip_offload_controls(&mut parts.headers);
+    if body.cannot_stall() {
+        // Already read to its end: no idle timer to guard it with.
+        return Response::from_parts(parts, body.boxed_unsync());
+    }
     let (body, _fate) = GuardedBody::new(body, None, state.config.upstream.idle_timeout.get());
     Response::from_parts(parts, body.boxed_unsync())
 }

@@ -594,6 +594,16 @@ impl DirectBody {
         Some(Poll::Ready(end))
     }
 
+    /// True when the rest of the body has already been read: polling it can never wait (most
+    /// small answers arrive with their head), so it needs no idle timer.
+    pub fn is_buffered_to_end(&self) -> bool {
+        match self.framing {
+            Framing::Done => true,
+            Framing::Fixed(left) => self.buffered() as u64 >= left,
+            _ => false,
+        }
+    }
+
     fn buffered(&self) -> usize {
         self.conn.as_ref().map_or(0, |c| c.buf.len())
     }

@@ -28,6 +28,16 @@ pub enum UpstreamBody {
     Direct(DirectBody),
 }
 
+impl UpstreamBody {
+    /// True when the body is already in memory to its end, so it can never stall.
+    pub fn cannot_stall(&self) -> bool {
+        match self {
+            UpstreamBody::Pooled(b) => b.is_end_stream(),
+            UpstreamBody::Direct(b) => b.is_buffered_to_end(),
+        }
+    }
+}
+
 impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = BoxError;
