@@ -1,10 +1,13 @@
 //! Criterion benches for the proxy core's per-request functions: header sanitizing,
-//! X-Forwarded-* handling, routing and log redaction.
+//! X-Forwarded-* handling, routing, log redaction, and the direct upstream path's request
+//! encoding and response-head parsing.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use http::Request;
 
+use bytes::Bytes;
 use moodle_edge::observe::redact::redact_target;
+use moodle_edge::proxy::direct::{encode_head, parse_response_head};
 use moodle_edge::proxy::sanitize::{sanitize, SanitizeInput};
 use moodle_edge::route::{classify, RouteTable};
 use moodle_edge::webservice::entry;
@@ -75,5 +78,55 @@ fn bench_redact(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_sanitize, bench_route, bench_redact);
+/// A page answer as Apache + PHP-FPM send it for a Moodle page.
+const MOODLE_PAGE_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\n\
+Date: Thu, 26 Nov 2026 10:00:00 GMT\r\n\
+Server: Apache\r\n\
+Set-Cookie: MoodleSession=0123456789abcdef0123456789; path=/; secure; HttpOnly\r\n\
+Expires: Mon, 20 Aug 1969 09:23:00 GMT\r\n\
+Cache-Control: private, pre-check=0, post-check=0, max-age=0, no-transform\r\n\
+Pragma: no-cache\r\n\
+Content-Language: en\r\n\
+Content-Script-Type: text/javascript\r\n\
+Content-Style-Type: text/css\r\n\
+X-UA-Compatible: IE=edge\r\n\
+Accept-Ranges: none\r\n\
+X-Frame-Options: sameorigin\r\n\
+Content-Length: 48213\r\n\
+Keep-Alive: timeout=5, max=100\r\n\
+Connection: Keep-Alive\r\n\
+Content-Type: text/html; charset=utf-8\r\n\r\n";
+
+fn bench_direct(c: &mut Criterion) {
+    let peer_value = http::HeaderValue::from_static("192.0.2.7");
+    let input = SanitizeInput {
+        peer: "192.0.2.7".parse().unwrap(),
+        peer_value: &peer_value,
+        tls: true,
+        trusted_proxies: &[],
+        max_body_size: 2 << 30,
+        upgrade: false,
+    };
+    let mut parts = browser_request().into_parts().0;
+    sanitize(&mut parts, &input).unwrap();
+    let authority = http::HeaderValue::from_static("127.0.0.1:8081");
+    c.bench_function("direct_encode_request_head", |b| {
+        b.iter(|| black_box(encode_head(black_box(&parts), &authority).len()))
+    });
+    let head = Bytes::from_static(MOODLE_PAGE_HEAD);
+    c.bench_function("direct_parse_moodle_page_head", |b| {
+        b.iter(|| {
+            let parsed = parse_response_head(black_box(&head), false).unwrap();
+            black_box(parsed.map(|(p, len, keep)| (p.headers.len(), len, keep)))
+        })
+    });
+}
+
+criterion_group!(
+    benches,
+    bench_sanitize,
+    bench_route,
+    bench_redact,
+    bench_direct
+);
 criterion_main!(benches);

@@ -260,7 +260,7 @@ fn is_idempotent(method: &Method) -> bool {
 }
 
 /// The request head in HTTP/1.1 form. Header names are already lower case (as hyper sends them).
-fn encode_head(parts: &request::Parts, authority: &HeaderValue) -> Vec<u8> {
+pub fn encode_head(parts: &request::Parts, authority: &HeaderValue) -> Vec<u8> {
     let target = parts
         .uri
         .path_and_query()
@@ -376,6 +376,21 @@ async fn exchange(
         let (framing, keep_alive) = framing(&response, is_head).map_err(Exchange::Failed)?;
         return Ok((response, framing, keep_alive));
     }
+}
+
+/// Parses a complete response head as the direct path does (for benches and tests): the
+/// response parts, the head's length and whether the connection may be reused after the body.
+/// None when `buf` holds no complete head yet.
+pub fn parse_response_head(
+    buf: &Bytes,
+    is_head: bool,
+) -> Result<Option<(http::response::Parts, usize, bool)>, DirectError> {
+    let Some((parsed, len)) = parse_head(buf)? else {
+        return Ok(None);
+    };
+    let parts = build_parts(&parsed, &buf.slice(..len))?;
+    let (_, keep_alive) = framing(&parts, is_head)?;
+    Ok(Some((parts, len, keep_alive)))
 }
 
 /// What `httparse` found, with header positions kept as offsets so values can share the head's
