@@ -34,6 +34,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::observe::metrics::CoreMetrics;
+use crate::proxy::headers;
 
 /// The longest response head accepted (status line and headers).
 const MAX_HEAD: usize = 64 * 1024;
@@ -372,8 +373,9 @@ async fn exchange(
             }
             continue;
         }
-        let response = build_parts(&parts, &head_bytes).map_err(Exchange::Failed)?;
-        let (framing, keep_alive) = framing(&response, is_head).map_err(Exchange::Failed)?;
+        let mut response = build_parts(&parts, &head_bytes).map_err(Exchange::Failed)?;
+        let (framing, keep_alive) =
+            framing(&parts, &mut response, is_head).map_err(Exchange::Failed)?;
         return Ok((response, framing, keep_alive));
     }
 }
@@ -388,17 +390,24 @@ pub fn parse_response_head(
     let Some((parsed, len)) = parse_head(buf)? else {
         return Ok(None);
     };
-    let parts = build_parts(&parsed, &buf.slice(..len))?;
-    let (_, keep_alive) = framing(&parts, is_head)?;
+    let mut parts = build_parts(&parsed, &buf.slice(..len))?;
+    let (_, keep_alive) = framing(&parsed, &mut parts, is_head)?;
     Ok(Some((parts, len, keep_alive)))
 }
 
 /// What `httparse` found, with header positions kept as offsets so values can share the head's
-/// bytes instead of being copied.
+/// bytes instead of being copied. Hop-by-hop headers (and those `Connection` names) are read for
+/// framing here and never enter the header map: they would only be removed again before the
+/// client sees the answer.
 struct ParsedHead {
     status: StatusCode,
     version: Version,
     headers: Vec<(HeaderName, std::ops::Range<usize>)>,
+    /// `Connection` listed `close` / `keep-alive`.
+    close: bool,
+    keep_alive: bool,
+    /// Transfer-Encoding was present; whether its codings were exactly `chunked`.
+    transfer_encoding: Option<bool>,
 }
 
 fn parse_head(buf: &[u8]) -> Result<Option<(ParsedHead, usize)>, DirectError> {
@@ -416,11 +425,39 @@ fn parse_head(buf: &[u8]) -> Result<Option<(ParsedHead, usize)>, DirectError> {
     } else {
         Version::HTTP_11
     };
+    let (mut close, mut keep_alive) = (false, false);
+    // Headers named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
+    let mut named: Vec<HeaderName> = Vec::new();
+    let mut codings: Option<(usize, bool)> = None;
+    for h in response.headers.iter() {
+        if h.name.eq_ignore_ascii_case("connection") {
+            for token in h.value.split(|b| *b == b',').map(|t| t.trim_ascii()) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive = true;
+                } else if let Ok(name) = HeaderName::from_bytes(token) {
+                    named.push(name);
+                }
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            let (count, chunked) = codings.get_or_insert((0, false));
+            for coding in h.value.split(|b| *b == b',').map(|c| c.trim_ascii()) {
+                if !coding.is_empty() {
+                    *count += 1;
+                    *chunked = coding.eq_ignore_ascii_case(b"chunked");
+                }
+            }
+        }
+    }
     let base = buf.as_ptr() as usize;
     let mut headers = Vec::with_capacity(response.headers.len());
     for h in response.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| DirectError::Framing("bad header name"))?;
+        if headers::is_hop_by_hop(&name) || named.contains(&name) {
+            continue;
+        }
         let start = h.value.as_ptr() as usize - base;
         headers.push((name, start..start + h.value.len()));
     }
@@ -429,6 +466,9 @@ fn parse_head(buf: &[u8]) -> Result<Option<(ParsedHead, usize)>, DirectError> {
             status,
             version,
             headers,
+            close,
+            keep_alive,
+            transfer_encoding: codings.map(|(count, chunked)| count == 1 && chunked),
         },
         len,
     )))
@@ -448,38 +488,33 @@ fn build_parts(parsed: &ParsedHead, head: &Bytes) -> Result<http::response::Part
     Ok(response.into_parts().0)
 }
 
-/// How the body is delimited, and whether the connection may be reused afterwards.
-fn framing(parts: &http::response::Parts, is_head: bool) -> Result<(Framing, bool), DirectError> {
-    let headers = &parts.headers;
+/// How the body is delimited, and whether the connection may be reused afterwards. With
+/// Transfer-Encoding, a Content-Length is removed from `parts` (RFC 9112 §6.3: it must not reach
+/// the client beside a re-framed body).
+fn framing(
+    parsed: &ParsedHead,
+    parts: &mut http::response::Parts,
+    is_head: bool,
+) -> Result<(Framing, bool), DirectError> {
     let mut keep_alive = match parts.version {
-        Version::HTTP_10 => has_token(headers, "keep-alive"),
-        _ => !has_token(headers, "close"),
+        Version::HTTP_10 => parsed.keep_alive && !parsed.close,
+        _ => !parsed.close,
     };
     let no_body = is_head
         || parts.status == StatusCode::NO_CONTENT
         || parts.status == StatusCode::NOT_MODIFIED;
-    let te = headers.contains_key(header::TRANSFER_ENCODING);
-    let length = content_length(headers)?;
+    let length = content_length(&parts.headers)?;
     if no_body {
         return Ok((Framing::Done, keep_alive));
     }
-    if te {
+    if let Some(only_chunked) = parsed.transfer_encoding {
         if length.is_some() {
             keep_alive = false;
+            parts.headers.remove(header::CONTENT_LENGTH);
         }
-        // Transfer-Encoding is hop-by-hop and removed before the client sees the answer, so a
-        // coding other than chunked alone (gzip, or gzip under chunked) could not be undone by
-        // the client: refused, as hyper's client refuses it.
-        let mut codings = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .map(|c| c.trim_ascii())
-            .filter(|c| !c.is_empty());
-        let only_chunked = matches!(
-            (codings.next(), codings.next()),
-            (Some(c), None) if c.eq_ignore_ascii_case(b"chunked")
-        );
+        // Transfer-Encoding is hop-by-hop and never reaches the client, so a coding other than
+        // chunked alone (gzip, or gzip under chunked) could not be undone by the client:
+        // refused, as hyper's client refuses it.
         if !only_chunked {
             return Err(DirectError::Framing("a transfer coding other than chunked"));
         }
@@ -490,15 +525,6 @@ fn framing(parts: &http::response::Parts, is_head: bool) -> Result<(Framing, boo
         Some(n) => Ok((Framing::Fixed(n), keep_alive)),
         None => Ok((Framing::Close, false)),
     }
-}
-
-fn has_token(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// The Content-Length, when present: every value (and every item of a list) must be the same
@@ -845,8 +871,8 @@ mod tests {
     fn framing_of(head: &str, is_head: bool) -> Result<(Framing, bool), DirectError> {
         let (parsed, len) = parse_head(head.as_bytes()).unwrap().unwrap();
         let bytes = Bytes::copy_from_slice(&head.as_bytes()[..len]);
-        let parts = build_parts(&parsed, &bytes).unwrap();
-        framing(&parts, is_head)
+        let mut parts = build_parts(&parsed, &bytes).unwrap();
+        framing(&parsed, &mut parts, is_head)
     }
 
     #[test]
@@ -911,6 +937,22 @@ mod tests {
         ] {
             assert!(framing_of(bad, false).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn hop_by_hop_headers_never_enter_the_map() {
+        let head = "HTTP/1.1 200 OK\r\nConnection: Keep-Alive, X-Hop\r\nKeep-Alive: timeout=5\r\n\
+                    X-Hop: secret\r\nProxy-Connection: x\r\nX-Kept: 1\r\nContent-Length: 2\r\n\r\n";
+        let bytes = Bytes::copy_from_slice(head.as_bytes());
+        let (parts, len, keep_alive) = parse_response_head(&bytes, false).unwrap().unwrap();
+        assert_eq!(len, head.len());
+        assert!(keep_alive);
+        let names: Vec<&str> = parts.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["x-kept", "content-length"]);
+        // The same answer with `close` is not reused.
+        let head = head.replace("Keep-Alive, X-Hop", "close");
+        let bytes = Bytes::copy_from_slice(head.as_bytes());
+        assert!(!parse_response_head(&bytes, false).unwrap().unwrap().2);
     }
 
     #[test]

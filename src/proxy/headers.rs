@@ -32,6 +32,11 @@ fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
     HOP_BY_HOP.iter().position(|h| h == name)
 }
 
+/// True for the headers that are always hop-by-hop (not counting those `Connection` names).
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    hop_by_hop_index(name).is_some()
+}
+
 /// Removes hop-by-hop headers. `keep_upgrade` keeps `Connection: upgrade` + `Upgrade` for a
 /// WebSocket handshake, which must reach the other side.
 ///

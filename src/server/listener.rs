@@ -1,8 +1,10 @@
 //! The accept stage: one accept loop per public listener, the connection limit, TLS with SNI
 //! and ALPN, the header-read timeout, HTTP/1.1 and HTTP/2, and a graceful stop.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
@@ -218,12 +220,32 @@ impl Acceptor {
         };
         let connection = builder.serve_connection_with_upgrades(io, service);
         tokio::pin!(connection);
-        // Biased: the connection is what wakes this task; the shutdown signal is looked at
-        // after it, with no random pick between the two on every wake-up.
-        let result = tokio::select! {
-            biased;
-            r = connection.as_mut() => r,
-            _ = self.shutdown.cancelled() => {
+        // The connection is what wakes this task, many times per request. The shutdown signal
+        // is polled once, which leaves this task's waker with it; after that a wake-up only
+        // reads its flag (polling it again would take its waiter-list lock every time).
+        let cancelled = self.shutdown.cancelled();
+        tokio::pin!(cancelled);
+        let mut registered = false;
+        let finished = std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = connection.as_mut().poll(cx) {
+                return Poll::Ready(Some(r));
+            }
+            let stop = if registered {
+                self.shutdown.is_cancelled()
+            } else {
+                registered = true;
+                cancelled.as_mut().poll(cx).is_ready()
+            };
+            if stop {
+                Poll::Ready(None)
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        let result = match finished {
+            Some(r) => r,
+            None => {
                 // Finish the requests in flight, then close; idle connections close now.
                 connection.as_mut().graceful_shutdown();
                 connection.await
