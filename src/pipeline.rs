@@ -27,7 +27,7 @@ use crate::observe::access_log::{AccessRecord, Finish, LoggedBody};
 use crate::observe::redact;
 use crate::proxy::body::GuardedBody;
 use crate::proxy::error_page::{error_response, ErrorStyle};
-use crate::proxy::forward::{Forward, ForwardError, UpstreamBody};
+use crate::proxy::forward::{Forward, ForwardError, ResponseTimer, UpstreamBody};
 use crate::proxy::sanitize::{self, SanitizeInput};
 use crate::proxy::{headers, upgrade};
 use crate::route::{self, EdgeRoute, Route, RouteTable};
@@ -51,6 +51,8 @@ pub struct ConnInfo {
     pub listener: usize,
     /// The connection's header-read timeout clock (requests in flight count against it).
     pub head_clock: Option<Arc<HeadClock>>,
+    /// The connection's reusable upstream response timer.
+    pub response_timer: ResponseTimer,
 }
 
 impl ConnInfo {
@@ -241,6 +243,7 @@ async fn run_stages(
     let forward = Forward {
         client: &state.client,
         direct: state.direct.as_ref(),
+        timer: Some(&conn.response_timer),
         target: &state.target,
         response_timeout: cfg.upstream.response_timeout.get(),
         metrics: &state.process.core,

@@ -106,9 +106,59 @@ pub struct Timing {
     pub upstream: Duration,
 }
 
+/// A connection's reusable upstream response timer. An HTTP/1.1 connection carries one request
+/// at a time, so one `Sleep` serves all of them: each request moves its deadline later, which
+/// tokio does without touching its timer wheel, where `tokio::time::timeout` would register
+/// and cancel a timer per request. A request that finds it taken (HTTP/2 streams in parallel)
+/// uses a timer of its own.
+#[derive(Default)]
+pub struct ResponseTimer(tokio::sync::Mutex<Option<Pin<Box<tokio::time::Sleep>>>>);
+
+impl std::fmt::Debug for ResponseTimer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ResponseTimer")
+    }
+}
+
+/// A copy starts with no timer of its own (a timer belongs to one connection).
+impl Clone for ResponseTimer {
+    fn clone(&self) -> Self {
+        ResponseTimer::default()
+    }
+}
+
+impl ResponseTimer {
+    /// Runs `exchange` with a deadline; None when the deadline passed first.
+    async fn run<F: std::future::Future>(
+        &self,
+        deadline: Instant,
+        exchange: F,
+    ) -> Option<F::Output> {
+        let deadline = tokio::time::Instant::from_std(deadline);
+        let Ok(mut slot) = self.0.try_lock() else {
+            return tokio::time::timeout_at(deadline, exchange).await.ok();
+        };
+        let sleep = match slot.as_mut() {
+            Some(sleep) => {
+                sleep.as_mut().reset(deadline);
+                sleep
+            }
+            None => slot.insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        tokio::pin!(exchange);
+        tokio::select! {
+            biased;
+            out = &mut exchange => Some(out),
+            () = sleep.as_mut() => None,
+        }
+    }
+}
+
 pub struct Forward<'a> {
     pub client: &'a UpstreamClient,
     pub direct: Option<&'a Arc<DirectPool>>,
+    /// The connection's response timer, for the direct path.
+    pub timer: Option<&'a ResponseTimer>,
     pub target: &'a UpstreamTarget,
     pub response_timeout: Duration,
     pub metrics: &'a CoreMetrics,
@@ -129,7 +179,9 @@ impl Forward<'_> {
     ) -> (Result<Response<UpstreamBody>, ForwardError>, Timing) {
         let started = Instant::now();
         let mut sent_at = None;
-        let result = self.exchange(parts, body, fate, &mut sent_at).await;
+        let result = self
+            .exchange(parts, body, fate, started, &mut sent_at)
+            .await;
         let ended = Instant::now();
         let total = ended.saturating_duration_since(started);
         if result.is_ok() {
@@ -147,11 +199,12 @@ impl Forward<'_> {
         mut parts: request::Parts,
         body: ProxyBody,
         fate: Option<Arc<BodyFate>>,
+        started: Instant,
         sent_at: &mut Option<Instant>,
     ) -> Result<Response<UpstreamBody>, ForwardError> {
         if let Some(direct) = self.direct {
             if body.is_end_stream() && !parts.headers.contains_key(header::UPGRADE) {
-                return self.exchange_direct(direct, parts).await;
+                return self.exchange_direct(direct, parts, started).await;
             }
         }
         let path_and_query = parts
@@ -202,12 +255,20 @@ impl Forward<'_> {
         &self,
         direct: &Arc<DirectPool>,
         mut parts: request::Parts,
+        started: Instant,
     ) -> Result<Response<UpstreamBody>, ForwardError> {
         parts.version = http::Version::HTTP_11;
-        match tokio::time::timeout(self.response_timeout, direct.send(&parts)).await {
-            Err(_) => Err(ForwardError::Timeout(self.response_timeout)),
-            Ok(Err(e)) => Err(classify_direct(&e)),
-            Ok(Ok(response)) => Ok(response.map(UpstreamBody::Direct)),
+        let deadline = started + self.response_timeout;
+        let sent = match self.timer {
+            Some(timer) => timer.run(deadline, direct.send(&parts)).await,
+            None => tokio::time::timeout_at(deadline.into(), direct.send(&parts))
+                .await
+                .ok(),
+        };
+        match sent {
+            None => Err(ForwardError::Timeout(self.response_timeout)),
+            Some(Err(e)) => Err(classify_direct(&e)),
+            Some(Ok(response)) => Ok(response.map(UpstreamBody::Direct)),
         }
     }
 }
@@ -248,4 +309,59 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The paused test clock's now (std's clock does not move with it).
+    fn now() -> Instant {
+        tokio::time::Instant::now().into_std()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_connection_timer_times_out_and_serves_the_next_request() {
+        let timer = ResponseTimer::default();
+        // An answer in time.
+        let quick = timer
+            .run(now() + Duration::from_secs(10), async {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                7
+            })
+            .await;
+        assert_eq!(quick, Some(7));
+        // Too slow: the deadline wins.
+        let started = tokio::time::Instant::now();
+        let slow = timer
+            .run(now() + Duration::from_secs(5), async {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            })
+            .await;
+        assert_eq!(slow, None);
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+        // After a timeout the timer still serves the next request with its new deadline.
+        let again = timer
+            .run(now() + Duration::from_secs(5), async {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                8
+            })
+            .await;
+        assert_eq!(again, Some(8));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn parallel_requests_each_get_their_deadline() {
+        let timer = ResponseTimer::default();
+        let deadline = now() + Duration::from_secs(5);
+        let (a, b) = tokio::join!(
+            timer.run(deadline, async {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }),
+            timer.run(deadline, async {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }),
+        );
+        assert_eq!((a, b), (None, None));
+    }
 }

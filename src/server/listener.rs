@@ -119,6 +119,7 @@ impl Acceptor {
                             sni,
                             listener: self.index,
                             head_clock: None,
+                            response_timer: Default::default(),
                         };
                         self.serve_http(TokioIo::new(tls_stream), conn, protocols, &limits)
                             .await
@@ -147,6 +148,7 @@ impl Acceptor {
                     sni: None,
                     listener: self.index,
                     head_clock: None,
+                    response_timer: Default::default(),
                 };
                 let protocols = if http2 {
                     Protocols::Auto
