@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -43,8 +44,30 @@ pub struct Acceptor {
     /// One permit per open client connection, across all listeners (`max_connections`).
     pub connections: Arc<Semaphore>,
     pub shutdown: CancellationToken,
+    /// Tells open connections to finish their requests and close.
+    pub drain: Arc<DrainSignal>,
     /// Tracks connection tasks, so shutdown can wait for them to drain.
     pub tracker: TaskTracker,
+}
+
+/// The drain signal for open connections: a flag each connection reads when it wakes up, and a
+/// `Notify` that wakes every connection once when the flag is set. A `CancellationToken` would
+/// do, but asking it "cancelled yet?" takes a lock, and a connection asks on every wake-up.
+#[derive(Default)]
+pub struct DrainSignal {
+    flag: AtomicBool,
+    notify: Notify,
+}
+
+impl DrainSignal {
+    pub fn start(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    fn started(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
 }
 
 impl Acceptor {
@@ -222,23 +245,21 @@ impl Acceptor {
         };
         let connection = builder.serve_connection_with_upgrades(io, service);
         tokio::pin!(connection);
-        // The connection is what wakes this task, many times per request. The shutdown signal
-        // is polled once, which leaves this task's waker with it; after that a wake-up only
-        // reads its flag (polling it again would take its waiter-list lock every time).
-        let cancelled = self.shutdown.cancelled();
-        tokio::pin!(cancelled);
+        // The connection is what wakes this task, many times per request. The drain signal is
+        // polled once, which leaves this task's waker with it; after that a wake-up only reads
+        // its flag.
+        let notified = self.drain.notify.notified();
+        tokio::pin!(notified);
         let mut registered = false;
         let finished = std::future::poll_fn(|cx| {
             if let Poll::Ready(r) = connection.as_mut().poll(cx) {
                 return Poll::Ready(Some(r));
             }
-            let stop = if registered {
-                self.shutdown.is_cancelled()
-            } else {
+            if !registered {
                 registered = true;
-                cancelled.as_mut().poll(cx).is_ready()
-            };
-            if stop {
+                let _ = notified.as_mut().poll(cx);
+            }
+            if self.drain.started() {
                 Poll::Ready(None)
             } else {
                 Poll::Pending

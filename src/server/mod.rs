@@ -29,7 +29,7 @@ use crate::config::Config;
 use crate::proxy::forward::UpstreamBody;
 use crate::state::{BuildError, Process, SharedState, State};
 use activation::Inherited;
-use listener::Acceptor;
+use listener::{Acceptor, DrainSignal};
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -118,6 +118,15 @@ impl Server {
         let max_connections = shared.load().config.server.limits.max_connections;
         let connections = Arc::new(Semaphore::new(max_connections));
         let tracker = TaskTracker::new();
+        // Connections drain when told to; the token may also be cancelled from outside.
+        let drain = Arc::new(DrainSignal::default());
+        tokio::spawn({
+            let (drain, shutdown) = (drain.clone(), shutdown.clone());
+            async move {
+                shutdown.cancelled().await;
+                drain.start();
+            }
+        });
 
         for (index, listener) in listeners {
             let label = listener
@@ -131,6 +140,7 @@ impl Server {
                 shared: shared.clone(),
                 connections: connections.clone(),
                 shutdown: shutdown.clone(),
+                drain: drain.clone(),
                 tracker: tracker.clone(),
             };
             tokio::spawn(acceptor.run(listener));
@@ -147,6 +157,7 @@ impl Server {
 
         // Graceful stop: no new connections, in-flight requests finish, up to the deadline.
         notify(&[sd_notify::NotifyState::Stopping]);
+        drain.start();
         shutdown.cancel();
         tracker.close();
         let deadline = shared.load().config.server.shutdown_timeout.get();
