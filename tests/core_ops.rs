@@ -118,6 +118,28 @@ fn sigterm_lets_an_in_flight_request_finish_then_exits_0() {
     assert!(std::net::TcpStream::connect(addr).is_err());
 }
 
+#[test]
+fn sigterm_closes_idle_keep_alive_connections_at_once() {
+    let up = Upstream::start();
+    // A drain deadline far beyond the wait below: exiting within it means the idle connection
+    // was closed by the drain, not cut at the deadline.
+    let mut proxy = Proxy::start(&up.url(), |c, _| {
+        c["server"]["shutdown_timeout"] = json!("60s");
+        c["server"]["limits"]["header_read_timeout"] = json!("60s");
+    });
+    let mut raw = Raw::connect(proxy.addr()).unwrap();
+    raw.send(b"GET /one HTTP/1.1\r\nHost: lms.test\r\n\r\n")
+        .unwrap();
+    assert_eq!(raw.read_response().unwrap().status, 200);
+    proxy.signal("TERM");
+    assert!(
+        raw.closed_within(Duration::from_secs(20)),
+        "an idle keep-alive connection was not closed by the drain"
+    );
+    let status = proxy.wait_exit(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0), "{}", proxy.output());
+}
+
 // ---------------------------------------------------------------------------------------------
 // admin
 
