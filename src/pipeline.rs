@@ -37,7 +37,7 @@ use crate::state::State;
 use crate::{server, sso, webservice};
 
 /// What the accept stage knows about the connection a request came on.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     /// The peer's IP address as a header value, formatted once for the connection's requests
@@ -50,7 +50,7 @@ pub struct ConnInfo {
     /// Index of the `server.listen` entry.
     pub listener: usize,
     /// The connection's header-read timeout clock (requests in flight count against it).
-    pub head_clock: Option<Arc<HeadClock>>,
+    pub head_clock: Arc<HeadClock>,
     /// The connection's reusable upstream response timer.
     pub response_timer: ResponseTimer,
 }
@@ -96,7 +96,7 @@ pub async fn handle(
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
-    let in_flight = conn.head_clock.as_ref().map(HeadClock::start);
+    let in_flight = conn.head_clock.start();
     let on_upgrade = upgrade::is_upgrade_request(&req).then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
     let mut ctx = RequestContext {
@@ -114,9 +114,7 @@ pub async fn handle(
     let mut response = run_stages(&state, &conn, &mut ctx, parts, body, on_upgrade).await;
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         // The connection now carries another protocol; no request head will follow.
-        if let Some(clock) = &conn.head_clock {
-            clock.turn_off();
-        }
+        conn.head_clock.turn_off();
     }
     if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
         response.headers_mut().insert(headers::X_REQUEST_ID, v);
@@ -243,7 +241,7 @@ async fn run_stages(
     let forward = Forward {
         client: &state.client,
         direct: state.direct.as_ref(),
-        timer: Some(&conn.response_timer),
+        timer: &conn.response_timer,
         target: &state.target,
         response_timeout: cfg.upstream.response_timeout.get(),
         metrics: &state.process.core,
@@ -563,7 +561,7 @@ fn log_stage(
     conn: &ConnInfo,
     ctx: RequestContext,
     base: Option<LogBase>,
-    in_flight: Option<InFlight>,
+    in_flight: InFlight,
     response: Response<ProxyBody>,
 ) -> Response<ProxyBody> {
     let core = &state.process.core;

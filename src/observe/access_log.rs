@@ -123,8 +123,8 @@ impl Finish {
     }
 
     /// Holds the connection's in-flight guard until the body is done.
-    pub fn hold(&mut self, in_flight: Option<InFlight>) {
-        self.in_flight = in_flight;
+    pub fn hold(&mut self, in_flight: InFlight) {
+        self.in_flight = Some(in_flight);
     }
 
     fn done(&mut self, complete: bool) {

@@ -122,11 +122,6 @@ impl DirectPool {
         }
     }
 
-    /// How many idle connections the pool holds now.
-    pub fn idle_count(&self) -> usize {
-        self.idle.lock().map(|v| v.len()).unwrap_or(0)
-    }
-
     /// Sends a bodiless request and reads the response head. The body reads the same
     /// connection, which returns here when the body has been read to its end.
     pub async fn send(
@@ -149,13 +144,12 @@ impl DirectPool {
             };
             match exchange(&mut conn, &head, is_head).await {
                 Ok((parts, framing, keep_alive)) => {
-                    let body = DirectBody {
+                    let mut body = DirectBody {
                         conn: Some(conn),
                         pool: self.clone(),
                         framing,
                         keep_alive,
                     };
-                    let mut body = body;
                     body.finish_if_done();
                     return Ok(Response::from_parts(parts, body));
                 }

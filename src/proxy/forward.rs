@@ -120,13 +120,6 @@ impl std::fmt::Debug for ResponseTimer {
     }
 }
 
-/// A copy starts with no timer of its own (a timer belongs to one connection).
-impl Clone for ResponseTimer {
-    fn clone(&self) -> Self {
-        ResponseTimer::default()
-    }
-}
-
 impl ResponseTimer {
     /// Runs `exchange` with a deadline; None when the deadline passed first.
     async fn run<F: std::future::Future>(
@@ -158,7 +151,7 @@ pub struct Forward<'a> {
     pub client: &'a UpstreamClient,
     pub direct: Option<&'a Arc<DirectPool>>,
     /// The connection's response timer, for the direct path.
-    pub timer: Option<&'a ResponseTimer>,
+    pub timer: &'a ResponseTimer,
     pub target: &'a UpstreamTarget,
     pub response_timeout: Duration,
     pub metrics: &'a CoreMetrics,
@@ -259,13 +252,7 @@ impl Forward<'_> {
     ) -> Result<Response<UpstreamBody>, ForwardError> {
         parts.version = http::Version::HTTP_11;
         let deadline = started + self.response_timeout;
-        let sent = match self.timer {
-            Some(timer) => timer.run(deadline, direct.send(&parts)).await,
-            None => tokio::time::timeout_at(deadline.into(), direct.send(&parts))
-                .await
-                .ok(),
-        };
-        match sent {
+        match self.timer.run(deadline, direct.send(&parts)).await {
             None => Err(ForwardError::Timeout(self.response_timeout)),
             Some(Err(e)) => Err(classify_direct(&e)),
             Some(Ok(response)) => Ok(response.map(UpstreamBody::Direct)),

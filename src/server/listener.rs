@@ -141,7 +141,7 @@ impl Acceptor {
                             tls: true,
                             sni,
                             listener: self.index,
-                            head_clock: None,
+                            head_clock: HeadClock::new(limits.header_read_timeout.get()),
                             response_timer: Default::default(),
                         };
                         self.serve_http(TokioIo::new(tls_stream), conn, protocols, &limits)
@@ -170,7 +170,7 @@ impl Acceptor {
                     tls: false,
                     sni: None,
                     listener: self.index,
-                    head_clock: None,
+                    head_clock: HeadClock::new(limits.header_read_timeout.get()),
                     response_timer: Default::default(),
                 };
                 let protocols = if http2 {
@@ -200,13 +200,10 @@ impl Acceptor {
     {
         // One header-read timer for the connection's life (see head_timeout.rs); HTTP/2 over
         // TLS multiplexes streams on a connection browsers keep open, so it is not timed.
-        let clock = HeadClock::new(limits.header_read_timeout.get());
         if matches!(protocols, Protocols::Http2) {
-            clock.turn_off();
+            conn.head_clock.turn_off();
         }
-        let io = TimedIo::new(io, clock.clone());
-        let mut conn = conn;
-        conn.head_clock = Some(clock);
+        let io = TimedIo::new(io, conn.head_clock.clone());
         let conn = Arc::new(conn);
         let shared = self.shared.clone();
         let max_header = limits.max_header_size.bytes().min(u32::MAX as u64) as usize;

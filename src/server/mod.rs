@@ -118,7 +118,8 @@ impl Server {
         let max_connections = shared.load().config.server.limits.max_connections;
         let connections = Arc::new(Semaphore::new(max_connections));
         let tracker = TaskTracker::new();
-        // Connections drain when told to; the token may also be cancelled from outside.
+        // Connections drain once the token is cancelled (by the signal handling below or from
+        // outside); they read the drain flag, not the token, on every wake-up.
         let drain = Arc::new(DrainSignal::default());
         tokio::spawn({
             let (drain, shutdown) = (drain.clone(), shutdown.clone());
@@ -157,7 +158,6 @@ impl Server {
 
         // Graceful stop: no new connections, in-flight requests finish, up to the deadline.
         notify(&[sd_notify::NotifyState::Stopping]);
-        drain.start();
         shutdown.cancel();
         tracker.close();
         let deadline = shared.load().config.server.shutdown_timeout.get();
