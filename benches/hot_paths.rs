@@ -111,7 +111,7 @@ fn bench_direct(c: &mut Criterion) {
     sanitize(&mut parts, &input).unwrap();
     let authority = http::HeaderValue::from_static("127.0.0.1:8081");
     c.bench_function("direct_encode_request_head", |b| {
-        b.iter(|| black_box(encode_head(black_box(&parts), &authority).len()))
+        b.iter(|| black_box(encode_head(black_box(&parts), None, &authority).len()))
     });
     let head = Bytes::from_static(MOODLE_PAGE_HEAD);
     c.bench_function("direct_parse_moodle_page_head", |b| {

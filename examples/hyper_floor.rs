@@ -39,7 +39,7 @@ async fn forward(
         use http_body::Body as _;
         if req.body().is_end_stream() {
             let (parts, _) = req.into_parts();
-            return Ok(match direct.send(&parts).await {
+            return Ok(match direct.send(&parts, None).await {
                 Ok(resp) => resp.map(moodle_edge::body::boxed),
                 Err(_) => {
                     let mut r = hyper::Response::new(moodle_edge::body::empty());

@@ -165,9 +165,8 @@ async fn run_stages(
     };
     ctx.client_ip = sanitized.client.ip;
     ctx.host = sanitized.host;
-    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
-        parts.headers.insert(headers::X_REQUEST_ID, v);
-    }
+    let mut added = sanitized.forward;
+    added.x_request_id = HeaderValue::from_str(&ctx.request_id).ok();
 
     // 3. route
     ctx.route = route::classify(
@@ -181,7 +180,9 @@ async fn run_stages(
         },
     );
     match ctx.route {
-        Route::Edge(EdgeRoute::Health) => return server::admin::readiness_response(state).await,
+        Route::Edge(EdgeRoute::Health) => {
+            return Box::pin(server::admin::readiness_response(state)).await
+        }
         Route::Internal => {
             ctx.note = Some("internal_path");
             state
@@ -209,8 +210,16 @@ async fn run_stages(
     // 4. guard
     let (body, ws) = match ctx.route {
         Route::WebService(entry) => {
-            match webservice::stage::guard(state, ctx, entry, &parts, crate::body::boxed(body))
-                .await
+            // Boxed, as are the other rarer stages below: an async fn's future is as large as
+            // its largest await, and hyper moves every request's future into place.
+            match Box::pin(webservice::stage::guard(
+                state,
+                ctx,
+                entry,
+                &parts,
+                crate::body::boxed(body),
+            ))
+            .await
             {
                 Ok((body, admitted)) => (body, Some(admitted)),
                 Err(response) => return response,
@@ -225,28 +234,43 @@ async fn run_stages(
     }
 
     // 6. forward
-    let method = parts.method.clone();
-    let preconditions = copy_headers(&parts.headers, PRECONDITION_HEADERS);
-    // A request without a body (most GETs) needs no size limit or idle timer on it.
-    let (body, fate) = if body.is_end_stream() {
-        (crate::body::empty(), None)
-    } else {
-        let (guarded, fate) = GuardedBody::new(
-            body,
-            Some(cfg.server.limits.max_body_size.bytes()),
-            cfg.server.limits.client_body_timeout.get(),
-        );
-        (guarded.boxed_unsync(), Some(fate))
-    };
     let forward = Forward {
         client: &state.client,
-        direct: state.direct.as_ref(),
         timer: &conn.response_timer,
         target: &state.target,
         response_timeout: cfg.upstream.response_timeout.get(),
         metrics: &state.process.core,
     };
-    let (result, timing) = forward.send(parts, body, fate).await;
+    let method = parts.method.clone();
+    // Without a body or an upgrade (page views, downloads) the request takes the direct path
+    // and is only lent to it; everything else goes through hyper's pooled client, whose larger
+    // future is boxed so that it does not grow every request's future.
+    let direct = state
+        .direct
+        .as_ref()
+        .filter(|_| body.is_end_stream() && !sanitized.upgrade);
+    let (result, timing, preconditions) = match direct {
+        Some(direct) => {
+            let (result, timing) = forward.send_direct(direct, &parts, &added).await;
+            (result, timing, parts.headers)
+        }
+        None => {
+            let preconditions = copy_headers(&parts.headers, PRECONDITION_HEADERS);
+            // A request without a body needs no size limit or idle timer on it.
+            let (body, fate) = if body.is_end_stream() {
+                (crate::body::empty(), None)
+            } else {
+                let (guarded, fate) = GuardedBody::new(
+                    body,
+                    Some(cfg.server.limits.max_body_size.bytes()),
+                    cfg.server.limits.client_body_timeout.get(),
+                );
+                (guarded.boxed_unsync(), Some(fate))
+            };
+            let (result, timing) = Box::pin(forward.send(parts, &added, body, fate)).await;
+            (result, timing, preconditions)
+        }
+    };
     ctx.upstream_time = Some(timing.total);
     ctx.upstream_wait = Some(timing.upstream);
     let upstream = match result {
@@ -262,7 +286,7 @@ async fn run_stages(
 
     // 7. respond
     let response = if Offloader::wants_offload(upstream.headers()) {
-        offload(state, ctx, &method, &preconditions, upstream).await
+        Box::pin(offload(state, ctx, &method, &preconditions, upstream)).await
     } else {
         pass_through(state, upstream, on_upgrade, sanitized.upgrade)
     };
@@ -290,16 +314,27 @@ fn request_id(headers: &HeaderMap) -> String {
     new_request_id()
 }
 
-/// 128 random bits as 32 lower-case hex digits (a table lookup: `format!` cost more than the
-/// rest of the request id handling together).
+/// 128 random bits as 32 lower-case hex digits, from a per-thread SmallRng seeded from the
+/// thread's ChaCha generator: a request id is a correlation handle, not a secret, and the
+/// ChaCha generator behind `rand::random` cost more than the rest of the request id handling
+/// together. The digits come from a table, written into an array and allocated once.
 fn new_request_id() -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(32);
-    for b in rand::random::<u128>().to_be_bytes() {
-        out.push(HEX[usize::from(b >> 4)] as char);
-        out.push(HEX[usize::from(b & 0x0f)] as char);
+    use rand::{Rng, SeedableRng};
+    thread_local! {
+        static IDS: std::cell::RefCell<rand::rngs::SmallRng> =
+            std::cell::RefCell::new(rand::rngs::SmallRng::from_rng(&mut rand::rng()));
     }
-    out
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bits: u128 = IDS.with(|rng| rng.borrow_mut().random());
+    let mut out = [0u8; 32];
+    for (i, b) in bits.to_be_bytes().into_iter().enumerate() {
+        out[2 * i] = HEX[usize::from(b >> 4)];
+        out[2 * i + 1] = HEX[usize::from(b & 0x0f)];
+    }
+    // Always ASCII hex digits, so the check cannot fail.
+    std::str::from_utf8(&out)
+        .map(str::to_owned)
+        .unwrap_or_default()
 }
 
 /// Copies the headers named in `names`: one pass with cheap name comparisons, since most

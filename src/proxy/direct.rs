@@ -34,7 +34,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::observe::metrics::CoreMetrics;
-use crate::proxy::headers;
+use crate::proxy::headers::{self, ForwardHeaders};
 
 /// The longest response head accepted (status line and headers).
 const MAX_HEAD: usize = 64 * 1024;
@@ -124,11 +124,14 @@ impl DirectPool {
 
     /// Sends a bodiless request and reads the response head. The body reads the same
     /// connection, which returns here when the body has been read to its end.
+    /// `added` are the headers the proxy adds (X-Forwarded-*, X-Request-Id), written after the
+    /// request's own.
     pub async fn send(
         self: &Arc<Self>,
         parts: &request::Parts,
+        added: Option<&ForwardHeaders>,
     ) -> Result<Response<DirectBody>, DirectError> {
-        let head = encode_head(parts, &self.authority);
+        let head = encode_head(parts, added, &self.authority);
         let is_head = parts.method == Method::HEAD;
         // A reused connection may have been closed by the upstream a moment ago; a request that
         // never got an answer on it is tried once more on a new connection if resending it is
@@ -255,13 +258,18 @@ fn is_idempotent(method: &Method) -> bool {
 }
 
 /// The request head in HTTP/1.1 form. Header names are already lower case (as hyper sends them).
-pub fn encode_head(parts: &request::Parts, authority: &HeaderValue) -> Vec<u8> {
+pub fn encode_head(
+    parts: &request::Parts,
+    added: Option<&ForwardHeaders>,
+    authority: &HeaderValue,
+) -> Vec<u8> {
     let target = parts
         .uri
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    let mut size = parts.method.as_str().len() + target.len() + 64;
+    let mut size =
+        parts.method.as_str().len() + target.len() + 64 + added.map_or(0, |a| a.encoded_len());
     for (name, value) in &parts.headers {
         size += name.as_str().len() + value.len() + 4;
     }
@@ -284,6 +292,9 @@ pub fn encode_head(parts: &request::Parts, authority: &HeaderValue) -> Vec<u8> {
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
+    }
+    if let Some(added) = added {
+        added.write_to(&mut out);
     }
     // Methods that normally carry a body say it is empty, as hyper does.
     if matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
@@ -469,7 +480,10 @@ fn parse_head(buf: &[u8]) -> Result<Option<(ParsedHead, usize)>, DirectError> {
 }
 
 fn build_parts(parsed: &ParsedHead, head: &Bytes) -> Result<http::response::Parts, DirectError> {
-    let mut map = HeaderMap::with_capacity(parsed.headers.len());
+    // Room for what the proxy adds (X-Request-Id) and, since hyper reuses a connection's last
+    // response map for its next request, for a browser's request headers plus the forwarding
+    // headers: one allocation instead of a regrowth on every request.
+    let mut map = HeaderMap::with_capacity(parsed.headers.len().max(8) + 16);
     for (name, range) in &parsed.headers {
         let value = HeaderValue::from_maybe_shared(head.slice(range.clone()))
             .map_err(|_| DirectError::Framing("bad header value"))?;
@@ -849,13 +863,14 @@ mod tests {
                 ("x-a", "1"),
             ],
         );
-        let out = encode_head(&p, &HeaderValue::from_static("up:8080"));
+        let out = encode_head(&p, None, &HeaderValue::from_static("up:8080"));
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "GET /course/view.php?id=2 HTTP/1.1\r\nhost: lms.example\r\nx-a: 1\r\n\r\n"
         );
         let p = parts("POST", "/x", &[]);
-        let out = String::from_utf8(encode_head(&p, &HeaderValue::from_static("up:8080"))).unwrap();
+        let out =
+            String::from_utf8(encode_head(&p, None, &HeaderValue::from_static("up:8080"))).unwrap();
         assert_eq!(
             out,
             "POST /x HTTP/1.1\r\nhost: up:8080\r\ncontent-length: 0\r\n\r\n"

@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{header, request, Request, Response};
+use http::{request, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use thiserror::Error;
@@ -21,6 +21,7 @@ use crate::observe::metrics::CoreMetrics;
 use crate::proxy::body::BodyFate;
 use crate::proxy::client::{UpstreamClient, UpstreamTarget};
 use crate::proxy::direct::{DirectBody, DirectError, DirectPool};
+use crate::proxy::headers::ForwardHeaders;
 
 /// The upstream's response body, from whichever path carried the request.
 pub enum UpstreamBody {
@@ -149,7 +150,6 @@ impl ResponseTimer {
 
 pub struct Forward<'a> {
     pub client: &'a UpstreamClient,
-    pub direct: Option<&'a Arc<DirectPool>>,
     /// The connection's response timer, for the direct path.
     pub timer: &'a ResponseTimer,
     pub target: &'a UpstreamTarget,
@@ -158,7 +158,43 @@ pub struct Forward<'a> {
 }
 
 impl Forward<'_> {
-    /// Sends the request. `fate` is the request body's guard, when it has a body.
+    /// Sends a request without a body (and without an upgrade) over the direct path
+    /// (src/proxy/direct.rs). The request is borrowed, not moved: the respond stage still reads
+    /// its precondition headers when the answer is an offload, and the request future stays
+    /// small. The response timeout covers the connect too, as it does on the pooled path.
+    pub async fn send_direct(
+        &self,
+        direct: &Arc<DirectPool>,
+        parts: &request::Parts,
+        added: &ForwardHeaders,
+    ) -> (Result<Response<UpstreamBody>, ForwardError>, Timing) {
+        let started = Instant::now();
+        let deadline = started + self.response_timeout;
+        let result = match self
+            .timer
+            .run(deadline, direct.send(parts, Some(added)))
+            .await
+        {
+            None => Err(ForwardError::Timeout(self.response_timeout)),
+            Some(Err(e)) => Err(classify_direct(&e)),
+            Some(Ok(response)) => Ok(response.map(UpstreamBody::Direct)),
+        };
+        let total = started.elapsed();
+        if result.is_ok() {
+            self.metrics.upstream_response.observe(total.as_secs_f64());
+        }
+        // Nothing to upload: the upstream's share is all of it.
+        (
+            result,
+            Timing {
+                total,
+                upstream: total,
+            },
+        )
+    }
+
+    /// Sends the request over hyper's pooled client (requests with a body, upgrades, https
+    /// upstreams). `fate` is the request body's guard, when it has a body.
     ///
     /// Also returns how long the exchange took up to the response head, and how long the
     /// upstream took once the whole request had been handed on (or since the start, when it
@@ -166,15 +202,15 @@ impl Forward<'_> {
     /// in it. The clock is read twice for a request without a body.
     pub async fn send(
         &self,
-        parts: request::Parts,
+        mut parts: request::Parts,
+        added: &ForwardHeaders,
         body: ProxyBody,
         fate: Option<Arc<BodyFate>>,
     ) -> (Result<Response<UpstreamBody>, ForwardError>, Timing) {
+        added.insert_into(&mut parts.headers);
         let started = Instant::now();
         let mut sent_at = None;
-        let result = self
-            .exchange(parts, body, fate, started, &mut sent_at)
-            .await;
+        let result = self.exchange(parts, body, fate, &mut sent_at).await;
         let ended = Instant::now();
         let total = ended.saturating_duration_since(started);
         if result.is_ok() {
@@ -192,14 +228,8 @@ impl Forward<'_> {
         mut parts: request::Parts,
         body: ProxyBody,
         fate: Option<Arc<BodyFate>>,
-        started: Instant,
         sent_at: &mut Option<Instant>,
     ) -> Result<Response<UpstreamBody>, ForwardError> {
-        if let Some(direct) = self.direct {
-            if body.is_end_stream() && !parts.headers.contains_key(header::UPGRADE) {
-                return self.exchange_direct(direct, parts, started).await;
-            }
-        }
         let path_and_query = parts
             .uri
             .path_and_query()
@@ -239,23 +269,6 @@ impl Forward<'_> {
         match result {
             Ok(response) => Ok(response.map(UpstreamBody::Pooled)),
             Err(e) => Err(classify(e, fate.as_deref())),
-        }
-    }
-
-    /// A bodiless request over the direct path: the response timeout covers the connect too,
-    /// as it does on the pooled path.
-    async fn exchange_direct(
-        &self,
-        direct: &Arc<DirectPool>,
-        mut parts: request::Parts,
-        started: Instant,
-    ) -> Result<Response<UpstreamBody>, ForwardError> {
-        parts.version = http::Version::HTTP_11;
-        let deadline = started + self.response_timeout;
-        match self.timer.run(deadline, direct.send(&parts)).await {
-            None => Err(ForwardError::Timeout(self.response_timeout)),
-            Some(Err(e)) => Err(classify_direct(&e)),
-            Some(Ok(response)) => Ok(response.map(UpstreamBody::Direct)),
         }
     }
 }

@@ -28,8 +28,22 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     HeaderName::from_static("proxy-connection"),
 ];
 
+/// The index of `name` in `HOP_BY_HOP`. A match on the name's text (the compiler switches on
+/// its length first) instead of nine `HeaderName` comparisons: this runs for every header of
+/// every request and response.
 fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
-    HOP_BY_HOP.iter().position(|h| h == name)
+    match name.as_str() {
+        "connection" => Some(0),
+        "te" => Some(1),
+        "trailer" => Some(2),
+        "transfer-encoding" => Some(3),
+        "upgrade" => Some(4),
+        "proxy-authorization" => Some(5),
+        "proxy-authenticate" => Some(6),
+        "keep-alive" => Some(7),
+        "proxy-connection" => Some(8),
+        _ => None,
+    }
 }
 
 /// True for the headers that are always hop-by-hop (not counting those `Connection` names).
@@ -88,6 +102,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 /// upstream may ask for an offload) and the identity headers moodle-edge itself sets.
 pub fn is_reserved_request_header(name: &HeaderName) -> bool {
     let n = name.as_str();
+    // Every reserved name starts with "x-"; most names a browser sends do not.
+    if !n.starts_with("x-") {
+        return false;
+    }
     n.starts_with("x-accel-")
         || n == "x-sendfile"
         || n == "x-sendfile-type"
@@ -181,46 +199,144 @@ pub fn client_addr(
     }
 }
 
-/// Sets X-Forwarded-For/-Proto/-Host and X-Real-IP, replacing whatever the client sent.
-/// `peer_value` is the peer's address as a header value, made once per connection: with no
-/// trusted proxy in front (the usual case) both X-Forwarded-For and X-Real-IP are that value.
-pub fn set_forwarded(
-    headers: &mut HeaderMap,
+/// The headers moodle-edge adds to every request it forwards: X-Forwarded-For/-Proto/-Host,
+/// X-Real-IP and X-Request-Id. They travel beside the request's own headers instead of being
+/// inserted into its map: the direct path writes them straight into the request head it sends
+/// (no hashing, no regrowth of the map), the pooled path inserts them (`insert_into`). Whatever
+/// the client sent under these names (and `Forwarded`) is removed by the sanitize stage.
+#[derive(Debug, Clone)]
+pub struct ForwardHeaders {
+    pub x_forwarded_for: Option<HeaderValue>,
+    pub x_forwarded_proto: HeaderValue,
+    /// None when the request named no host (HTTP/1.0 without Host).
+    pub x_forwarded_host: Option<HeaderValue>,
+    pub x_real_ip: Option<HeaderValue>,
+    /// Set by the pipeline once the request id is known.
+    pub x_request_id: Option<HeaderValue>,
+}
+
+impl ForwardHeaders {
+    /// The headers as (lower-case name, value) pairs, in the order they are sent.
+    fn pairs(&self) -> [(&'static str, Option<&HeaderValue>); 5] {
+        [
+            ("x-forwarded-for", self.x_forwarded_for.as_ref()),
+            ("x-forwarded-proto", Some(&self.x_forwarded_proto)),
+            ("x-forwarded-host", self.x_forwarded_host.as_ref()),
+            ("x-real-ip", self.x_real_ip.as_ref()),
+            ("x-request-id", self.x_request_id.as_ref()),
+        ]
+    }
+
+    /// Puts the headers into a request's map (the pooled path).
+    pub fn insert_into(&self, headers: &mut HeaderMap) {
+        let names = [
+            X_FORWARDED_FOR,
+            X_FORWARDED_PROTO,
+            X_FORWARDED_HOST,
+            X_REAL_IP,
+            X_REQUEST_ID,
+        ];
+        for (name, (_, value)) in names.into_iter().zip(self.pairs()) {
+            if let Some(v) = value {
+                headers.insert(name, v.clone());
+            }
+        }
+    }
+
+    /// Writes the headers as HTTP/1.1 header lines (the direct path).
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        for (name, value) in self.pairs() {
+            if let Some(v) = value {
+                out.extend_from_slice(name.as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(v.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+
+    /// The bytes `write_to` writes, at most.
+    pub fn encoded_len(&self) -> usize {
+        self.pairs()
+            .iter()
+            .map(|(n, v)| v.map_or(0, |v| n.len() + v.len() + 4))
+            .sum()
+    }
+}
+
+/// The forwarding headers for a request. `peer_value` is the peer's address as a header value,
+/// made once per connection: with no trusted proxy in front (the usual case) X-Forwarded-For
+/// and X-Real-IP are both that value. `host_value` is the Host header the host came from, when
+/// it did (its value is shared rather than copied).
+pub fn forward_headers(
     client: &ClientAddr,
     peer_value: &HeaderValue,
     proto: &str,
     host: &str,
-) {
-    if headers.contains_key(FORWARDED) {
-        headers.remove(FORWARDED);
-    }
+    host_value: Option<&HeaderValue>,
+) -> ForwardHeaders {
     let forwarded_for = if client.forwarded_for.as_bytes() == peer_value.as_bytes() {
         Some(peer_value.clone())
     } else {
         HeaderValue::from_str(&client.forwarded_for).ok()
     };
-    match client.forwarded_proto.as_deref().unwrap_or(proto) {
-        "https" => headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https")),
-        _ => headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http")),
+    let x_forwarded_proto = match client.forwarded_proto.as_deref().unwrap_or(proto) {
+        "https" => HeaderValue::from_static("https"),
+        _ => HeaderValue::from_static("http"),
     };
-    match HeaderValue::from_str(host) {
-        Ok(v) if !host.is_empty() => {
-            headers.insert(X_FORWARDED_HOST, v);
-        }
-        _ => {
-            headers.remove(X_FORWARDED_HOST);
-        }
-    }
+    let x_forwarded_host = match host_value {
+        _ if host.is_empty() => None,
+        Some(v) if v.as_bytes() == host.as_bytes() => Some(v.clone()),
+        _ => HeaderValue::from_str(host).ok(),
+    };
     // With no trusted proxy in front, the chain is just the client: one value for both.
-    let real_ip = match (&forwarded_for, client.forwarded_for.contains(',')) {
+    let x_real_ip = match (&forwarded_for, client.forwarded_for.contains(',')) {
         (Some(v), false) => Some(v.clone()),
         _ => HeaderValue::from_str(&client.ip.to_string()).ok(),
     };
-    if let Some(v) = real_ip {
-        headers.insert(X_REAL_IP, v);
+    ForwardHeaders {
+        x_forwarded_for: forwarded_for,
+        x_forwarded_proto,
+        x_forwarded_host,
+        x_real_ip,
+        x_request_id: None,
     }
-    if let Some(v) = forwarded_for {
-        headers.insert(X_FORWARDED_FOR, v);
+}
+
+/// Kinds of request header the sanitize stage acts on, found in one pass over the names.
+pub mod kind {
+    pub const HOP_BY_HOP: u8 = 1;
+    pub const RESERVED: u8 = 2;
+    /// A header the proxy sets itself (see `ForwardHeaders`), or `Forwarded`.
+    pub const FORWARDING: u8 = 4;
+}
+
+/// Which kinds of header (`kind::*`) the map holds.
+pub fn request_header_kinds(headers: &HeaderMap) -> u8 {
+    let mut found = 0;
+    for name in headers.keys() {
+        found |= match name.as_str() {
+            "forwarded" | "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host"
+            | "x-real-ip" | "x-request-id" => kind::FORWARDING,
+            _ if hop_by_hop_index(name).is_some() => kind::HOP_BY_HOP,
+            _ if is_reserved_request_header(name) => kind::RESERVED,
+            _ => 0,
+        };
+    }
+    found
+}
+
+/// Removes what a client sent under the names of the forwarding headers.
+pub fn remove_forwarding(headers: &mut HeaderMap) {
+    for name in [
+        FORWARDED,
+        X_FORWARDED_FOR,
+        X_FORWARDED_PROTO,
+        X_FORWARDED_HOST,
+        X_REAL_IP,
+        X_REQUEST_ID,
+    ] {
+        headers.remove(name);
     }
 }
 
@@ -237,6 +353,23 @@ mod tests {
             );
         }
         h
+    }
+
+    #[test]
+    fn hop_by_hop_index_matches_the_table() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop_index(name), Some(i), "{name}");
+        }
+        for other in [
+            "host",
+            "content-length",
+            "x-connection",
+            "keep-alive2",
+            "tee",
+        ] {
+            let name = HeaderName::from_bytes(other.as_bytes()).unwrap();
+            assert_eq!(hop_by_hop_index(&name), None, "{other}");
+        }
     }
 
     #[test]

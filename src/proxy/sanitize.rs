@@ -9,7 +9,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{request, Method, StatusCode, Version};
 use ipnet::IpNet;
 
-use crate::proxy::headers::{self, ClientAddr};
+use crate::proxy::headers::{self, kind, ClientAddr, ForwardHeaders};
 
 /// Why a request was refused, and how to answer it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +36,8 @@ pub struct Sanitized {
     pub client: ClientAddr,
     /// An HTTP/1.1 Upgrade (WebSocket) handshake: Connection/Upgrade must reach the upstream.
     pub upgrade: bool,
+    /// The headers the forward stage adds to the request (X-Forwarded-*, X-Real-IP).
+    pub forward: ForwardHeaders,
 }
 
 pub struct SanitizeInput<'a> {
@@ -56,26 +58,37 @@ pub fn sanitize(
     check_target(parts)?;
     check_framing(&parts.headers, parts.version)?;
     check_body_size(&parts.headers, input.max_body_size)?;
-    let host = resolve_host(parts)?;
+    let (host, host_value) = resolve_host(parts)?;
 
-    headers::strip_reserved_request_headers(&mut parts.headers);
-    headers::strip_hop_by_hop(&mut parts.headers, input.upgrade);
+    // One pass over the names says which of the rarer fixes below this request needs.
+    let kinds = headers::request_header_kinds(&parts.headers);
+    if kinds & kind::RESERVED != 0 {
+        headers::strip_reserved_request_headers(&mut parts.headers);
+    }
+    if kinds & kind::HOP_BY_HOP != 0 {
+        headers::strip_hop_by_hop(&mut parts.headers, input.upgrade);
+    }
     if parts.version == Version::HTTP_2 {
         merge_cookies(&mut parts.headers);
     }
     let peer_text = input.peer_value.to_str().unwrap_or_default();
+    // Reads X-Forwarded-For/-Proto when the peer is a trusted proxy, so before they go.
     let client = headers::client_addr(input.peer, peer_text, &parts.headers, input.trusted_proxies);
-    headers::set_forwarded(
-        &mut parts.headers,
+    if kinds & kind::FORWARDING != 0 {
+        headers::remove_forwarding(&mut parts.headers);
+    }
+    let forward = headers::forward_headers(
         &client,
         input.peer_value,
         if input.tls { "https" } else { "http" },
         &host,
+        host_value.as_ref(),
     );
     Ok(Sanitized {
         host,
         client,
         upgrade: input.upgrade,
+        forward,
     })
 }
 
@@ -162,7 +175,8 @@ fn check_body_size(headers: &HeaderMap, max: u64) -> Result<(), Refusal> {
 
 /// The host the client asked for. HTTP/1.1 needs exactly one Host header; an absolute-form
 /// target's authority wins over it (RFC 9112 §3.2.2); HTTP/2 carries it as :authority.
-fn resolve_host(parts: &mut request::Parts) -> Result<String, Refusal> {
+/// Also returns the Host header's value when the host came from it.
+fn resolve_host(parts: &mut request::Parts) -> Result<(String, Option<HeaderValue>), Refusal> {
     let mut hosts = parts.headers.get_all(header::HOST).iter();
     let first_host = hosts.next();
     if hosts.next().is_some() {
@@ -201,12 +215,19 @@ fn resolve_host(parts: &mut request::Parts) -> Result<String, Refusal> {
             "The Host header is not valid.",
         ));
     }
-    if from_authority && !host.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&host) {
-            parts.headers.insert(header::HOST, v);
+    // The value is shared with X-Forwarded-Host (a reference count, not a copy).
+    let value = if !from_authority {
+        first_host.cloned()
+    } else if host.is_empty() {
+        None
+    } else {
+        let value = HeaderValue::from_str(&host).ok();
+        if let Some(v) = &value {
+            parts.headers.insert(header::HOST, v.clone());
         }
-    }
-    Ok(host)
+        value
+    };
+    Ok((host, value))
 }
 
 /// host[:port], a bracketed IPv6 literal, nothing else: no userinfo, paths or spaces.
@@ -269,10 +290,24 @@ mod tests {
         );
         let s = sanitize(&mut p, &input()).unwrap();
         assert_eq!(s.host, "lms.example.edu");
-        assert_eq!(p.headers["x-forwarded-for"], "192.0.2.7");
-        assert_eq!(p.headers["x-forwarded-proto"], "https");
-        assert_eq!(p.headers["x-forwarded-host"], "lms.example.edu");
+        // The client's own X-Forwarded-For is gone; the proxy's travels beside the map.
+        assert!(!p.headers.contains_key("x-forwarded-for"));
         assert!(!p.headers.contains_key("x-accel-redirect"));
+        let mut out = HeaderMap::new();
+        s.forward.insert_into(&mut out);
+        assert_eq!(out["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(out["x-forwarded-proto"], "https");
+        assert_eq!(out["x-forwarded-host"], "lms.example.edu");
+        assert_eq!(out["x-real-ip"], "192.0.2.7");
+        assert!(!out.contains_key("x-request-id"));
+        let mut line = Vec::new();
+        s.forward.write_to(&mut line);
+        assert_eq!(line.len(), s.forward.encoded_len());
+        assert_eq!(
+            String::from_utf8(line).unwrap(),
+            "x-forwarded-for: 192.0.2.7\r\nx-forwarded-proto: https\r\n\
+             x-forwarded-host: lms.example.edu\r\nx-real-ip: 192.0.2.7\r\n"
+        );
     }
 
     #[test]

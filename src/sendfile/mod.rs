@@ -152,7 +152,11 @@ impl Offloader {
 
     /// True when the upstream response asks for an offload (either header present).
     pub fn wants_offload(upstream_headers: &HeaderMap) -> bool {
-        upstream_headers.contains_key(X_ACCEL_REDIRECT) || upstream_headers.contains_key(X_SENDFILE)
+        // A scan of the few response names: a lookup by a `&str` name parses and hashes the
+        // name on every call, and this runs for every response.
+        upstream_headers
+            .keys()
+            .any(|n| matches!(n.as_str(), X_ACCEL_REDIRECT | X_SENDFILE))
     }
 
     /// Whether a client's request path reaches an internal mapping prefix (after decoding and

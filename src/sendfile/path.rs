@@ -284,7 +284,26 @@ pub fn longest_match<'a>(
 pub fn path_reaches_prefix(path: &str, prefixes: &[Vec<Vec<u8>>]) -> bool {
     // The query and fragment are not part of the path.
     let path = path.split(['?', '#']).next().unwrap_or("");
-    let mut current: Vec<u8> = path.as_bytes().to_vec();
+    let bytes = path.as_bytes();
+    // Most paths have nothing to decode (no '%') and no dot segment or backslash to resolve:
+    // their non-empty segments are compared as they are, without allocating. Anything else
+    // takes the full walk below.
+    if !bytes.contains(&b'%')
+        && !bytes.contains(&b'\\')
+        && !bytes.starts_with(b".")
+        && !bytes.windows(2).any(|w| w == b"/.")
+    {
+        return prefixes.iter().any(|prefix| {
+            let mut segments = bytes.split(|b| *b == b'/').filter(|s| !s.is_empty());
+            !prefix.is_empty() && prefix.iter().all(|p| segments.next() == Some(p.as_slice()))
+        });
+    }
+    reaches_after_decoding(bytes, prefixes)
+}
+
+/// The full walk: percent-decoded up to three times, dot segments resolved at each step.
+fn reaches_after_decoding(bytes: &[u8], prefixes: &[Vec<Vec<u8>>]) -> bool {
+    let mut current: Vec<u8> = bytes.to_vec();
     for _ in 0..3 {
         if normalised_starts_with_any(&current, prefixes) {
             return true;
@@ -444,6 +463,40 @@ mod tests {
         assert!(!hit("/Moodledata-Internal/x"));
         assert!(!hit("/pluginfile.php/1/x?f=/moodledata-internal/"));
         assert!(!hit("/"));
+        assert!(!hit("/moodledata-internal/../x"));
+        assert!(!hit("/a/moodledata-internal/x"));
+    }
+
+    #[test]
+    fn the_quick_path_agrees_with_the_full_walk() {
+        let prefixes = vec![
+            config_segments(b"/moodledata-internal/"),
+            config_segments(b"/x/y/"),
+        ];
+        for p in [
+            "/",
+            "",
+            "/x",
+            "/x/y",
+            "/x/y/z",
+            "//x//y",
+            "/x/yz",
+            "/xx/y/z",
+            "/moodledata-internal",
+            "/moodledata-internal/",
+            "/course/view.php",
+            "moodledata-internal/a",
+            "/x/./y",
+            "/a/x/y",
+            "/pluginfile.php/1/mod_page/content/x.png",
+        ] {
+            let quick = path_reaches_prefix(p, &prefixes);
+            assert_eq!(
+                quick,
+                reaches_after_decoding(p.as_bytes(), &prefixes),
+                "{p}"
+            );
+        }
     }
 
     struct Tree {
