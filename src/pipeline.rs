@@ -99,8 +99,10 @@ pub async fn handle(
     let in_flight = conn.head_clock.start();
     let on_upgrade = upgrade::is_upgrade_request(&req).then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
+    // The kinds of header the sanitize stage acts on, found in one pass over the names.
+    let kinds = headers::request_header_kinds(&parts.headers);
     let mut ctx = RequestContext {
-        request_id: request_id(&parts.headers),
+        request_id: request_id(&parts.headers, kinds),
         started,
         route: Route::Page,
         client_ip: conn.peer.ip(),
@@ -111,7 +113,7 @@ pub async fn handle(
         note: None,
     };
     let log_base = state.access_log.enabled().then(|| LogBase::from(&parts));
-    let mut response = run_stages(&state, &conn, &mut ctx, parts, body, on_upgrade).await;
+    let mut response = run_stages(&state, &conn, &mut ctx, parts, body, on_upgrade, kinds).await;
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         // The connection now carries another protocol; no request head will follow.
         conn.head_clock.turn_off();
@@ -129,6 +131,7 @@ async fn run_stages(
     mut parts: request::Parts,
     body: Incoming,
     on_upgrade: Option<OnUpgrade>,
+    kinds: u8,
 ) -> Response<ProxyBody> {
     let cfg = &state.config;
 
@@ -142,6 +145,7 @@ async fn run_stages(
             trusted_proxies: &cfg.server.trusted_proxies,
             max_body_size: cfg.server.limits.max_body_size.bytes(),
             upgrade: on_upgrade.is_some(),
+            kinds,
         },
     ) {
         Ok(s) => s,
@@ -297,7 +301,11 @@ async fn run_stages(
 }
 
 /// The X-Request-Id to use: the client's (or front proxy's) when it is sane, else a new one.
-fn request_id(headers: &HeaderMap) -> String {
+/// `kinds` says whether the request has any forwarding header at all (most have none).
+fn request_id(headers: &HeaderMap, kinds: u8) -> String {
+    if kinds & headers::kind::FORWARDING == 0 {
+        return new_request_id();
+    }
     if let Some(id) = headers
         .get(headers::X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
@@ -481,12 +489,16 @@ fn pass_through(
             "",
         );
     }
-    // Transfer-Encoding wins over Content-Length, and the length must not reach the client with
-    // the re-framed body (RFC 9112 §6.3): a client trusting it would cut the body short.
-    if parts.headers.contains_key(header::TRANSFER_ENCODING) {
-        parts.headers.remove(header::CONTENT_LENGTH);
+    // The direct path keeps hop-by-hop headers out of the map and settles the framing itself;
+    // hyper's client hands over what the upstream sent.
+    if let UpstreamBody::Pooled(_) = body {
+        // Transfer-Encoding wins over Content-Length, and the length must not reach the client
+        // with the re-framed body (RFC 9112 §6.3): a client trusting it would cut it short.
+        if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+            parts.headers.remove(header::CONTENT_LENGTH);
+        }
+        headers::strip_hop_by_hop(&mut parts.headers, false);
     }
-    headers::strip_hop_by_hop(&mut parts.headers, false);
     strip_offload_controls(&mut parts.headers);
     if body.cannot_stall() {
         // Already read to its end: no idle timer to guard it with.
@@ -663,8 +675,8 @@ mod tests {
     fn a_sane_client_request_id_is_kept_and_a_bad_one_replaced() {
         let mut h = HeaderMap::new();
         h.insert(headers::X_REQUEST_ID, HeaderValue::from_static("abc-123.x"));
-        assert_eq!(request_id(&h), "abc-123.x");
+        assert_eq!(request_id(&h, headers::kind::FORWARDING), "abc-123.x");
         h.insert(headers::X_REQUEST_ID, HeaderValue::from_static("bad id"));
-        assert_eq!(request_id(&h).len(), 32);
+        assert_eq!(request_id(&h, headers::kind::FORWARDING).len(), 32);
     }
 }

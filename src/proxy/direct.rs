@@ -78,6 +78,41 @@ impl DirectError {
 struct Conn {
     io: TcpStream,
     buf: BytesMut,
+    /// The header names of this connection's previous responses.
+    names: NameCache,
+}
+
+/// The header names an upstream connection sent, by position: an application answers with the
+/// same names in the same order response after response, so a name is looked up here (a
+/// byte comparison) before it is parsed (lower-cased and matched against the standard names,
+/// about 150 instructions a header, the largest cost of reading a response head).
+#[derive(Default)]
+pub struct NameCache {
+    slots: Vec<Option<(Box<[u8]>, HeaderName)>>,
+}
+
+impl NameCache {
+    /// The header name for the raw `name` found at position `index` of a response head.
+    fn name(&mut self, index: usize, raw: &[u8]) -> Result<HeaderName, DirectError> {
+        if let Some(Some((seen, name))) = self.slots.get(index) {
+            if **seen == *raw {
+                return Ok(name.clone());
+            }
+        }
+        // The order moved (a header more or less than last time): any position will do.
+        if let Some((_, name)) = self.slots.iter().flatten().find(|(seen, _)| **seen == *raw) {
+            return Ok(name.clone());
+        }
+        let name =
+            HeaderName::from_bytes(raw).map_err(|_| DirectError::Framing("bad header name"))?;
+        if index < MAX_HEADERS {
+            if self.slots.len() <= index {
+                self.slots.resize(index + 1, None);
+            }
+            self.slots[index] = Some((raw.into(), name.clone()));
+        }
+        Ok(name)
+    }
 }
 
 struct Idle {
@@ -197,6 +232,7 @@ impl DirectPool {
         Ok(Conn {
             io,
             buf: BytesMut::with_capacity(READ_CHUNK),
+            names: NameCache::default(),
         })
     }
 
@@ -278,7 +314,11 @@ pub fn encode_head(
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    if !parts.headers.contains_key(header::HOST) {
+    let has_host = match added {
+        Some(added) => added.request_has_host(),
+        None => parts.headers.contains_key(header::HOST),
+    };
+    if !has_host {
         out.extend_from_slice(b"host: ");
         out.extend_from_slice(authority.as_bytes());
         out.extend_from_slice(b"\r\n");
@@ -340,7 +380,7 @@ async fn exchange(
         // Interim answers (100, 102, 103) are read past; a 101 is never asked for on this path.
         let (parts, len) = loop {
             if !conn.buf.is_empty() {
-                match parse_head(&conn.buf) {
+                match parse_head(&conn.buf, &mut conn.names) {
                     Ok(Some(parsed)) => break parsed,
                     Ok(None) => {}
                     Err(e) => return Err(Exchange::Failed(e)),
@@ -392,7 +432,7 @@ pub fn parse_response_head(
     buf: &Bytes,
     is_head: bool,
 ) -> Result<Option<(http::response::Parts, usize, bool)>, DirectError> {
-    let Some((parsed, len)) = parse_head(buf)? else {
+    let Some((parsed, len)) = parse_head(buf, &mut NameCache::default())? else {
         return Ok(None);
     };
     let mut parts = build_parts(&parsed, &buf.slice(..len))?;
@@ -415,10 +455,21 @@ struct ParsedHead {
     transfer_encoding: Option<bool>,
 }
 
-fn parse_head(buf: &[u8]) -> Result<Option<(ParsedHead, usize)>, DirectError> {
-    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut storage);
-    let len = match response.parse(buf) {
+fn parse_head(
+    buf: &[u8],
+    names: &mut NameCache,
+) -> Result<Option<(ParsedHead, usize)>, DirectError> {
+    // Left uninitialised: httparse fills only what it finds (4 KiB of empty headers would be
+    // written on every response otherwise).
+    let mut storage =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        &mut storage,
+    );
+    let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => return Err(DirectError::Parse(e)),
@@ -457,9 +508,8 @@ fn parse_head(buf: &[u8]) -> Result<Option<(ParsedHead, usize)>, DirectError> {
     }
     let base = buf.as_ptr() as usize;
     let mut headers = Vec::with_capacity(response.headers.len());
-    for h in response.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| DirectError::Framing("bad header name"))?;
+    for (index, h) in response.headers.iter().enumerate() {
+        let name = names.name(index, h.name.as_bytes())?;
         if headers::is_hop_by_hop(&name) || named.contains(&name) {
             continue;
         }
@@ -878,7 +928,9 @@ mod tests {
     }
 
     fn framing_of(head: &str, is_head: bool) -> Result<(Framing, bool), DirectError> {
-        let (parsed, len) = parse_head(head.as_bytes()).unwrap().unwrap();
+        let (parsed, len) = parse_head(head.as_bytes(), &mut NameCache::default())
+            .unwrap()
+            .unwrap();
         let bytes = Bytes::copy_from_slice(&head.as_bytes()[..len]);
         let mut parts = build_parts(&parsed, &bytes).unwrap();
         framing(&parsed, &mut parts, is_head)
@@ -1031,6 +1083,7 @@ mod tests {
                 conn: Some(Conn {
                     io: client,
                     buf: BytesMut::new(),
+                    names: NameCache::default(),
                 }),
                 pool: pool.clone(),
                 framing: Framing::Chunked(Chunk::Size),
@@ -1057,6 +1110,38 @@ mod tests {
     }
 
     #[test]
+    fn the_name_cache_never_answers_a_different_name() {
+        fn check(cache: &mut NameCache, index: usize, raw: &str) {
+            let got = cache.name(index, raw.as_bytes()).unwrap();
+            assert_eq!(
+                got,
+                HeaderName::from_bytes(raw.as_bytes()).unwrap(),
+                "{raw}"
+            );
+        }
+        let mut cache = NameCache::default();
+        let cache = &mut cache;
+        // Learn, hit at the same place, a name moved, a name replaced at a place.
+        for (i, raw) in ["Content-Type", "X-A", "Set-Cookie"].iter().enumerate() {
+            check(cache, i, raw);
+        }
+        for (i, raw) in ["Content-Type", "X-A", "Set-Cookie"].iter().enumerate() {
+            check(cache, i, raw);
+        }
+        for (i, raw) in ["X-A", "content-type", "X-B", "Set-Cookie", "X-Ab"]
+            .iter()
+            .enumerate()
+        {
+            check(cache, i, raw);
+        }
+        check(cache, 0, "X-B");
+        check(cache, 1, "X-A");
+        check(cache, 200, "x-far");
+        assert!(cache.name(0, b"bad name").is_err());
+        check(cache, 0, "X-B");
+    }
+
+    #[test]
     fn malformed_heads_are_errors_not_panics() {
         for bad in [
             "HTTP/1.1 2000 OK\r\n\r\n",
@@ -1064,10 +1149,15 @@ mod tests {
             "HTTP/9 200 OK\r\n\r\n",
             "garbage\r\n\r\n",
         ] {
-            assert!(parse_head(bad.as_bytes()).is_err(), "{bad:?}");
+            assert!(
+                parse_head(bad.as_bytes(), &mut NameCache::default()).is_err(),
+                "{bad:?}"
+            );
         }
-        assert!(parse_head(b"HTTP/1.1 200 OK\r\nx: y\r\n")
-            .unwrap()
-            .is_none());
+        assert!(
+            parse_head(b"HTTP/1.1 200 OK\r\nx: y\r\n", &mut NameCache::default())
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -216,15 +216,22 @@ pub struct ForwardHeaders {
 }
 
 impl ForwardHeaders {
-    /// The headers as (lower-case name, value) pairs, in the order they are sent.
+    /// The headers as ("lower-case name: ", value) pairs, in the order they are sent.
     fn pairs(&self) -> [(&'static str, Option<&HeaderValue>); 5] {
         [
-            ("x-forwarded-for", self.x_forwarded_for.as_ref()),
-            ("x-forwarded-proto", Some(&self.x_forwarded_proto)),
-            ("x-forwarded-host", self.x_forwarded_host.as_ref()),
-            ("x-real-ip", self.x_real_ip.as_ref()),
-            ("x-request-id", self.x_request_id.as_ref()),
+            ("x-forwarded-for: ", self.x_forwarded_for.as_ref()),
+            ("x-forwarded-proto: ", Some(&self.x_forwarded_proto)),
+            ("x-forwarded-host: ", self.x_forwarded_host.as_ref()),
+            ("x-real-ip: ", self.x_real_ip.as_ref()),
+            ("x-request-id: ", self.x_request_id.as_ref()),
         ]
+    }
+
+    /// Whether the request carries a Host header: the sanitize stage leaves one exactly when
+    /// the request named a host (HTTP/2's :authority becomes one), and only then is there an
+    /// X-Forwarded-Host.
+    pub fn request_has_host(&self) -> bool {
+        self.x_forwarded_host.is_some()
     }
 
     /// Puts the headers into a request's map (the pooled path).
@@ -248,7 +255,6 @@ impl ForwardHeaders {
         for (name, value) in self.pairs() {
             if let Some(v) = value {
                 out.extend_from_slice(name.as_bytes());
-                out.extend_from_slice(b": ");
                 out.extend_from_slice(v.as_bytes());
                 out.extend_from_slice(b"\r\n");
             }
@@ -259,7 +265,7 @@ impl ForwardHeaders {
     pub fn encoded_len(&self) -> usize {
         self.pairs()
             .iter()
-            .map(|(n, v)| v.map_or(0, |v| n.len() + v.len() + 4))
+            .map(|(n, v)| v.map_or(0, |v| n.len() + v.len() + 2))
             .sum()
     }
 }

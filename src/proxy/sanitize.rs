@@ -48,6 +48,8 @@ pub struct SanitizeInput<'a> {
     pub trusted_proxies: &'a [IpNet],
     pub max_body_size: u64,
     pub upgrade: bool,
+    /// What `headers::request_header_kinds` found in the request's headers.
+    pub kinds: u8,
 }
 
 pub fn sanitize(
@@ -60,8 +62,9 @@ pub fn sanitize(
     check_body_size(&parts.headers, input.max_body_size)?;
     let (host, host_value) = resolve_host(parts)?;
 
-    // One pass over the names says which of the rarer fixes below this request needs.
-    let kinds = headers::request_header_kinds(&parts.headers);
+    // One pass over the names (made by the caller) says which of the rarer fixes below this
+    // request needs.
+    let kinds = input.kinds;
     if kinds & kind::RESERVED != 0 {
         headers::strip_reserved_request_headers(&mut parts.headers);
     }
@@ -275,6 +278,7 @@ mod tests {
             trusted_proxies: &[],
             max_body_size: 1000,
             upgrade: false,
+            kinds: u8::MAX,
         }
     }
 
