@@ -428,11 +428,13 @@ async fn exchange(
 /// Parses a complete response head as the direct path does (for benches and tests): the
 /// response parts, the head's length and whether the connection may be reused after the body.
 /// None when `buf` holds no complete head yet.
+/// `names` is the connection's name cache (a fresh one for a first response).
 pub fn parse_response_head(
     buf: &Bytes,
     is_head: bool,
+    names: &mut NameCache,
 ) -> Result<Option<(http::response::Parts, usize, bool)>, DirectError> {
-    let Some((parsed, len)) = parse_head(buf, &mut NameCache::default())? else {
+    let Some((parsed, len)) = parse_head(buf, names)? else {
         return Ok(None);
     };
     let mut parts = build_parts(&parsed, &buf.slice(..len))?;
@@ -1005,7 +1007,10 @@ mod tests {
         let head = "HTTP/1.1 200 OK\r\nConnection: Keep-Alive, X-Hop\r\nKeep-Alive: timeout=5\r\n\
                     X-Hop: secret\r\nProxy-Connection: x\r\nX-Kept: 1\r\nContent-Length: 2\r\n\r\n";
         let bytes = Bytes::copy_from_slice(head.as_bytes());
-        let (parts, len, keep_alive) = parse_response_head(&bytes, false).unwrap().unwrap();
+        let (parts, len, keep_alive) =
+            parse_response_head(&bytes, false, &mut NameCache::default())
+                .unwrap()
+                .unwrap();
         assert_eq!(len, head.len());
         assert!(keep_alive);
         let names: Vec<&str> = parts.headers.keys().map(|n| n.as_str()).collect();
@@ -1013,7 +1018,12 @@ mod tests {
         // The same answer with `close` is not reused.
         let head = head.replace("Keep-Alive, X-Hop", "close");
         let bytes = Bytes::copy_from_slice(head.as_bytes());
-        assert!(!parse_response_head(&bytes, false).unwrap().unwrap().2);
+        assert!(
+            !parse_response_head(&bytes, false, &mut NameCache::default())
+                .unwrap()
+                .unwrap()
+                .2
+        );
     }
 
     /// Mutated and truncated answer heads: always a clean Ok or Err, never a panic.
@@ -1024,6 +1034,7 @@ mod tests {
             Transfer-Encoding: chunked\r\nContent-Length: 12, 12\r\nKeep-Alive: timeout=5\r\n\
             Content-Type: text/html\r\n\r\n";
         let specials = b"\r\n:, \t\x00\x7f\xff0123456789-";
+        let mut names = NameCache::default();
         let mut rng = rand::rngs::StdRng::seed_from_u64(0x6d6f6f646c65);
         for _ in 0..20_000 {
             let mut head = seed.to_vec();
@@ -1039,7 +1050,21 @@ mod tests {
             }
             head.truncate(rng.random_range(0..=head.len()));
             let bytes = Bytes::from(head);
-            let _ = parse_response_head(&bytes, rng.random_bool(0.1));
+            let is_head = rng.random_bool(0.1);
+            // The connection's name cache, warm with earlier (mangled) heads, never changes
+            // what a head means.
+            let warm = parse_response_head(&bytes, is_head, &mut names);
+            let fresh = parse_response_head(&bytes, is_head, &mut NameCache::default());
+            match (warm, fresh) {
+                (Ok(Some((a, la, ka))), Ok(Some((b, lb, kb)))) => {
+                    assert_eq!(
+                        (a.status, &a.headers, la, ka),
+                        (b.status, &b.headers, lb, kb)
+                    );
+                }
+                (Ok(None), Ok(None)) | (Err(_), Err(_)) => {}
+                (a, b) => panic!("cache changed the outcome: {a:?} / {b:?}"),
+            }
         }
     }
 
