@@ -612,38 +612,36 @@ fn log_stage(
     response: Response<ProxyBody>,
 ) -> Response<ProxyBody> {
     let core = &state.process.core;
-    let route = ctx.route.label();
     if let Some(h) = core.route_duration.get(ctx.route.index()) {
         h.observe(ctx.started.elapsed().as_secs_f64());
     }
-    let base = base.unwrap_or(LogBase {
-        method: String::new(),
-        target: String::new(),
-        protocol: "",
-        user_agent: String::new(),
-        referer: String::new(),
+    let status = response.status().as_u16();
+    // The line's fields are gathered only when there is an access log to write them to.
+    let record = base.map(|base| {
+        Box::new(AccessRecord {
+            time: SystemTime::UNIX_EPOCH,
+            request_id: ctx.request_id,
+            client_ip: ctx.client_ip,
+            method: base.method,
+            host: ctx.host,
+            target: base.target,
+            protocol: base.protocol,
+            tls: conn.tls,
+            route: ctx.route.label(),
+            status,
+            bytes_sent: 0,
+            duration_ms: 0.0,
+            upstream_ms: ctx.upstream_time.map(|d| d.as_secs_f64() * 1000.0),
+            offload: ctx.offload,
+            note: ctx.note,
+            complete: false,
+            user_agent: base.user_agent,
+            referer: base.referer,
+        })
     });
-    let record = AccessRecord {
-        time: SystemTime::UNIX_EPOCH,
-        request_id: ctx.request_id,
-        client_ip: ctx.client_ip,
-        method: base.method,
-        host: ctx.host,
-        target: base.target,
-        protocol: base.protocol,
-        tls: conn.tls,
-        route,
-        status: response.status().as_u16(),
-        bytes_sent: 0,
-        duration_ms: 0.0,
-        upstream_ms: ctx.upstream_time.map(|d| d.as_secs_f64() * 1000.0),
-        offload: ctx.offload,
-        note: ctx.note,
-        complete: false,
-        user_agent: base.user_agent,
-        referer: base.referer,
-    };
     let mut finish = Finish::new(
+        ctx.route,
+        status,
         record,
         ctx.started,
         state.access_log.clone(),

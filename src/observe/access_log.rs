@@ -17,6 +17,7 @@ use crate::observe::config::AccessFormat;
 use crate::observe::metrics::CoreMetrics;
 use crate::observe::redact;
 use crate::observe::sink::LineSink;
+use crate::route::Route;
 use crate::server::head_timeout::InFlight;
 
 /// What the access log says about one request; filled in by the stages as they run.
@@ -91,7 +92,11 @@ impl AccessRecord {
 
 /// Finishes a request exactly once: when its body ends, fails or is dropped.
 pub struct Finish {
-    record: Option<AccessRecord>,
+    /// The route and status to count; None once counted.
+    outcome: Option<(Route, u16)>,
+    /// The access-log line's fields; None when the access log is off (only the metrics
+    /// remain, and nothing of the line is built).
+    record: Option<Box<AccessRecord>>,
     /// Body bytes handed to the connection so far.
     bytes: u64,
     started: Instant,
@@ -104,7 +109,9 @@ pub struct Finish {
 
 impl Finish {
     pub fn new(
-        record: AccessRecord,
+        route: Route,
+        status: u16,
+        record: Option<Box<AccessRecord>>,
         started: Instant,
         sink: LineSink,
         format: AccessFormat,
@@ -112,7 +119,8 @@ impl Finish {
     ) -> Self {
         metrics.in_flight.inc();
         Finish {
-            record: Some(record),
+            outcome: Some((route, status)),
+            record,
             bytes: 0,
             started,
             sink,
@@ -129,22 +137,22 @@ impl Finish {
 
     fn done(&mut self, complete: bool) {
         self.in_flight = None;
-        let bytes = self.bytes;
-        let Some(mut record) = self.record.take() else {
+        let Some((route, status)) = self.outcome.take() else {
             return;
         };
         self.metrics.in_flight.dec();
-        let status = record.status;
-        self.metrics.count_request(record.route, status);
-        if self.sink.enabled() {
-            // Moodle puts sesskey (and tokens) in page URLs, so the Referer carries them too.
-            if let Some(redacted) = redact_referer(&record.referer) {
-                record.referer = redacted;
+        self.metrics.count_request(route, status);
+        if let Some(mut record) = self.record.take() {
+            if self.sink.enabled() {
+                // Moodle puts sesskey (and tokens) in page URLs, so the Referer carries them.
+                if let Some(redacted) = redact_referer(&record.referer) {
+                    record.referer = redacted;
+                }
+                record.bytes_sent = self.bytes;
+                record.complete = complete;
+                record.duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+                self.sink.write(record.line(self.format));
             }
-            record.bytes_sent = bytes;
-            record.complete = complete;
-            record.duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
-            self.sink.write(record.line(self.format));
         }
     }
 }
@@ -280,7 +288,9 @@ mod tests {
         let registry = prometheus::Registry::new();
         let metrics = Arc::new(CoreMetrics::register(&registry).unwrap());
         let finish = Finish::new(
-            record(),
+            Route::Page,
+            200,
+            Some(Box::new(record())),
             Instant::now(),
             sink,
             AccessFormat::Json,

@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use crate::route::ROUTE_LABELS;
+use crate::route::{Route, ROUTE_LABELS};
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -194,17 +194,19 @@ impl CoreMetrics {
 
 impl CoreMetrics {
     /// Counts one answered request in `moodle_edge_requests_total`.
-    pub fn count_request(&self, route: &'static str, status: u16) {
+    pub fn count_request(&self, route: Route, status: u16) {
         let (slot, label) = status_slot(status);
-        let cached = ROUTE_LABELS
-            .iter()
-            .position(|r| *r == route)
-            .and_then(|r| self.request_counters.get(r * STATUS_LABELS.len() + slot));
+        let cached = self
+            .request_counters
+            .get(route.index() * STATUS_LABELS.len() + slot);
         match cached {
             Some(cell) => cell
-                .get_or_init(|| self.requests.with_label_values(&[route, label]))
+                .get_or_init(|| self.requests.with_label_values(&[route.label(), label]))
                 .inc(),
-            None => self.requests.with_label_values(&[route, label]).inc(),
+            None => self
+                .requests
+                .with_label_values(&[route.label(), label])
+                .inc(),
         }
     }
 }
@@ -283,10 +285,11 @@ mod tests {
     fn counted_requests_reach_the_registry() {
         let registry = Registry::new();
         let m = CoreMetrics::register(&registry).unwrap();
-        m.count_request("page", 200);
-        m.count_request("page", 200);
-        m.count_request("webservice", 429);
-        m.count_request("page", 418);
+        let ws = Route::WebService(crate::webservice::entry::EntryKind::Rest);
+        m.count_request(Route::Page, 200);
+        m.count_request(Route::Page, 200);
+        m.count_request(ws, 429);
+        m.count_request(Route::Page, 418);
         let text = String::from_utf8(render(&registry).unwrap()).unwrap();
         assert!(
             text.contains(r#"moodle_edge_requests_total{route="page",status="200"} 2"#),

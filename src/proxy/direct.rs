@@ -178,7 +178,9 @@ impl DirectPool {
             let pooled = if may_retry { self.checkout() } else { None };
             let (mut conn, reused) = match pooled {
                 Some(conn) => (conn, true),
-                None => (self.connect().await?, false),
+                // Boxed: a new connection is the rare case, and its future would otherwise
+                // grow every request's.
+                None => (Box::pin(self.connect()).await?, false),
             };
             match exchange(&mut conn, &head, is_head).await {
                 Ok((parts, framing, keep_alive)) => {

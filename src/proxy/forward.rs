@@ -5,6 +5,7 @@
 //! http:// upstream take the direct path (src/proxy/direct.rs); uploads, upgrades and https://
 //! upstreams take hyper's pooled client, which streams a body both ways at once.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -122,28 +123,64 @@ impl std::fmt::Debug for ResponseTimer {
 }
 
 impl ResponseTimer {
-    /// Runs `exchange` with a deadline; None when the deadline passed first.
-    async fn run<F: std::future::Future>(
-        &self,
-        deadline: Instant,
-        exchange: F,
-    ) -> Option<F::Output> {
+    /// Runs `exchange` with a deadline; the output is None when the deadline passed first.
+    ///
+    /// A plain future rather than an `async fn`: an async fn would keep `exchange` twice (as
+    /// its argument and as the pinned local it polls) plus a fallback `Timeout` around it, and
+    /// every request's future carries this one.
+    fn run<F: Future>(&self, deadline: Instant, exchange: F) -> Deadline<'_, F> {
         let deadline = tokio::time::Instant::from_std(deadline);
-        let Ok(mut slot) = self.0.try_lock() else {
-            return tokio::time::timeout_at(deadline, exchange).await.ok();
-        };
-        let sleep = match slot.as_mut() {
-            Some(sleep) => {
-                sleep.as_mut().reset(deadline);
-                sleep
+        let timer = match self.0.try_lock() {
+            Ok(mut slot) => {
+                match slot.as_mut() {
+                    Some(sleep) => sleep.as_mut().reset(deadline),
+                    None => *slot = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                }
+                Timer::Shared(slot)
             }
-            None => slot.insert(Box::pin(tokio::time::sleep_until(deadline))),
+            Err(_) => Timer::Own(Box::pin(tokio::time::sleep_until(deadline))),
         };
-        tokio::pin!(exchange);
-        tokio::select! {
-            biased;
-            out = &mut exchange => Some(out),
-            () = sleep.as_mut() => None,
+        Deadline { exchange, timer }
+    }
+}
+
+/// Which sleep a `Deadline` waits on.
+enum Timer<'a> {
+    /// The connection's own, moved to this request's deadline.
+    Shared(tokio::sync::MutexGuard<'a, Option<Pin<Box<tokio::time::Sleep>>>>),
+    /// HTTP/2 streams in parallel: the shared one is taken.
+    Own(Pin<Box<tokio::time::Sleep>>),
+}
+
+pin_project_lite::pin_project! {
+    /// `exchange`, or None once the deadline has passed.
+    struct Deadline<'a, F> {
+        #[pin]
+        exchange: F,
+        timer: Timer<'a>,
+    }
+}
+
+impl<F: Future> Future for Deadline<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        // The exchange first: an answer that is ready counts even at the deadline.
+        if let Poll::Ready(out) = this.exchange.poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        let sleep = match this.timer {
+            Timer::Shared(slot) => slot.as_mut(),
+            Timer::Own(sleep) => Some(sleep),
+        };
+        // The slot is always filled by `run`; an empty one could never fire, so it ends now.
+        let Some(sleep) = sleep else {
+            return Poll::Ready(None);
+        };
+        match sleep.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(()) => Poll::Ready(None),
         }
     }
 }
