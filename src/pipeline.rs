@@ -62,9 +62,31 @@ impl ConnInfo {
     }
 }
 
+/// A request's X-Request-Id, kept as the header value it is sent as (to the upstream and back
+/// to the client), which is also its text: visible ASCII, checked once when it was made.
+#[derive(Debug, Clone)]
+pub struct RequestId(HeaderValue);
+
+impl RequestId {
+    pub fn as_str(&self) -> &str {
+        // Made from visible ASCII only (see `request_id`), so this cannot fail.
+        self.0.to_str().unwrap_or_default()
+    }
+
+    pub fn header_value(&self) -> &HeaderValue {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The request context: what the stages learn about one request, in the order they learn it.
 pub struct RequestContext {
-    pub request_id: String,
+    pub request_id: RequestId,
     pub started: Instant,
     pub route: Route,
     pub client_ip: IpAddr,
@@ -77,6 +99,9 @@ pub struct RequestContext {
     pub offload: Option<String>,
     /// Why the edge answered by itself, when it did.
     pub note: Option<&'static str>,
+    /// The response body is already in memory to its end: once handed to the connection it
+    /// cannot stall or fail on the upstream's side.
+    pub body_in_memory: bool,
 }
 
 /// The request headers the respond stage needs after the request itself went upstream.
@@ -111,6 +136,7 @@ pub async fn handle(
         upstream_wait: None,
         offload: None,
         note: None,
+        body_in_memory: false,
     };
     let log_base = state.access_log.enabled().then(|| LogBase::from(&parts));
     let mut response = run_stages(&state, &conn, &mut ctx, parts, body, on_upgrade, kinds).await;
@@ -118,9 +144,9 @@ pub async fn handle(
         // The connection now carries another protocol; no request head will follow.
         conn.head_clock.turn_off();
     }
-    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
-        response.headers_mut().insert(headers::X_REQUEST_ID, v);
-    }
+    response
+        .headers_mut()
+        .insert(headers::X_REQUEST_ID, ctx.request_id.header_value().clone());
     Ok(log_stage(&state, &conn, ctx, log_base, in_flight, response))
 }
 
@@ -158,7 +184,12 @@ async fn run_stages(
                 .with_label_values(&[refusal.reason])
                 .inc();
             let style = style_for_path(state, parts.uri.path());
-            let mut resp = error_response(refusal.status, style, refusal.message, &ctx.request_id);
+            let mut resp = error_response(
+                refusal.status,
+                style,
+                refusal.message,
+                ctx.request_id.as_str(),
+            );
             if refusal.reason == "smuggling" {
                 // The framing of anything after this request cannot be trusted either.
                 resp.headers_mut()
@@ -170,7 +201,7 @@ async fn run_stages(
     ctx.client_ip = sanitized.client.ip;
     ctx.host = sanitized.host;
     let mut added = sanitized.forward;
-    added.x_request_id = HeaderValue::from_str(&ctx.request_id).ok();
+    added.x_request_id = Some(ctx.request_id.header_value().clone());
 
     // 3. route
     ctx.route = route::classify(
@@ -199,7 +230,7 @@ async fn run_stages(
                 StatusCode::NOT_FOUND,
                 ErrorStyle::Html,
                 "Not found.",
-                &ctx.request_id,
+                ctx.request_id.as_str(),
             );
         }
         _ => {}
@@ -292,7 +323,7 @@ async fn run_stages(
     let response = if Offloader::wants_offload(upstream.headers()) {
         Box::pin(offload(state, ctx, &method, &preconditions, upstream)).await
     } else {
-        pass_through(state, upstream, on_upgrade, sanitized.upgrade)
+        pass_through(state, ctx, upstream, on_upgrade, sanitized.upgrade)
     };
     match ws {
         Some(ws) => ws.watch_response(state, ctx, response),
@@ -302,21 +333,18 @@ async fn run_stages(
 
 /// The X-Request-Id to use: the client's (or front proxy's) when it is sane, else a new one.
 /// `kinds` says whether the request has any forwarding header at all (most have none).
-fn request_id(headers: &HeaderMap, kinds: u8) -> String {
-    if kinds & headers::kind::FORWARDING == 0 {
-        return new_request_id();
-    }
-    if let Some(id) = headers
-        .get(headers::X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-    {
-        if !id.is_empty()
-            && id.len() <= 128
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'@'))
-        {
-            return id.to_string();
+fn request_id(headers: &HeaderMap, kinds: u8) -> RequestId {
+    if kinds & headers::kind::FORWARDING != 0 {
+        if let Some(id) = headers.get(headers::X_REQUEST_ID) {
+            let bytes = id.as_bytes();
+            if !bytes.is_empty()
+                && bytes.len() <= 128
+                && bytes.iter().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'@')
+                })
+            {
+                return RequestId(id.clone());
+            }
         }
     }
     new_request_id()
@@ -325,24 +353,29 @@ fn request_id(headers: &HeaderMap, kinds: u8) -> String {
 /// 128 random bits as 32 lower-case hex digits, from a per-thread SmallRng seeded from the
 /// thread's ChaCha generator: a request id is a correlation handle, not a secret, and the
 /// ChaCha generator behind `rand::random` cost more than the rest of the request id handling
-/// together. The digits come from a table, written into an array and allocated once.
-fn new_request_id() -> String {
+/// together. Two digits at a time from a table, written into an array, allocated once.
+fn new_request_id() -> RequestId {
     use rand::{Rng, SeedableRng};
     thread_local! {
         static IDS: std::cell::RefCell<rand::rngs::SmallRng> =
             std::cell::RefCell::new(rand::rngs::SmallRng::from_rng(&mut rand::rng()));
     }
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    const PAIRS: [[u8; 2]; 256] = {
+        let mut t = [[0u8; 2]; 256];
+        let mut i = 0;
+        while i < 256 {
+            t[i] = [HEX[i >> 4], HEX[i & 0x0f]];
+            i += 1;
+        }
+        t
+    };
     let bits: u128 = IDS.with(|rng| rng.borrow_mut().random());
     let mut out = [0u8; 32];
-    for (i, b) in bits.to_be_bytes().into_iter().enumerate() {
-        out[2 * i] = HEX[usize::from(b >> 4)];
-        out[2 * i + 1] = HEX[usize::from(b & 0x0f)];
+    for (pair, b) in out.chunks_exact_mut(2).zip(bits.to_be_bytes()) {
+        pair.copy_from_slice(&PAIRS[usize::from(b)]);
     }
-    // Always ASCII hex digits, so the check cannot fail.
-    std::str::from_utf8(&out)
-        .map(str::to_owned)
-        .unwrap_or_default()
+    RequestId(HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("unknown")))
 }
 
 /// Copies the headers named in `names`: one pass with cheap name comparisons, since most
@@ -451,7 +484,7 @@ fn forward_error_response(
     if e.upstream_kind().is_none() {
         core.rejected_requests.with_label_values(&[note]).inc();
     }
-    let mut resp = error_response(status, style_for(ctx), message, &ctx.request_id);
+    let mut resp = error_response(status, style_for(ctx), message, ctx.request_id.as_str());
     if matches!(
         e,
         ForwardError::BodyTooLarge | ForwardError::ClientBodyTimeout | ForwardError::ClientGone
@@ -466,6 +499,7 @@ fn forward_error_response(
 /// An ordinary answer: hop-by-hop headers out, body streamed with the idle timeout.
 fn pass_through(
     state: &State,
+    ctx: &mut RequestContext,
     upstream: Response<UpstreamBody>,
     on_upgrade: Option<OnUpgrade>,
     upgrade_requested: bool,
@@ -502,6 +536,7 @@ fn pass_through(
     strip_offload_controls(&mut parts.headers);
     if body.cannot_stall() {
         // Already read to its end: no idle timer to guard it with.
+        ctx.body_in_memory = true;
         return Response::from_parts(parts, body.boxed_unsync());
     }
     let (body, _fate) = GuardedBody::new(body, None, state.config.upstream.idle_timeout.get());
@@ -616,18 +651,27 @@ fn log_stage(
         h.observe(ctx.started.elapsed().as_secs_f64());
     }
     let status = response.status().as_u16();
+    let (route, started) = (ctx.route, ctx.started);
     // The line's fields are gathered only when there is an access log to write them to.
-    let record = base.map(|base| {
-        Box::new(AccessRecord {
+    let record = match base {
+        None if ctx.body_in_memory => {
+            // No line to complete and nothing left to wait for: the request is counted now,
+            // and its body goes out unwrapped.
+            core.count_request(route, status);
+            drop(in_flight);
+            return response;
+        }
+        None => None,
+        Some(base) => Some(Box::new(AccessRecord {
             time: SystemTime::UNIX_EPOCH,
-            request_id: ctx.request_id,
+            request_id: ctx.request_id.to_string(),
             client_ip: ctx.client_ip,
             method: base.method,
             host: ctx.host,
             target: base.target,
             protocol: base.protocol,
             tls: conn.tls,
-            route: ctx.route.label(),
+            route: route.label(),
             status,
             bytes_sent: 0,
             duration_ms: 0.0,
@@ -637,13 +681,13 @@ fn log_stage(
             complete: false,
             user_agent: base.user_agent,
             referer: base.referer,
-        })
-    });
+        })),
+    };
     let mut finish = Finish::new(
-        ctx.route,
+        route,
         status,
         record,
-        ctx.started,
+        started,
         state.access_log.clone(),
         state.access_format,
         core.clone(),
@@ -662,19 +706,23 @@ mod tests {
     fn new_request_ids_are_32_hex_digits_and_differ() {
         let a = new_request_id();
         let b = new_request_id();
-        assert_eq!(a.len(), 32);
+        assert_eq!(a.as_str().len(), 32);
         assert!(a
+            .as_str()
             .bytes()
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
-        assert_ne!(a, b);
+        assert_ne!(a.as_str(), b.as_str());
     }
 
     #[test]
     fn a_sane_client_request_id_is_kept_and_a_bad_one_replaced() {
         let mut h = HeaderMap::new();
         h.insert(headers::X_REQUEST_ID, HeaderValue::from_static("abc-123.x"));
-        assert_eq!(request_id(&h, headers::kind::FORWARDING), "abc-123.x");
+        assert_eq!(
+            request_id(&h, headers::kind::FORWARDING).as_str(),
+            "abc-123.x"
+        );
         h.insert(headers::X_REQUEST_ID, HeaderValue::from_static("bad id"));
-        assert_eq!(request_id(&h, headers::kind::FORWARDING).len(), 32);
+        assert_eq!(request_id(&h, headers::kind::FORWARDING).as_str().len(), 32);
     }
 }

@@ -87,7 +87,7 @@ pub async fn guard(
                 &call,
                 &rejection,
                 started.elapsed(),
-                Some(&ctx.request_id),
+                Some(ctx.request_id.as_str()),
             );
             Err(rejection.into_response(&call))
         }
@@ -130,7 +130,7 @@ impl WsAdmitted {
             &self.call,
             &report,
             waited,
-            Some(&ctx.request_id),
+            Some(ctx.request_id.as_str()),
         );
         self.admission.finish(&report, moodle_time);
     }
@@ -147,7 +147,7 @@ impl WsAdmitted {
         // `moodle_time`) nor its download.
         let to_headers = self.moodle_time(ctx);
         let audit = AuditLog::new(state.audit_log.clone());
-        let request_id = ctx.request_id.clone();
+        let request_id = ctx.request_id.to_string();
         let WsAdmitted {
             call,
             admission,
