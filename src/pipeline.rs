@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{request, Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Either};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
@@ -256,11 +256,12 @@ async fn run_stages(
             ))
             .await
             {
-                Ok((body, admitted)) => (body, Some(admitted)),
+                Ok((body, admitted)) => (Either::Right(body), Some(admitted)),
                 Err(response) => return response,
             }
         }
-        _ => (crate::body::boxed(body), None),
+        // Boxed only if it goes the pooled way (most requests have no body to box).
+        _ => (Either::Left(body), None),
     };
 
     // 5. authenticate

@@ -133,8 +133,9 @@ pub fn strip_reserved_request_headers(headers: &mut HeaderMap) -> usize {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientAddr {
     pub ip: IpAddr,
-    /// The X-Forwarded-For chain to send upstream: what trusted proxies told us, then the peer.
-    pub forwarded_for: String,
+    /// The X-Forwarded-For chain to send upstream: what trusted proxies told us, then the peer;
+    /// None when that is the peer alone (the usual case, with no proxy in front).
+    pub forwarded_for: Option<String>,
     /// A trusted proxy in front of us said the original scheme was this.
     pub forwarded_proto: Option<String>,
 }
@@ -157,7 +158,7 @@ pub fn client_addr(
     if !is_trusted(peer, trusted) {
         return ClientAddr {
             ip: peer,
-            forwarded_for: peer_text.to_owned(),
+            forwarded_for: None,
             forwarded_proto: None,
         };
     }
@@ -182,11 +183,7 @@ pub fn client_addr(
             Err(_) => break,
         }
     }
-    let mut forwarded_for = chain.join(", ");
-    if !forwarded_for.is_empty() {
-        forwarded_for.push_str(", ");
-    }
-    forwarded_for.push_str(peer_text);
+    let forwarded_for = (!chain.is_empty()).then(|| format!("{}, {peer_text}", chain.join(", ")));
     let forwarded_proto = headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
@@ -281,10 +278,9 @@ pub fn forward_headers(
     host: &str,
     host_value: Option<&HeaderValue>,
 ) -> ForwardHeaders {
-    let forwarded_for = if client.forwarded_for.as_bytes() == peer_value.as_bytes() {
-        Some(peer_value.clone())
-    } else {
-        HeaderValue::from_str(&client.forwarded_for).ok()
+    let (forwarded_for, is_chain) = match &client.forwarded_for {
+        None => (Some(peer_value.clone()), false),
+        Some(chain) => (HeaderValue::from_str(chain).ok(), true),
     };
     let x_forwarded_proto = match client.forwarded_proto.as_deref().unwrap_or(proto) {
         "https" => HeaderValue::from_static("https"),
@@ -296,7 +292,7 @@ pub fn forward_headers(
         _ => HeaderValue::from_str(host).ok(),
     };
     // With no trusted proxy in front, the chain is just the client: one value for both.
-    let x_real_ip = match (&forwarded_for, client.forwarded_for.contains(',')) {
+    let x_real_ip = match (&forwarded_for, is_chain) {
         (Some(v), false) => Some(v.clone()),
         _ => HeaderValue::from_str(&client.ip.to_string()).ok(),
     };
@@ -418,7 +414,7 @@ mod tests {
         let h = map(&[("x-forwarded-for", "1.2.3.4")]);
         let c = client_addr("10.0.0.9".parse().unwrap(), "10.0.0.9", &h, &[]);
         assert_eq!(c.ip.to_string(), "10.0.0.9");
-        assert_eq!(c.forwarded_for, "10.0.0.9");
+        assert_eq!(c.forwarded_for, None);
     }
 
     #[test]
@@ -430,7 +426,10 @@ mod tests {
         ]);
         let c = client_addr("10.0.0.9".parse().unwrap(), "10.0.0.9", &h, &trusted);
         assert_eq!(c.ip.to_string(), "1.2.3.4");
-        assert_eq!(c.forwarded_for, "6.6.6.6, 1.2.3.4, 10.0.0.5, 10.0.0.9");
+        assert_eq!(
+            c.forwarded_for.as_deref(),
+            Some("6.6.6.6, 1.2.3.4, 10.0.0.5, 10.0.0.9")
+        );
         assert_eq!(c.forwarded_proto.as_deref(), Some("https"));
     }
 
