@@ -12,6 +12,7 @@ NEEDED=(
     "redis-cli    redis-tools"    # stopping / probing that redis
     "wrk          wrk"            # HTTP/1.1 load generator (bench/load.sh)
     "h2load       nghttp2-client" # HTTP/2 and TLS load generator (bench/load.sh)
+    "valgrind     valgrind"       # instruction counts per request (bench/instructions.sh)
     "curl         curl"           # smoke checks in scripts
     "openssl      openssl"        # self-signed certificates for TLS tests and benches
     "taskset      util-linux"     # pinning servers and load generator to separate cores
