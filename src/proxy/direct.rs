@@ -535,9 +535,9 @@ fn parse_head(
 
 fn build_parts(parsed: &ParsedHead, head: &Bytes) -> Result<http::response::Parts, DirectError> {
     // Room for what the proxy adds (X-Request-Id) and, since hyper reuses a connection's last
-    // response map for its next request, for a browser's request headers plus the forwarding
-    // headers: one allocation instead of a regrowth on every request.
-    let mut map = HeaderMap::with_capacity(parsed.headers.len().max(8) + 16);
+    // response map for its next request, for a browser's request headers (the forwarding
+    // headers never enter it): one allocation instead of a regrowth on every request.
+    let mut map = HeaderMap::with_capacity(parsed.headers.len().max(16) + 1);
     for (name, range) in &parsed.headers {
         let value = HeaderValue::from_maybe_shared(head.slice(range.clone()))
             .map_err(|_| DirectError::Framing("bad header value"))?;
