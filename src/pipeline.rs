@@ -90,7 +90,8 @@ pub struct RequestContext {
     pub started: Instant,
     pub route: Route,
     pub client_ip: IpAddr,
-    pub host: String,
+    /// The sanitized Host (see `Sanitized::host`).
+    pub host: HeaderValue,
     pub upstream_time: Option<Duration>,
     /// The part of `upstream_time` after the whole request had been sent: the upstream's own
     /// time, without a slow client's upload.
@@ -131,7 +132,7 @@ pub async fn handle(
         started,
         route: Route::Page,
         client_ip: conn.peer.ip(),
-        host: String::new(),
+        host: HeaderValue::from_static(""),
         upstream_time: None,
         upstream_wait: None,
         offload: None,
@@ -238,7 +239,8 @@ async fn run_stages(
     if let Some(listen) = cfg.server.listen.get(conn.listener) {
         if listen.redirect_to_https {
             ctx.note = Some("https_redirect");
-            return https_redirect(&ctx.host, listen.https_port, &parts);
+            let host = ctx.host.to_str().unwrap_or_default();
+            return https_redirect(host, listen.https_port, &parts);
         }
     }
 
@@ -376,7 +378,13 @@ fn new_request_id() -> RequestId {
     for (pair, b) in out.chunks_exact_mut(2).zip(bits.to_be_bytes()) {
         pair.copy_from_slice(&PAIRS[usize::from(b)]);
     }
-    RequestId(HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("unknown")))
+    // Owned by a reference-counted allocation from the start: the clones for the upstream
+    // request and the response are then counts, where a copied value would allocate again on
+    // its first clone.
+    RequestId(
+        HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(out))
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+    )
 }
 
 /// Copies the headers named in `names`: one pass with cheap name comparisons, since most
@@ -668,7 +676,7 @@ fn log_stage(
             request_id: ctx.request_id.to_string(),
             client_ip: ctx.client_ip,
             method: base.method,
-            host: ctx.host,
+            host: ctx.host.to_str().unwrap_or_default().to_string(),
             target: base.target,
             protocol: base.protocol,
             tls: conn.tls,

@@ -269,14 +269,13 @@ impl ForwardHeaders {
 
 /// The forwarding headers for a request. `peer_value` is the peer's address as a header value,
 /// made once per connection: with no trusted proxy in front (the usual case) X-Forwarded-For
-/// and X-Real-IP are both that value. `host_value` is the Host header the host came from, when
-/// it did (its value is shared rather than copied).
+/// and X-Real-IP are both that value. `host` is the sanitized Host (empty when none), shared
+/// with X-Forwarded-Host.
 pub fn forward_headers(
     client: &ClientAddr,
     peer_value: &HeaderValue,
     proto: &str,
-    host: &str,
-    host_value: Option<&HeaderValue>,
+    host: &HeaderValue,
 ) -> ForwardHeaders {
     let (forwarded_for, is_chain) = match &client.forwarded_for {
         None => (Some(peer_value.clone()), false),
@@ -286,11 +285,7 @@ pub fn forward_headers(
         "https" => HeaderValue::from_static("https"),
         _ => HeaderValue::from_static("http"),
     };
-    let x_forwarded_host = match host_value {
-        _ if host.is_empty() => None,
-        Some(v) if v.as_bytes() == host.as_bytes() => Some(v.clone()),
-        _ => HeaderValue::from_str(host).ok(),
-    };
+    let x_forwarded_host = (!host.is_empty()).then(|| host.clone());
     // With no trusted proxy in front, the chain is just the client: one value for both.
     let x_real_ip = match (&forwarded_for, is_chain) {
         (Some(v), false) => Some(v.clone()),

@@ -31,8 +31,9 @@ fn refuse(status: StatusCode, reason: &'static str, message: &'static str) -> Re
 /// What the later stages learn from sanitizing.
 #[derive(Debug, Clone)]
 pub struct Sanitized {
-    /// The Host the client asked for (from Host, or :authority on HTTP/2), forwarded as is.
-    pub host: String,
+    /// The Host the client asked for (from Host, or :authority on HTTP/2), forwarded as is;
+    /// empty for an HTTP/1.0 request that named none. Visible ASCII (checked here).
+    pub host: HeaderValue,
     pub client: ClientAddr,
     /// An HTTP/1.1 Upgrade (WebSocket) handshake: Connection/Upgrade must reach the upstream.
     pub upgrade: bool,
@@ -60,7 +61,7 @@ pub fn sanitize(
     check_target(parts)?;
     check_framing(&parts.headers, parts.version)?;
     check_body_size(&parts.headers, input.max_body_size)?;
-    let (host, host_value) = resolve_host(parts)?;
+    let host = resolve_host(parts)?;
 
     // One pass over the names (made by the caller) says which of the rarer fixes below this
     // request needs.
@@ -85,7 +86,6 @@ pub fn sanitize(
         input.peer_value,
         if input.tls { "https" } else { "http" },
         &host,
-        host_value.as_ref(),
     );
     Ok(Sanitized {
         host,
@@ -178,8 +178,8 @@ fn check_body_size(headers: &HeaderMap, max: u64) -> Result<(), Refusal> {
 
 /// The host the client asked for. HTTP/1.1 needs exactly one Host header; an absolute-form
 /// target's authority wins over it (RFC 9112 §3.2.2); HTTP/2 carries it as :authority.
-/// Also returns the Host header's value when the host came from it.
-fn resolve_host(parts: &mut request::Parts) -> Result<(String, Option<HeaderValue>), Refusal> {
+/// The value is the Host header's own when the host came from it (shared, not copied).
+fn resolve_host(parts: &mut request::Parts) -> Result<HeaderValue, Refusal> {
     let mut hosts = parts.headers.get_all(header::HOST).iter();
     let first_host = hosts.next();
     if hosts.next().is_some() {
@@ -189,20 +189,31 @@ fn resolve_host(parts: &mut request::Parts) -> Result<(String, Option<HeaderValu
             "More than one Host header.",
         ));
     }
-    let from_authority = parts.uri.authority().is_some();
+    let bad = || {
+        refuse(
+            StatusCode::BAD_REQUEST,
+            "bad_host",
+            "The Host header is not valid.",
+        )
+    };
     let host = match (parts.uri.authority(), first_host) {
-        (Some(authority), _) => authority.as_str().to_string(),
-        (None, Some(h)) => h
-            .to_str()
-            .map_err(|_| {
-                refuse(
-                    StatusCode::BAD_REQUEST,
-                    "bad_host",
-                    "The Host header is not valid.",
-                )
-            })?
-            .to_string(),
-        (None, None) if parts.version == Version::HTTP_10 => String::new(),
+        (Some(authority), _) => {
+            let text = authority.as_str();
+            if !valid_host(text) {
+                return Err(bad());
+            }
+            let value = HeaderValue::from_str(text).map_err(|_| bad())?;
+            parts.headers.insert(header::HOST, value.clone());
+            value
+        }
+        (None, Some(h)) => {
+            let text = h.to_str().map_err(|_| bad())?;
+            if !text.is_empty() && !valid_host(text) {
+                return Err(bad());
+            }
+            h.clone()
+        }
+        (None, None) if parts.version == Version::HTTP_10 => HeaderValue::from_static(""),
         (None, None) => {
             return Err(refuse(
                 StatusCode::BAD_REQUEST,
@@ -211,26 +222,7 @@ fn resolve_host(parts: &mut request::Parts) -> Result<(String, Option<HeaderValu
             ))
         }
     };
-    if !host.is_empty() && !valid_host(&host) {
-        return Err(refuse(
-            StatusCode::BAD_REQUEST,
-            "bad_host",
-            "The Host header is not valid.",
-        ));
-    }
-    // The value is shared with X-Forwarded-Host (a reference count, not a copy).
-    let value = if !from_authority {
-        first_host.cloned()
-    } else if host.is_empty() {
-        None
-    } else {
-        let value = HeaderValue::from_str(&host).ok();
-        if let Some(v) = &value {
-            parts.headers.insert(header::HOST, v.clone());
-        }
-        value
-    };
-    Ok((host, value))
+    Ok(host)
 }
 
 /// host[:port], a bracketed IPv6 literal, nothing else: no userinfo, paths or spaces.
