@@ -56,50 +56,11 @@ port_admin=$((BASE_PORT + 29))
 check_ports_free "$port_upstream" "$port_proxy" "$port_tls" "$port_admin"
 make_cert
 mkdir -p "$dir/moodledata"
-body="$(head -c 1024 /dev/zero | tr '\0' 'x')"
-
+upstream_nginx_conf >"$dir/upstream.conf"
+# The proxy nginx of load.sh, without a master process, so callgrind sees the worker itself.
 {
-    nginx_common upstream
-    cat <<EOF
-http {
-    access_log off;
-$(nginx_temp_paths upstream)
-    keepalive_requests 1000000;
-    server {
-        listen 127.0.0.1:$port_upstream;
-        location / { default_type text/html; return 200 "$body"; }
-    }
-}
-EOF
-} >"$dir/upstream.conf"
-
-# The proxy nginx runs without a master process, so callgrind sees the worker itself.
-{
-    nginx_common nginx
-    cat <<EOF
-master_process off;
-http {
-    access_log off;
-$(nginx_temp_paths nginx)
-    keepalive_requests 1000000;
-    upstream moodle {
-        server 127.0.0.1:$port_upstream;
-        keepalive 64;
-        keepalive_requests 1000000;
-    }
-    server {
-        listen 127.0.0.1:$port_proxy;
-        location / {
-            proxy_pass http://moodle;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$http_host;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-        }
-    }
-}
-EOF
+    echo "master_process off;"
+    proxy_nginx_conf nginx "$port_proxy" "$port_tls"
 } >"$dir/nginx.conf"
 
 cat >"$dir/moodle-edge.yaml" <<EOF

@@ -67,60 +67,7 @@ proxy_ports
 
 make_cert
 mkdir -p "$dir/moodledata"
-body="$(head -c 1024 /dev/zero | tr '\0' 'x')"
-
-{
-    nginx_common upstream
-    cat <<EOF
-http {
-    access_log off;
-$(nginx_temp_paths upstream)
-    keepalive_requests 100000;
-    keepalive_timeout 75s;
-    server {
-        listen 127.0.0.1:$port_upstream;
-        location / {
-            default_type text/html;
-            return 200 "$body";
-        }
-    }
-}
-EOF
-} >"$dir/upstream.conf"
-
-# proxy_nginx_conf NAME HTTP_PORT TLS_PORT: nginx as the reverse proxy under test.
-proxy_nginx_conf() {
-    local name="$1" http_port="$2" tls_port="$3"
-    nginx_common "$name"
-    cat <<EOF
-http {
-    access_log off;
-$(nginx_temp_paths "$name")
-    keepalive_requests 100000;
-    keepalive_timeout 75s;
-    upstream moodle {
-        server 127.0.0.1:$port_upstream;
-        keepalive 64;
-        keepalive_requests 100000;
-    }
-    server {
-        listen 127.0.0.1:$http_port;
-        listen 127.0.0.1:$tls_port ssl http2;
-        ssl_certificate $dir/cert.pem;
-        ssl_certificate_key $dir/key.pem;
-        ssl_protocols TLSv1.2 TLSv1.3;
-        location / {
-            proxy_pass http://moodle;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$http_host;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-        }
-    }
-}
-EOF
-}
+upstream_nginx_conf >"$dir/upstream.conf"
 proxy_nginx_conf nginx "$port_nginx_http" "$port_nginx_tls" >"$dir/nginx.conf"
 
 if [[ "$EDGE" == nginx ]]; then
