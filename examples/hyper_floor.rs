@@ -39,14 +39,16 @@ async fn forward(
         use http_body::Body as _;
         if req.body().is_end_stream() {
             let (parts, _) = req.into_parts();
-            return Ok(match direct.send(&parts, None).await {
-                Ok(resp) => resp.map(moodle_edge::body::boxed),
-                Err(_) => {
-                    let mut r = hyper::Response::new(moodle_edge::body::empty());
-                    *r.status_mut() = http::StatusCode::BAD_GATEWAY;
-                    r
-                }
-            });
+            return Ok(
+                match direct.send(&parts, None, std::time::Instant::now()).await {
+                    Ok(resp) => resp.map(moodle_edge::body::boxed),
+                    Err(_) => {
+                        let mut r = hyper::Response::new(moodle_edge::body::empty());
+                        *r.status_mut() = http::StatusCode::BAD_GATEWAY;
+                        r
+                    }
+                },
+            );
         }
     }
     let path = req

@@ -328,6 +328,8 @@ async fn run_stages(
     } else {
         pass_through(state, ctx, upstream, on_upgrade, sanitized.upgrade)
     };
+    // The request's header map is read no more: it becomes a later response's.
+    crate::proxy::direct::recycle_header_map(preconditions);
     match ws {
         Some(ws) => ws.watch_response(state, ctx, response),
         None => response,

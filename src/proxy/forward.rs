@@ -209,7 +209,7 @@ impl Forward<'_> {
         let deadline = started + self.response_timeout;
         let result = match self
             .timer
-            .run(deadline, direct.send(parts, Some(added)))
+            .run(deadline, direct.send(parts, Some(added), started))
             .await
         {
             None => Err(ForwardError::Timeout(self.response_timeout)),

@@ -325,7 +325,7 @@ async fn probe_upstream(shared: SharedState, shutdown: CancellationToken) {
                         Some(direct) => {
                             let (parts, _) = req.into_parts();
                             direct
-                                .send(&parts, None)
+                                .send(&parts, None, std::time::Instant::now())
                                 .await
                                 .map(|r| r.map(UpstreamBody::Direct))
                                 .map_err(|e| e.to_string())
