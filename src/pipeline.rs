@@ -100,10 +100,13 @@ pub struct RequestContext {
     pub offload: Option<String>,
     /// Why the edge answered by itself, when it did.
     pub note: Option<&'static str>,
-    /// The response body is already in memory to its end: once handed to the connection it
-    /// cannot stall or fail on the upstream's side.
+    /// The response body is already in memory to its end and small (16 KiB at most): once
+    /// handed to the connection it cannot stall or fail on the upstream's side.
     pub body_in_memory: bool,
 }
+
+/// The largest answer body the log stage treats as sent once its head is (see `pass_through`).
+const IN_MEMORY_BODY_MAX: u64 = 16 * 1024;
 
 /// The request headers the respond stage needs after the request itself went upstream.
 const PRECONDITION_HEADERS: &[HeaderName] = &[
@@ -546,8 +549,13 @@ fn pass_through(
     }
     strip_offload_controls(&mut parts.headers);
     if body.cannot_stall() {
-        // Already read to its end: no idle timer to guard it with.
-        ctx.body_in_memory = true;
+        // Already read to its end: no idle timer to guard it with. A small one (what fits a
+        // socket's send buffer at once) is also done as far as the log stage is concerned: it
+        // cannot keep the connection busy, so the header-read clock may run again now.
+        ctx.body_in_memory = body
+            .size_hint()
+            .upper()
+            .is_some_and(|n| n <= IN_MEMORY_BODY_MAX);
         return Response::from_parts(parts, body.boxed_unsync());
     }
     let (body, _fate) = GuardedBody::new(body, None, state.config.upstream.idle_timeout.get());
