@@ -17,4 +17,5 @@ pub mod server;
 pub mod sso;
 pub mod state;
 pub mod store;
+pub mod timer;
 pub mod webservice;

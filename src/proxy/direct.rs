@@ -194,7 +194,10 @@ impl DirectPool {
                         framing,
                         keep_alive,
                     };
-                    body.finish_if_done();
+                    // Read whole with its head: the connection is idle again, and is aged from
+                    // the request's start rather than by another clock read (a connection is
+                    // retired a request's duration early at worst, never late).
+                    body.finish_if_done(Some(now));
                     return Ok(Response::from_parts(parts, body));
                 }
                 Err(Exchange::Stale { written }) if reused && may_retry => {
@@ -255,12 +258,13 @@ impl DirectPool {
         None
     }
 
-    fn checkin(&self, conn: Conn) {
+    /// Returns a connection to the pool, idle since `since` (the clock is read when None).
+    fn checkin(&self, conn: Conn, since: Option<Instant>) {
         if let Ok(mut idle) = self.idle.lock() {
             if idle.len() < self.max_idle {
                 idle.push(Idle {
                     conn,
-                    since: Instant::now(),
+                    since: since.unwrap_or_else(Instant::now),
                 });
             }
         }
@@ -693,14 +697,14 @@ pub struct DirectBody {
 }
 
 impl DirectBody {
-    fn finish_if_done(&mut self) {
+    fn finish_if_done(&mut self, now: Option<Instant>) {
         if self.framing != Framing::Done {
             return;
         }
         if let Some(conn) = self.conn.take() {
             // Bytes after the end of the answer mean the upstream and we disagree on framing.
             if self.keep_alive && conn.buf.is_empty() {
-                self.pool.checkin(conn);
+                self.pool.checkin(conn, now);
             }
         }
     }
@@ -877,7 +881,7 @@ impl Body for DirectBody {
                         } else {
                             Framing::Fixed(left)
                         };
-                        this.finish_if_done();
+                        this.finish_if_done(None);
                         return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
                     if let Some(out) = this.read_more(
@@ -896,7 +900,7 @@ impl Body for DirectBody {
                     Ok(Some(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
                     Ok(None) => {
                         if this.framing == Framing::Done {
-                            this.finish_if_done();
+                            this.finish_if_done(None);
                             return Poll::Ready(None);
                         }
                         if this.framing != Framing::Chunked(state) {

@@ -23,6 +23,7 @@ use crate::proxy::body::BodyFate;
 use crate::proxy::client::{UpstreamClient, UpstreamTarget};
 use crate::proxy::direct::{DirectBody, DirectError, DirectPool};
 use crate::proxy::headers::ForwardHeaders;
+use crate::timer::LaterSleep;
 
 /// The upstream's response body, from whichever path carried the request.
 pub enum UpstreamBody {
@@ -106,15 +107,17 @@ pub struct Timing {
     pub total: Duration,
     /// The upstream's share: from the end of the request body to the response head.
     pub upstream: Duration,
+    /// When the response head (or the failure) came.
+    pub ended: Instant,
 }
 
 /// A connection's reusable upstream response timer. An HTTP/1.1 connection carries one request
-/// at a time, so one `Sleep` serves all of them: each request moves its deadline later, which
-/// tokio does without touching its timer wheel, where `tokio::time::timeout` would register
-/// and cancel a timer per request. A request that finds it taken (HTTP/2 streams in parallel)
-/// uses a timer of its own.
+/// at a time, and each request's deadline is later than the last, so one [`LaterSleep`]
+/// serves all of them (see src/timer.rs), where `tokio::time::timeout` would register and
+/// cancel a timer per request. A request that finds it taken (HTTP/2 streams in parallel)
+/// uses one of its own.
 #[derive(Default)]
-pub struct ResponseTimer(tokio::sync::Mutex<Option<Pin<Box<tokio::time::Sleep>>>>);
+pub struct ResponseTimer(std::sync::Mutex<Option<Box<LaterSleep>>>);
 
 impl std::fmt::Debug for ResponseTimer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -129,27 +132,24 @@ impl ResponseTimer {
     /// its argument and as the pinned local it polls) plus a fallback `Timeout` around it, and
     /// every request's future carries this one.
     fn run<F: Future>(&self, deadline: Instant, exchange: F) -> Deadline<'_, F> {
-        let deadline = tokio::time::Instant::from_std(deadline);
-        let timer = match self.0.try_lock() {
-            Ok(mut slot) => {
-                match slot.as_mut() {
-                    Some(sleep) => sleep.as_mut().reset(deadline),
-                    None => *slot = Some(Box::pin(tokio::time::sleep_until(deadline))),
-                }
-                Timer::Shared(slot)
-            }
-            Err(_) => Timer::Own(Box::pin(tokio::time::sleep_until(deadline))),
-        };
-        Deadline { exchange, timer }
+        // The slot is lent to the request and comes back when its future is dropped; the lock
+        // is held for the loan and the return only, never across an await.
+        let slot = self.0.lock().ok().and_then(|mut slot| slot.take());
+        Deadline {
+            exchange,
+            owner: self,
+            slot,
+            deadline: tokio::time::Instant::from_std(deadline),
+        }
     }
-}
 
-/// Which sleep a `Deadline` waits on.
-enum Timer<'a> {
-    /// The connection's own, moved to this request's deadline.
-    Shared(tokio::sync::MutexGuard<'a, Option<Pin<Box<tokio::time::Sleep>>>>),
-    /// HTTP/2 streams in parallel: the shared one is taken.
-    Own(Pin<Box<tokio::time::Sleep>>),
+    fn give_back(&self, slot: Box<LaterSleep>) {
+        if let Ok(mut held) = self.0.lock() {
+            if held.is_none() {
+                *held = Some(slot);
+            }
+        }
+    }
 }
 
 pin_project_lite::pin_project! {
@@ -157,7 +157,20 @@ pin_project_lite::pin_project! {
     struct Deadline<'a, F> {
         #[pin]
         exchange: F,
-        timer: Timer<'a>,
+        owner: &'a ResponseTimer,
+        // The connection's sleep while this request has it; a sleep of its own when it was
+        // taken (made on the first wait).
+        slot: Option<Box<LaterSleep>>,
+        deadline: tokio::time::Instant,
+    }
+
+    impl<'a, F> PinnedDrop for Deadline<'a, F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(slot) = this.slot.take() {
+                this.owner.give_back(slot);
+            }
+        }
     }
 }
 
@@ -170,15 +183,11 @@ impl<F: Future> Future for Deadline<'_, F> {
         if let Poll::Ready(out) = this.exchange.poll(cx) {
             return Poll::Ready(Some(out));
         }
-        let sleep = match this.timer {
-            Timer::Shared(slot) => slot.as_mut(),
-            Timer::Own(sleep) => Some(sleep),
-        };
-        // The slot is always filled by `run`; an empty one could never fire, so it ends now.
-        let Some(sleep) = sleep else {
-            return Poll::Ready(None);
-        };
-        match sleep.as_mut().poll(cx) {
+        let deadline = *this.deadline;
+        let slot = this
+            .slot
+            .get_or_insert_with(|| Box::new(LaterSleep::new(deadline)));
+        match slot.poll_until(deadline, cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(()) => Poll::Ready(None),
         }
@@ -199,13 +208,16 @@ impl Forward<'_> {
     /// (src/proxy/direct.rs). The request is borrowed, not moved: the respond stage still reads
     /// its precondition headers when the answer is an offload, and the request future stays
     /// small. The response timeout covers the connect too, as it does on the pooled path.
+    ///
+    /// `started` is the request's arrival: the proxy's own work before this call (a
+    /// microsecond or so) counts as the exchange's, which saves a read of the clock.
     pub async fn send_direct(
         &self,
         direct: &Arc<DirectPool>,
         parts: &request::Parts,
         added: &ForwardHeaders,
+        started: Instant,
     ) -> (Result<Response<UpstreamBody>, ForwardError>, Timing) {
-        let started = Instant::now();
         let deadline = started + self.response_timeout;
         let result = match self
             .timer
@@ -216,7 +228,8 @@ impl Forward<'_> {
             Some(Err(e)) => Err(classify_direct(&e)),
             Some(Ok(response)) => Ok(response.map(UpstreamBody::Direct)),
         };
-        let total = started.elapsed();
+        let ended = Instant::now();
+        let total = ended.saturating_duration_since(started);
         if result.is_ok() {
             self.metrics.upstream_response.observe(total.as_secs_f64());
         }
@@ -226,6 +239,7 @@ impl Forward<'_> {
             Timing {
                 total,
                 upstream: total,
+                ended,
             },
         )
     }
@@ -256,6 +270,7 @@ impl Forward<'_> {
         let timing = Timing {
             total,
             upstream: ended.saturating_duration_since(sent_at.unwrap_or(started)),
+            ended,
         };
         (result, timing)
     }
@@ -385,6 +400,45 @@ mod tests {
             })
             .await;
         assert_eq!(again, Some(8));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sleep_armed_for_an_earlier_deadline_moves_on_to_the_current_one() {
+        let timer = ResponseTimer::default();
+        // The first request arms the sleep for t=10 s and is answered at t=1 s.
+        let first = timer
+            .run(now() + Duration::from_secs(10), async {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                1
+            })
+            .await;
+        assert_eq!(first, Some(1));
+        // The second one's deadline is t=11 s: the sleep fires at t=10 s for the first's,
+        // which must not end this one; it ends at its own deadline.
+        let started = tokio::time::Instant::now();
+        let second = timer
+            .run(now() + Duration::from_secs(10), async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            })
+            .await;
+        assert_eq!(second, None);
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+        // Many quick requests in a row leave it working.
+        for i in 0..100 {
+            let quick = timer
+                .run(now() + Duration::from_secs(3), async move {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    i
+                })
+                .await;
+            assert_eq!(quick, Some(i));
+        }
+        let started = tokio::time::Instant::now();
+        let late = timer
+            .run(now() + Duration::from_secs(3), std::future::pending::<()>())
+            .await;
+        assert_eq!(late, None);
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
     }
 
     #[tokio::test(start_paused = true)]

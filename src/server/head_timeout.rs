@@ -5,10 +5,11 @@
 //! connections. hyper can do this itself, but it allocates and registers a fresh timer for every
 //! request on a keep-alive connection and cancels it when the head arrives; on a proxied
 //! request of ~14 µs that showed as a measurable share. Here the connection's I/O carries one
-//! `tokio::time::Sleep` for its whole life. The pipeline counts requests in flight
-//! ([`HeadClock::start`], dropped when the response body ends); when the count falls to zero the
-//! deadline moves to now + timeout. Moving a registered timer's deadline later is a lock-free
-//! update in tokio, so a request costs two atomic counts and one clock read.
+//! timer for its whole life. The pipeline counts requests in flight ([`HeadClock::start`],
+//! dropped when the response body ends); when the count falls to zero the deadline moves to
+//! the request's end + timeout. The timer is a [`LaterSleep`] (src/timer.rs): armed for an
+//! earlier deadline, it is not touched when the deadline moves later, so a request costs two
+//! atomic counts and no clock read of its own (the pipeline passes its end-of-request reading).
 //!
 //! While a request is in flight the timer is not looked at: the body has its own idle timeout
 //! (`client_body_timeout`), and a response being written is the upstream's and the client's
@@ -17,7 +18,6 @@
 //! connection that browsers keep open); a plain listener that also takes prior-knowledge h2c
 //! is, so there the timeout also closes an h2c connection idle for that long.
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -26,7 +26,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::rt::{Read, ReadBufCursor, Write};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
+
+use crate::timer::LaterSleep;
 
 /// The error a connection ends with when its head did not arrive in time.
 #[derive(Debug, thiserror::Error)]
@@ -66,13 +68,17 @@ impl HeadClock {
     /// pipeline keeps it until the response body has been sent or abandoned).
     pub fn start(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(self.clone())
+        InFlight(Some(self.clone()))
     }
 
-    fn finish(&self) {
+    /// A request has ended; `now` is a clock reading taken at its end, when the caller has
+    /// one (otherwise the clock is read here, only if the connection became idle).
+    fn finish(&self, now: Option<Instant>) {
         if self.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
-            let since = self.base.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
-            self.idle_since.store(since, Ordering::Relaxed);
+            let now = now.unwrap_or_else(Instant::now);
+            let since = now.saturating_duration_since(self.base).as_nanos();
+            self.idle_since
+                .store(since.min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
         }
     }
 
@@ -88,11 +94,23 @@ impl HeadClock {
 
 /// Keeps its connection's request count up while it lives.
 #[derive(Debug)]
-pub struct InFlight(Arc<HeadClock>);
+pub struct InFlight(Option<Arc<HeadClock>>);
+
+impl InFlight {
+    /// Ends the request with a clock reading the caller already took at its end (the
+    /// connection's idle time counts from there), saving a read of the clock.
+    pub fn end_at(mut self, now: std::time::Instant) {
+        if let Some(clock) = self.0.take() {
+            clock.finish(Some(Instant::from_std(now)));
+        }
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.finish();
+        if let Some(clock) = self.0.take() {
+            clock.finish(None);
+        }
     }
 }
 
@@ -100,19 +118,16 @@ impl Drop for InFlight {
 pub struct TimedIo<T> {
     inner: T,
     clock: Arc<HeadClock>,
-    sleep: Pin<Box<Sleep>>,
-    /// The deadline `sleep` is set to.
-    armed: Instant,
+    sleep: LaterSleep,
 }
 
 impl<T> TimedIo<T> {
     pub fn new(inner: T, clock: Arc<HeadClock>) -> Self {
-        let armed = clock.base + clock.timeout;
+        let first = clock.base + clock.timeout;
         TimedIo {
             inner,
             clock,
-            sleep: Box::pin(tokio::time::sleep_until(armed)),
-            armed,
+            sleep: LaterSleep::new(first),
         }
     }
 }
@@ -131,12 +146,9 @@ impl<T: Read + Unpin> Read for TimedIo<T> {
         let Some(deadline) = this.clock.deadline() else {
             return Poll::Pending;
         };
-        if deadline != this.armed {
-            // Deadlines only move later, which tokio does without touching its timer wheel.
-            this.sleep.as_mut().reset(deadline);
-            this.armed = deadline;
-        }
-        match this.sleep.as_mut().poll(cx) {
+        // Deadlines only move later: the sleep stays armed for an earlier one and moves on
+        // only if it fires (src/timer.rs).
+        match this.sleep.poll_until(deadline, cx) {
             Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 HeadTimedOut(this.clock.timeout),
