@@ -448,6 +448,31 @@ fn a_header_over_max_header_size_gets_431() {
 }
 
 #[test]
+fn a_limit_under_hyper_s_smallest_buffer_is_enforced_by_measuring_the_head() {
+    // hyper's read buffer cannot go below 8 KiB: a 4 KiB limit is the proxy's own check.
+    let up = Upstream::start();
+    let proxy = Proxy::start(&up.url(), |c, _| {
+        c["server"]["limits"]["max_header_size"] = json!("4KiB");
+    });
+    let ok = get(
+        proxy.addr(),
+        "/hdr",
+        &format!("X-Big: {}\r\n", "a".repeat(3 * 1024)),
+    );
+    assert_eq!(ok.status, 200);
+    let mut raw = Raw::connect(proxy.addr()).unwrap();
+    let _ = raw.send(
+        format!(
+            "GET /hdr-mid HTTP/1.1\r\nHost: lms.test\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+            "a".repeat(6 * 1024)
+        )
+        .as_bytes(),
+    );
+    assert_eq!(raw.read_response().unwrap().status, 431);
+    assert!(up.seen_path("/hdr-mid").is_empty());
+}
+
+#[test]
 fn a_header_over_the_default_limit_gets_431() {
     let up = Upstream::start();
     let proxy = Proxy::start(&up.url(), |_, _| {});

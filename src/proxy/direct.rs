@@ -88,30 +88,44 @@ struct Conn {
 /// about 150 instructions a header, the largest cost of reading a response head).
 #[derive(Default)]
 pub struct NameCache {
-    slots: Vec<Option<(Box<[u8]>, HeaderName)>>,
+    slots: Vec<Option<CachedName>>,
+}
+
+#[derive(Clone)]
+struct CachedName {
+    raw: Box<[u8]>,
+    name: HeaderName,
+    /// Always hop-by-hop (`headers::is_hop_by_hop`), worked out once with the name.
+    hop_by_hop: bool,
 }
 
 impl NameCache {
-    /// The header name for the raw `name` found at position `index` of a response head.
-    fn name(&mut self, index: usize, raw: &[u8]) -> Result<HeaderName, DirectError> {
-        if let Some(Some((seen, name))) = self.slots.get(index) {
-            if **seen == *raw {
-                return Ok(name.clone());
+    /// The header name for the raw `name` found at position `index` of a response head, and
+    /// whether it is always hop-by-hop.
+    fn name(&mut self, index: usize, raw: &[u8]) -> Result<(HeaderName, bool), DirectError> {
+        if let Some(Some(seen)) = self.slots.get(index) {
+            if *seen.raw == *raw {
+                return Ok((seen.name.clone(), seen.hop_by_hop));
             }
         }
         // The order moved (a header more or less than last time): any position will do.
-        if let Some((_, name)) = self.slots.iter().flatten().find(|(seen, _)| **seen == *raw) {
-            return Ok(name.clone());
+        if let Some(seen) = self.slots.iter().flatten().find(|seen| *seen.raw == *raw) {
+            return Ok((seen.name.clone(), seen.hop_by_hop));
         }
         let name =
             HeaderName::from_bytes(raw).map_err(|_| DirectError::Framing("bad header name"))?;
+        let hop_by_hop = headers::is_hop_by_hop(&name);
         if index < MAX_HEADERS {
             if self.slots.len() <= index {
                 self.slots.resize(index + 1, None);
             }
-            self.slots[index] = Some((raw.into(), name.clone()));
+            self.slots[index] = Some(CachedName {
+                raw: raw.into(),
+                name: name.clone(),
+                hop_by_hop,
+            });
         }
-        Ok(name)
+        Ok((name, hop_by_hop))
     }
 }
 
@@ -523,8 +537,8 @@ fn parse_head(
     let base = buf.as_ptr() as usize;
     let mut headers = Vec::with_capacity(response.headers.len());
     for (index, h) in response.headers.iter().enumerate() {
-        let name = names.name(index, h.name.as_bytes())?;
-        if headers::is_hop_by_hop(&name) || named.contains(&name) {
+        let (name, hop_by_hop) = names.name(index, h.name.as_bytes())?;
+        if hop_by_hop || named.contains(&name) {
             continue;
         }
         let start = h.value.as_ptr() as usize - base;
@@ -1201,12 +1215,10 @@ mod tests {
     #[test]
     fn the_name_cache_never_answers_a_different_name() {
         fn check(cache: &mut NameCache, index: usize, raw: &str) {
-            let got = cache.name(index, raw.as_bytes()).unwrap();
-            assert_eq!(
-                got,
-                HeaderName::from_bytes(raw.as_bytes()).unwrap(),
-                "{raw}"
-            );
+            let (got, hop_by_hop) = cache.name(index, raw.as_bytes()).unwrap();
+            let expected = HeaderName::from_bytes(raw.as_bytes()).unwrap();
+            assert_eq!(hop_by_hop, headers::is_hop_by_hop(&expected), "{raw}");
+            assert_eq!(got, expected, "{raw}");
         }
         let mut cache = NameCache::default();
         let cache = &mut cache;
@@ -1225,6 +1237,9 @@ mod tests {
         }
         check(cache, 0, "X-B");
         check(cache, 1, "X-A");
+        check(cache, 1, "Connection");
+        check(cache, 2, "X-A");
+        check(cache, 2, "Keep-Alive");
         check(cache, 200, "x-far");
         assert!(cache.name(0, b"bad name").is_err());
         check(cache, 0, "X-B");

@@ -305,6 +305,9 @@ pub mod kind {
     pub const RESERVED: u8 = 2;
     /// A header the proxy sets itself (see `ForwardHeaders`), or `Forwarded`.
     pub const FORWARDING: u8 = 4;
+    /// `Transfer-Encoding` (also counted as `HOP_BY_HOP`).
+    pub const TRANSFER_ENCODING: u8 = 8;
+    pub const CONTENT_LENGTH: u8 = 16;
 }
 
 /// Which kinds of header (`kind::*`) the map holds.
@@ -314,6 +317,8 @@ pub fn request_header_kinds(headers: &HeaderMap) -> u8 {
         found |= match name.as_str() {
             "forwarded" | "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host"
             | "x-real-ip" | "x-request-id" => kind::FORWARDING,
+            "content-length" => kind::CONTENT_LENGTH,
+            "transfer-encoding" => kind::HOP_BY_HOP | kind::TRANSFER_ENCODING,
             _ if hop_by_hop_index(name).is_some() => kind::HOP_BY_HOP,
             _ if is_reserved_request_header(name) => kind::RESERVED,
             _ => 0,

@@ -207,13 +207,15 @@ impl Acceptor {
         let conn = Arc::new(conn);
         let shared = self.shared.clone();
         let max_header = limits.max_header_size.bytes().min(u32::MAX as u64) as usize;
+        // hyper answers 431 itself when a head does not fit its read buffer, which is sized to
+        // `max_header_size` but cannot go below 8 KiB; a smaller limit (4 KiB is allowed) is
+        // enforced here, by measuring each head.
+        let measure_heads = max_header < HYPER_MIN_BUF;
         let service = service_fn(move |req: Request<Incoming>| {
             let state = shared.load_full();
             let conn = conn.clone();
             async move {
-                // hyper's own 431 fires only at its read buffer size, which cannot go below
-                // 8 KiB; a smaller `max_header_size` (4 KiB is allowed) is enforced here.
-                if head_size(&req) > max_header {
+                if measure_heads && head_size(&req) > max_header {
                     return Ok(header_too_large(&state));
                 }
                 pipeline::handle(state, conn, req).await
@@ -227,7 +229,7 @@ impl Acceptor {
             // Enforced by TimedIo with one timer per connection, not one per request.
             .header_read_timeout(None)
             // Bounds both the header (431 beyond it) and what one slow reader can queue.
-            .max_buf_size(max_header.max(8 * 1024))
+            .max_buf_size(max_header.max(HYPER_MIN_BUF))
             .keep_alive(true);
         builder
             .http2()
@@ -281,6 +283,9 @@ impl Acceptor {
         }
     }
 }
+
+/// The smallest read buffer hyper's HTTP/1 server accepts (`max_buf_size`).
+const HYPER_MIN_BUF: usize = 8 * 1024;
 
 /// The size of a request head as it came on the wire (request line, header lines, blank line);
 /// exact for HTTP/1.1 up to optional whitespace.
