@@ -17,7 +17,9 @@
 # epoll waits included, as a real run would have them).
 #
 # Env (defaults in brackets):
-#   PROXIES ["moodle-edge nginx direct-floor"]   REQUESTS [10000]  WARMUP [1000]  CONNS [64]
+#   PROXIES ["moodle-edge nginx direct-floor"] (also: nginx-bare)   REQUESTS [10000]
+#   WARMUP [1000]  CONNS [64]
+#   nginx does moodle-edge's job, nginx-bare less (load.sh's two nginx configurations).
 #   BASE_PORT [18500]   MOODLE_EDGE_BIN [target/release/moodle-edge]   KEEP_DIR [0]
 #
 # Only 127.0.0.1 is used. Every process the script starts is stopped by PID on exit.
@@ -38,8 +40,8 @@ require_positive REQUESTS CONNS
 require_whole WARMUP BASE_PORT
 for p in $PROXIES; do
     case "$p" in
-    moodle-edge | nginx | direct-floor) ;;
-    *) bad_setting "PROXIES: unknown proxy $p (moodle-edge, nginx, direct-floor)" ;;
+    moodle-edge | nginx | nginx-bare | direct-floor) ;;
+    *) bad_setting "PROXIES: unknown proxy $p (moodle-edge, nginx, nginx-bare, direct-floor)" ;;
     esac
 done
 require_cmds nginx h2load curl valgrind callgrind_control
@@ -57,11 +59,15 @@ check_ports_free "$port_upstream" "$port_proxy" "$port_tls" "$port_admin"
 make_cert
 mkdir -p "$dir/moodledata"
 upstream_nginx_conf >"$dir/upstream.conf"
-# The proxy nginx of load.sh, without a master process, so callgrind sees the worker itself.
-{
-    echo "master_process off;"
-    proxy_nginx_conf nginx "$port_proxy" "$port_tls"
-} >"$dir/nginx.conf"
+# The proxy nginxes of load.sh, without a master process, so callgrind sees the worker itself.
+for job in same bare; do
+    name=nginx
+    [[ "$job" == bare ]] && name=nginx-bare
+    {
+        echo "master_process off;"
+        proxy_nginx_conf "$name" "$port_proxy" "$port_tls" "$job"
+    } >"$dir/$name.conf"
+done
 
 cat >"$dir/moodle-edge.yaml" <<EOF
 server:
@@ -91,7 +97,7 @@ for proxy in $PROXIES; do
     grind=(valgrind --tool=callgrind --callgrind-out-file="$out")
     case "$proxy" in
     moodle-edge) start "$proxy" "${grind[@]}" "$MOODLE_EDGE_BIN" run --config "$dir/moodle-edge.yaml" ;;
-    nginx) start "$proxy" "${grind[@]}" nginx -p "$dir/nginx" -c "$dir/nginx.conf" -e "$dir/nginx/error.log" ;;
+    nginx | nginx-bare) start "$proxy" "${grind[@]}" nginx -p "$dir/$proxy" -c "$dir/$proxy.conf" -e "$dir/$proxy/error.log" ;;
     direct-floor)
         start "$proxy" env DIRECT=1 "${grind[@]}" "$FLOOR_BIN" "127.0.0.1:$port_proxy" \
             "127.0.0.1:$port_tls" "$dir/cert.pem" "$dir/key.pem" "http://127.0.0.1:$port_upstream"

@@ -173,6 +173,8 @@ proxy_ports() {
     port_upstream=$((BASE_PORT + 10))
     port_nginx_http=$((BASE_PORT + 20))
     port_nginx_tls=$((BASE_PORT + 21))
+    port_bare_http=$((BASE_PORT + 22))
+    port_bare_tls=$((BASE_PORT + 23))
     port_edge_http=$((BASE_PORT + 30))
     port_edge_tls=$((BASE_PORT + 31))
     port_edge_admin=$((BASE_PORT + 39))
@@ -254,9 +256,21 @@ $(nginx_temp_paths upstream)
 EOF
 }
 
-# proxy_nginx_conf NAME HTTP_PORT TLS_PORT: nginx as the reverse proxy under test.
+# proxy_nginx_conf NAME HTTP_PORT TLS_PORT [JOB]: nginx as the reverse proxy under test.
+# JOB "same" (the default) gives nginx moodle-edge's job: the request headers moodle-edge adds
+# by default (X-Forwarded-For, -Proto, -Host, X-Real-IP, a new X-Request-Id) and the request id
+# on the answer, as an operator fronting Moodle with nginx would configure it. JOB "bare" sets
+# Host, X-Forwarded-For and -Proto only: less work than moodle-edge does, shown beside it.
 proxy_nginx_conf() {
-    local name="$1" http_port="$2" tls_port="$3"
+    local name="$1" http_port="$2" tls_port="$3" job="${4:-same}" extra=""
+    if [[ "$job" == same ]]; then
+        # shellcheck disable=SC2016 # nginx variables, not shell ones
+        extra='
+            proxy_set_header X-Forwarded-Host $http_host;
+            proxy_set_header X-Real-IP $remote_addr;
+            proxy_set_header X-Request-Id $request_id;
+            add_header X-Request-Id $request_id always;'
+    fi
     nginx_common "$name"
     cat <<EOF
 http {
@@ -281,7 +295,7 @@ $(nginx_temp_paths "$name")
             proxy_set_header Connection "";
             proxy_set_header Host \$http_host;
             proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Proto \$scheme;$extra
         }
     }
 }
@@ -308,4 +322,26 @@ cpu_ticks() {
 median() {
     awk -v c="$1" -v s="$2" -v l="$3" '$1 == s && $2 == l { print $c }' "$dir/results" | sort -g |
         awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+
+# paired_ratios SCENARIO LABEL BASE: each round's req/s and p99 of LABEL over BASE's in the same
+# round (runs taken back to back), summarised as "req/s MEDIANx [each round], p99 MEDIANx".
+paired_ratios() {
+    awk -v s="$1" -v l="$2" -v b="$3" '
+        function med(v, n,    i, j, t) {
+            for (i = 2; i <= n; i++) { t = v[i]; for (j = i - 1; j >= 1 && v[j] > t; j--) v[j + 1] = v[j]; v[j + 1] = t }
+            return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+        }
+        $1 == s && $2 == l { r[$3] = $4; p[$3] = $5 }
+        $1 == s && $2 == b { rb[$3] = $4; pb[$3] = $5 }
+        END {
+            n = 0; each = ""
+            for (k = 1; k in r || k in rb; k++) {
+                if (!(k in r) || !(k in rb) || rb[k] == 0 || pb[k] == 0) continue
+                n++; rr[n] = r[k] / rb[k]; pp[n] = p[k] / pb[k]
+                each = each (n > 1 ? " " : "") sprintf("%.2f", rr[n])
+            }
+            if (n == 0) { print "none"; exit }
+            printf "req/s %.2fx [%s], p99 %.2fx", med(rr, n), each, med(pp, n)
+        }' "$dir/results"
 }

@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Load benchmark: moodle-edge against nginx 1.22, both as reverse proxies with ONE worker, in
 # front of the SAME upstream (an nginx answering a fixed 1 KiB body), measured side by side in
-# one run, alternating, several rounds. Prints medians and the ratios moodle-edge / nginx.
+# one run, taking turns, several rounds. Prints medians and the ratios moodle-edge / nginx.
+#
+# nginx does moodle-edge's job (lib.sh proxy_nginx_conf "same": the forwarding headers and the
+# request id moodle-edge adds by default). A second nginx, "nginx-bare", sets Host and
+# X-Forwarded-For/-Proto only (less work than moodle-edge does); it is measured in the same
+# rounds and reported beside, so the cost of that work can be seen (NGINX_BARE=0 leaves it out).
 #
 # Scenarios (SCENARIOS, default "http https h2"):
 #   http   plain HTTP/1.1      wrk -t1 -cCONNS --latency
@@ -22,6 +27,7 @@
 #                       stack (server and pooled client) with none of moodle-edge's work;
 #                       EDGE=direct-floor the same with moodle-edge's direct upstream path
 #                       (src/proxy/direct.rs) in place of hyper's client
+#   NGINX_BARE [1]      also measure nginx-bare (see above)
 #   KEEP_DIR [0]        1 keeps the temp dir (configs, logs, raw tool output) for inspection
 #   IDLE_WAIT [120]     seconds to wait for an otherwise idle machine before starting
 #
@@ -40,10 +46,12 @@ CLIENT_CPU="${CLIENT_CPU:-0}"
 BASE_PORT="${BASE_PORT:-18000}"
 EDGE="${EDGE:-moodle-edge}"
 KEEP_DIR="${KEEP_DIR:-0}"
+NGINX_BARE="${NGINX_BARE:-1}"
 IDLE_WAIT="${IDLE_WAIT:-120}"
 MOODLE_EDGE_BIN="${MOODLE_EDGE_BIN:-$repo/target/release/moodle-edge}"
 
 require_whole ROUNDS DURATION CONNS WARMUP BASE_PORT IDLE_WAIT
+[[ "$NGINX_BARE" == 0 || "$NGINX_BARE" == 1 ]] || bad_setting "NGINX_BARE must be 0 or 1"
 require_scenarios 'http|https|h2'
 case "$EDGE" in
 moodle-edge | nginx | hyper-floor | direct-floor) ;;
@@ -68,7 +76,10 @@ proxy_ports
 make_cert
 mkdir -p "$dir/moodledata"
 upstream_nginx_conf >"$dir/upstream.conf"
-proxy_nginx_conf nginx "$port_nginx_http" "$port_nginx_tls" >"$dir/nginx.conf"
+proxy_nginx_conf nginx "$port_nginx_http" "$port_nginx_tls" same >"$dir/nginx.conf"
+if [[ "$NGINX_BARE" == 1 ]]; then
+    proxy_nginx_conf nginx-bare "$port_bare_http" "$port_bare_tls" bare >"$dir/nginx-bare.conf"
+fi
 
 if [[ "$EDGE" == nginx ]]; then
     edge_label="nginx-b"
@@ -99,6 +110,10 @@ wait_ready "http://127.0.0.1:$port_upstream/" upstream
 
 start nginx "${pin_proxy[@]}" nginx -p "$dir/nginx" -c "$dir/nginx.conf" -e "$dir/nginx/error.log"
 nginx_pid=$started_pid
+if [[ "$NGINX_BARE" == 1 ]]; then
+    start nginx-bare "${pin_proxy[@]}" nginx -p "$dir/nginx-bare" -c "$dir/nginx-bare.conf" -e "$dir/nginx-bare/error.log"
+    bare_pid=$started_pid
+fi
 if [[ "$EDGE" == nginx ]]; then
     start nginx-b "${pin_proxy[@]}" nginx -p "$dir/nginx-b" -c "$dir/nginx-b.conf" -e "$dir/nginx-b/error.log"
 elif [[ "$EDGE" == *-floor ]]; then
@@ -111,14 +126,25 @@ else
     start moodle-edge "${pin_proxy[@]}" "$MOODLE_EDGE_BIN" run --config "$dir/moodle-edge.yaml"
 fi
 edge_pid=$started_pid
-for p in nginx:"$port_nginx_http":"$port_nginx_tls" "$edge_label":"$port_edge_http":"$port_edge_tls"; do
-    IFS=: read -r name hp tp <<<"$p"
+# The proxies measured, as label:pid:http_port:tls_port; nginx (the baseline) first.
+proxies=("nginx:$nginx_pid:$port_nginx_http:$port_nginx_tls")
+if [[ "$NGINX_BARE" == 1 ]]; then
+    proxies+=("nginx-bare:$bare_pid:$port_bare_http:$port_bare_tls")
+fi
+proxies+=("$edge_label:$edge_pid:$port_edge_http:$port_edge_tls")
+labels=()
+for p in "${proxies[@]}"; do labels+=("${p%%:*}"); done
+
+for p in "${proxies[@]}"; do
+    IFS=: read -r name _ hp tp <<<"$p"
     wait_ready "http://127.0.0.1:$hp/" "$name"
     wait_ready "https://127.0.0.1:$tp/" "$name"
 done
 
 # Same body through both proxies, or the comparison is meaningless.
-for url in "http://127.0.0.1:$port_nginx_http/" "http://127.0.0.1:$port_edge_http/"; do
+for p in "${proxies[@]}"; do
+    IFS=: read -r _ _ hp _ <<<"$p"
+    url="http://127.0.0.1:$hp/"
     size="$(curl -s -o /dev/null -w '%{size_download}' "$url")"
     [[ "$size" == 1024 ]] || die "$url gave $size bytes, expected 1024"
 done
@@ -263,23 +289,24 @@ echo "  $ROUNDS rounds x ${DURATION}s per scenario and proxy, $CONNS connections
 echo "  host: $(nproc) CPUs, $(uname -r)"
 echo
 
-# Warm-up (not measured): fills both proxies' upstream pools and caches.
+# Warm-up (not measured): fills the proxies' upstream pools and caches.
 for s in $SCENARIOS; do
-    load "$s" "$port_nginx_http" "$port_nginx_tls" "$WARMUP" "$dir/warm.nginx.$s"
-    load "$s" "$port_edge_http" "$port_edge_tls" "$WARMUP" "$dir/warm.edge.$s"
+    for p in "${proxies[@]}"; do
+        IFS=: read -r name _ hp tp <<<"$p"
+        load "$s" "$hp" "$tp" "$WARMUP" "$dir/warm.$name.$s"
+    done
 done
 
 : >"$dir/results"
 wait_for_quiet
+count=${#proxies[@]}
 for round in $(seq 1 "$ROUNDS"); do
     for s in $SCENARIOS; do
-        if ((round % 2)); then
-            measure "$s" nginx "$nginx_pid" "$port_nginx_http" "$port_nginx_tls" "$round"
-            measure "$s" "$edge_label" "$edge_pid" "$port_edge_http" "$port_edge_tls" "$round"
-        else
-            measure "$s" "$edge_label" "$edge_pid" "$port_edge_http" "$port_edge_tls" "$round"
-            measure "$s" nginx "$nginx_pid" "$port_nginx_http" "$port_nginx_tls" "$round"
-        fi
+        # Each round starts with the next proxy in turn, so none is always first after a pause.
+        for i in $(seq 0 $((count - 1))); do
+            IFS=: read -r name pid hp tp <<<"${proxies[$(((round - 1 + i) % count))]}"
+            measure "$s" "$name" "$pid" "$hp" "$tp" "$round"
+        done
     done
 done
 
@@ -289,20 +316,28 @@ echo
 echo "Medians of $ROUNDS rounds (req/s higher is better; p99 and CPU/request lower is better)"
 printf '%-7s %-12s %10s %9s %12s %10s %7s\n' scenario proxy "req/s" "p99 ms" "CPU us/req" "proxy CPU" errors
 for s in $SCENARIOS; do
-    for l in nginx "$edge_label"; do
+    for l in "${labels[@]}"; do
         printf '%-7s %-12s %10.0f %9.2f %12.1f %9.0f%% %7d\n' "$s" "$l" \
             "$(median 4 "$s" "$l")" "$(median 5 "$s" "$l")" "$(median 6 "$s" "$l")" "$(median 7 "$s" "$l")" \
             "$(awk -v s="$s" -v l="$l" '$1 == s && $2 == l { e += $8 } END { print e + 0 }' "$dir/results")"
     done
-    awk -v r="$(median 4 "$s" "$edge_label")" -v rn="$(median 4 "$s" nginx)" \
-        -v p="$(median 5 "$s" "$edge_label")" -v pn="$(median 5 "$s" nginx)" \
-        -v c="$(median 6 "$s" "$edge_label")" -v cn="$(median 6 "$s" nginx)" -v s="$s" -v l="$edge_label" 'BEGIN {
-        printf "%-7s %-12s %9.2fx %8.2fx %11.2fx\n", s, l "/nginx", r / rn, p / pn, c / cn }'
+    for base in "${labels[@]}"; do
+        [[ "$base" == "$edge_label" ]] && continue
+        awk -v r="$(median 4 "$s" "$edge_label")" -v rn="$(median 4 "$s" "$base")" \
+            -v p="$(median 5 "$s" "$edge_label")" -v pn="$(median 5 "$s" "$base")" \
+            -v c="$(median 6 "$s" "$edge_label")" -v cn="$(median 6 "$s" "$base")" -v s="$s" -v l="$edge_label/$base" \
+            -v paired="$(paired_ratios "$s" "$edge_label" "$base")" 'BEGIN {
+            printf "%-7s %-22s %8.2fx %8.2fx %11.2fx   (paired rounds: %s)\n", s, l, r / rn, p / pn, c / cn, paired }'
+    done
     if [[ -f "$dir/raw.$s.nginx.1.tls" ]]; then
         echo "        TLS nginx: $(cat "$dir/raw.$s.nginx.1.tls")"
         echo "        TLS $edge_label: $(cat "$dir/raw.$s.$edge_label.1.tls")"
     fi
 done
+echo
+echo "ratios: of the medians above, then (paired rounds) the median of each round's own ratio"
+echo "(req/s, p99) from runs taken back to back: steadier when the machine's speed drifts."
+echo "nginx does moodle-edge's job (its forwarding headers and request id); nginx-bare less."
 echo
 echo "proxy CPU = the proxy's CPU time / wall time during the run; near 100% means the proxy's"
 echo "one core was the limit, well below it means the load generator or upstream (sharing cpu"
@@ -310,7 +345,7 @@ echo "$CLIENT_CPU) was, and req/s then understates the proxy: compare CPU us/req
 awk '$9 > 5 { n++; if ($9 > m) m = $9 } END {
     if (n) printf "WARNING: in %d of %d runs other processes used up to %d%% of a CPU: those figures are skewed; rerun on a quiet machine\n", n, NR, m
     else print "other CPU stayed under 5% of a CPU in every run (no outside contention seen)" }' "$dir/results"
-for l in nginx "$edge_label"; do
+for l in "${labels[@]}"; do
     if [[ -s "$dir/$l/error.log" ]]; then
         echo "note: $l error.log is not empty:"
         tail -5 "$dir/$l/error.log"
