@@ -26,7 +26,7 @@ pub struct LaterSleep {
 impl std::fmt::Debug for LaterSleep {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LaterSleep")
-            .field("armed", &self.sleep.deadline())
+            .field("armed", &self.armed())
             .finish()
     }
 }
@@ -48,7 +48,7 @@ impl LaterSleep {
     /// (perhaps earlier, at an earlier deadline the sleep is still armed for).
     pub fn poll_until(&mut self, deadline: Instant, cx: &mut Context<'_>) -> Poll<()> {
         loop {
-            let armed = self.sleep.deadline();
+            let armed = self.armed();
             if armed > deadline {
                 // Armed for later than allowed (the deadline moved earlier: a reload shortened
                 // the timeout).
@@ -75,7 +75,7 @@ impl LaterSleep {
                 }
                 // Fired: at this deadline (done) or an earlier one (moved on by the loop).
                 Poll::Ready(()) => {
-                    if self.sleep.deadline() == deadline {
+                    if self.armed() == deadline {
                         return Poll::Ready(());
                     }
                 }
