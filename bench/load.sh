@@ -82,7 +82,9 @@ if [[ "$LAYOUT" == shared ]]; then
 else
     setup_pinning "load generator alone"
     pin_upstream=("${pin_proxy[@]}")
-    [[ ${#pin_proxy[@]} -gt 0 ]] && pinning="proxies and upstream on cpu $PROXY_CPU; load generator alone on cpu $CLIENT_CPU"
+    if [[ ${#pin_proxy[@]} -gt 0 ]]; then
+        pinning="proxies and upstream on cpu $PROXY_CPU; load generator alone on cpu $CLIENT_CPU"
+    fi
 fi
 make_workdir load
 proxy_ports
