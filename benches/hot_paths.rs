@@ -7,9 +7,9 @@ use http::Request;
 
 use bytes::Bytes;
 use moodle_edge::observe::redact::redact_target;
-use moodle_edge::proxy::direct::{encode_head, parse_response_head, NameCache};
 use moodle_edge::proxy::headers::request_header_kinds;
 use moodle_edge::proxy::sanitize::{sanitize, SanitizeInput};
+use moodle_edge::proxy::upstream::direct::{encode_head, parse_response_head, NameCache};
 use moodle_edge::route::{classify, RouteTable};
 use moodle_edge::webservice::entry;
 

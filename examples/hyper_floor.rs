@@ -21,7 +21,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use moodle_edge::body::ProxyBody;
-use moodle_edge::proxy::direct::DirectPool;
+use moodle_edge::proxy::upstream::direct::DirectPool;
 
 type Pool = Client<HttpConnector, ProxyBody>;
 

@@ -14,8 +14,7 @@ use crate::observe::config::AccessFormat;
 use crate::observe::health::UpstreamHealth;
 use crate::observe::metrics::CoreMetrics;
 use crate::observe::sink::LineSink;
-use crate::proxy::client::{self, ClientError, UpstreamClient, UpstreamTarget};
-use crate::proxy::direct::DirectPool;
+use crate::proxy::upstream::{ClientError, Upstream};
 use crate::sendfile::{Offloader, SendfileMetrics};
 use crate::server::tls::{self, TlsError};
 use crate::store::{Store, StoreError};
@@ -68,11 +67,8 @@ pub enum BuildError {
 pub struct State {
     pub config: Config,
     pub process: Arc<Process>,
-    pub client: UpstreamClient,
-    pub target: UpstreamTarget,
-    /// The direct path for bodiless requests to an http:// upstream (None when `upstream.direct`
-    /// is off or the upstream is https://).
-    pub direct: Option<Arc<DirectPool>>,
+    /// The Moodle web server, and both clients that reach it.
+    pub upstream: Upstream,
     /// One TLS server config per `server.listen` entry (None for plain listeners).
     pub tls: Vec<Option<Arc<rustls::ServerConfig>>>,
     pub offloader: Offloader,
@@ -115,17 +111,7 @@ impl State {
         open_logs: bool,
         guard: Option<Arc<Guard>>,
     ) -> Result<State, BuildError> {
-        let (client, target) = client::build(&config.upstream, process.core.clone())?;
-        let direct =
-            (config.upstream.direct && target.scheme == http::uri::Scheme::HTTP).then(|| {
-                Arc::new(DirectPool::new(
-                    &target.authority,
-                    config.upstream.pool_max_idle_per_host,
-                    config.upstream.pool_idle_timeout.get(),
-                    config.upstream.connect_timeout.get(),
-                    Some(process.core.clone()),
-                ))
-            });
+        let upstream = Upstream::build(&config.upstream, process.core.clone())?;
         let tls = config
             .server
             .listen
@@ -160,9 +146,7 @@ impl State {
             access_format: config.log.access.format,
             config,
             process,
-            client,
-            target,
-            direct,
+            upstream,
             tls,
             offloader,
             guard,

@@ -18,7 +18,7 @@ use crate::observe::metrics::CoreMetrics;
 use crate::observe::redact;
 use crate::observe::sink::LineSink;
 use crate::route::Route;
-use crate::server::head_timeout::InFlight;
+use crate::timer::head_clock::InFlight;
 
 /// What the access log says about one request; filled in by the stages as they run.
 #[derive(Serialize)]

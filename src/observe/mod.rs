@@ -4,6 +4,8 @@
 pub mod access_log;
 pub mod config;
 pub mod health;
+pub mod log_stage;
 pub mod metrics;
+pub mod readiness;
 pub mod redact;
 pub mod sink;

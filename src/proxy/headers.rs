@@ -98,6 +98,35 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// True for the offload controls: the headers by which an upstream asks its front server for a
+/// file (nginx's `X-Accel-*`, Apache's and lighttpd's `X-Sendfile` family). Only the upstream
+/// may send them, and they never reach a client, acted on or not (as nginx does). The one list
+/// the sanitize stage, both upstream paths and the file offload use.
+pub fn is_offload_control(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    n.starts_with("x-")
+        && (n.starts_with("x-accel-")
+            || n == "x-sendfile"
+            || n == "x-sendfile-type"
+            || n == "x-lighttpd-send-file")
+}
+
+/// Removes the offload controls from an answer.
+pub fn strip_offload_controls(headers: &mut HeaderMap) {
+    // Collected only when one is there (nearly no answer carries one).
+    if !headers.keys().any(is_offload_control) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_offload_control(n))
+        .cloned()
+        .collect();
+    for n in names {
+        headers.remove(n);
+    }
+}
+
 /// True when the header is one a client must never set: the offload controls (only the
 /// upstream may ask for an offload) and the identity headers moodle-edge itself sets.
 pub fn is_reserved_request_header(name: &HeaderName) -> bool {
@@ -106,11 +135,7 @@ pub fn is_reserved_request_header(name: &HeaderName) -> bool {
     if !n.starts_with("x-") {
         return false;
     }
-    n.starts_with("x-accel-")
-        || n == "x-sendfile"
-        || n == "x-sendfile-type"
-        || n == "x-lighttpd-send-file"
-        || n.starts_with("x-moodle-edge-")
+    is_offload_control(name) || n.starts_with("x-moodle-edge-")
 }
 
 /// Removes the headers a client must never set; returns how many. The sanitize stage calls it
@@ -211,6 +236,19 @@ pub struct ForwardHeaders {
     pub x_request_id: Option<HeaderValue>,
 }
 
+impl Default for ForwardHeaders {
+    /// Nothing but the scheme: what a request has before the sanitize stage ran.
+    fn default() -> Self {
+        ForwardHeaders {
+            x_forwarded_for: None,
+            x_forwarded_proto: HeaderValue::from_static("http"),
+            x_forwarded_host: None,
+            x_real_ip: None,
+            x_request_id: None,
+        }
+    }
+}
+
 impl ForwardHeaders {
     /// The headers as ("lower-case name: ", value) pairs, in the order they are sent.
     fn pairs(&self) -> [(&'static str, Option<&HeaderValue>); 5] {
@@ -299,32 +337,54 @@ pub fn forward_headers(
     }
 }
 
-/// Kinds of request header the sanitize stage acts on, found in one pass over the names.
-pub mod kind {
-    pub const HOP_BY_HOP: u8 = 1;
-    pub const RESERVED: u8 = 2;
+/// The kinds of request header the sanitize stage acts on, found in one pass over the names
+/// (most requests carry none of them, and then the stage skips its rarer fixes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HeaderKinds(u8);
+
+impl HeaderKinds {
+    const HOP_BY_HOP: u8 = 1;
+    const RESERVED: u8 = 2;
+    const FORWARDING: u8 = 4;
+    const TRANSFER_ENCODING: u8 = 8;
+    const CONTENT_LENGTH: u8 = 16;
+
+    /// Every kind: makes the stage check everything (tests, and callers without a scan).
+    pub const ALL: HeaderKinds = HeaderKinds(u8::MAX);
+
+    /// A hop-by-hop header (Transfer-Encoding included).
+    pub fn hop_by_hop(self) -> bool {
+        self.0 & Self::HOP_BY_HOP != 0
+    }
+    /// A header a client must never set (see `is_reserved_request_header`).
+    pub fn reserved(self) -> bool {
+        self.0 & Self::RESERVED != 0
+    }
     /// A header the proxy sets itself (see `ForwardHeaders`), or `Forwarded`.
-    pub const FORWARDING: u8 = 4;
-    /// `Transfer-Encoding` (also counted as `HOP_BY_HOP`).
-    pub const TRANSFER_ENCODING: u8 = 8;
-    pub const CONTENT_LENGTH: u8 = 16;
+    pub fn forwarding(self) -> bool {
+        self.0 & Self::FORWARDING != 0
+    }
+    /// `Transfer-Encoding` or `Content-Length`: the body's framing must be checked.
+    pub fn framing(self) -> bool {
+        self.0 & (Self::TRANSFER_ENCODING | Self::CONTENT_LENGTH) != 0
+    }
 }
 
-/// Which kinds of header (`kind::*`) the map holds.
-pub fn request_header_kinds(headers: &HeaderMap) -> u8 {
+/// Which kinds of header the map holds.
+pub fn request_header_kinds(headers: &HeaderMap) -> HeaderKinds {
     let mut found = 0;
     for name in headers.keys() {
         found |= match name.as_str() {
             "forwarded" | "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host"
-            | "x-real-ip" | "x-request-id" => kind::FORWARDING,
-            "content-length" => kind::CONTENT_LENGTH,
-            "transfer-encoding" => kind::HOP_BY_HOP | kind::TRANSFER_ENCODING,
-            _ if hop_by_hop_index(name).is_some() => kind::HOP_BY_HOP,
-            _ if is_reserved_request_header(name) => kind::RESERVED,
+            | "x-real-ip" | "x-request-id" => HeaderKinds::FORWARDING,
+            "content-length" => HeaderKinds::CONTENT_LENGTH,
+            "transfer-encoding" => HeaderKinds::HOP_BY_HOP | HeaderKinds::TRANSFER_ENCODING,
+            _ if hop_by_hop_index(name).is_some() => HeaderKinds::HOP_BY_HOP,
+            _ if is_reserved_request_header(name) => HeaderKinds::RESERVED,
             _ => 0,
         };
     }
-    found
+    HeaderKinds(found)
 }
 
 /// Removes what a client sent under the names of the forwarding headers.

@@ -4,23 +4,65 @@
 //! through but a Moodle behind us could read differently.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{request, Method, StatusCode, Version};
 use ipnet::IpNet;
 
-use crate::proxy::headers::{self, kind, ClientAddr, ForwardHeaders};
+use crate::context::RequestContext;
+use crate::proxy::error_page::{error_response, ErrorStyle};
+use crate::proxy::headers::{self, ClientAddr, ForwardHeaders, HeaderKinds};
+use crate::stage::{Flow, Stage, StageRequest};
+use crate::state::State;
 
 /// Why a request was refused, and how to answer it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     pub status: StatusCode,
-    /// Metric label and access-log note.
-    pub reason: &'static str,
+    pub reason: RefusalReason,
     pub message: &'static str,
 }
 
-fn refuse(status: StatusCode, reason: &'static str, message: &'static str) -> Refusal {
+/// The kinds of refusal; each is a metric label and an access-log note.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalReason {
+    /// CONNECT or TRACE.
+    Method,
+    /// Not an origin-form target.
+    BadTarget,
+    /// Framing that the next hop could read differently.
+    Smuggling,
+    /// A declared Content-Length above `max_body_size`.
+    BodyTooLarge,
+    /// A missing, repeated or malformed Host.
+    BadHost,
+}
+
+impl RefusalReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            RefusalReason::Method => "method",
+            RefusalReason::BadTarget => "bad_target",
+            RefusalReason::Smuggling => "smuggling",
+            RefusalReason::BodyTooLarge => "body_too_large",
+            RefusalReason::BadHost => "bad_host",
+        }
+    }
+
+    /// The framing of anything after such a request cannot be trusted either.
+    pub fn closes_connection(self) -> bool {
+        matches!(self, RefusalReason::Smuggling)
+    }
+}
+
+impl PartialEq<&str> for RefusalReason {
+    fn eq(&self, other: &&str) -> bool {
+        self.label() == *other
+    }
+}
+
+fn refuse(status: StatusCode, reason: RefusalReason, message: &'static str) -> Refusal {
     Refusal {
         status,
         reason,
@@ -50,7 +92,7 @@ pub struct SanitizeInput<'a> {
     pub max_body_size: u64,
     pub upgrade: bool,
     /// What `headers::request_header_kinds` found in the request's headers.
-    pub kinds: u8,
+    pub kinds: HeaderKinds,
 }
 
 pub fn sanitize(
@@ -62,7 +104,7 @@ pub fn sanitize(
     // Framing and size are about the body headers: a request with neither (most of them) has
     // nothing to look up.
     let kinds = input.kinds;
-    if kinds & (kind::TRANSFER_ENCODING | kind::CONTENT_LENGTH) != 0 {
+    if kinds.framing() {
         check_framing(&parts.headers, parts.version)?;
         check_body_size(&parts.headers, input.max_body_size)?;
     }
@@ -70,10 +112,10 @@ pub fn sanitize(
 
     // One pass over the names (made by the caller) says which of the rarer fixes below this
     // request needs.
-    if kinds & kind::RESERVED != 0 {
+    if kinds.reserved() {
         headers::strip_reserved_request_headers(&mut parts.headers);
     }
-    if kinds & kind::HOP_BY_HOP != 0 {
+    if kinds.hop_by_hop() {
         headers::strip_hop_by_hop(&mut parts.headers, input.upgrade);
     }
     if parts.version == Version::HTTP_2 {
@@ -82,7 +124,7 @@ pub fn sanitize(
     let peer_text = input.peer_value.to_str().unwrap_or_default();
     // Reads X-Forwarded-For/-Proto when the peer is a trusted proxy, so before they go.
     let client = headers::client_addr(input.peer, peer_text, &parts.headers, input.trusted_proxies);
-    if kinds & kind::FORWARDING != 0 {
+    if kinds.forwarding() {
         headers::remove_forwarding(&mut parts.headers);
     }
     let forward = headers::forward_headers(
@@ -99,13 +141,68 @@ pub fn sanitize(
     })
 }
 
+/// The sanitize stage: [`sanitize`] with the connection's facts, a refusal answered at once.
+pub struct SanitizeStage;
+
+impl Stage for SanitizeStage {
+    const NAME: &'static str = "sanitize";
+
+    async fn run(state: &Arc<State>, ctx: &mut RequestContext, req: &mut StageRequest) -> Flow {
+        let cfg = &state.config;
+        let input = SanitizeInput {
+            peer: ctx.conn.peer.ip(),
+            peer_value: &ctx.conn.peer_value,
+            tls: ctx.conn.tls,
+            trusted_proxies: &cfg.server.trusted_proxies,
+            max_body_size: cfg.server.limits.max_body_size.bytes(),
+            upgrade: req.upgrade,
+            kinds: req.kinds,
+        };
+        match sanitize(&mut req.parts, &input) {
+            Ok(sanitized) => {
+                ctx.client_ip = sanitized.client.ip;
+                ctx.host = sanitized.host;
+                ctx.forward = sanitized.forward;
+                ctx.forward.x_request_id = Some(ctx.request_id.header_value().clone());
+                Flow::Next
+            }
+            Err(refusal) => {
+                let reason = refusal.reason.label();
+                ctx.note = Some(reason);
+                state
+                    .process
+                    .core
+                    .rejected_requests
+                    .with_label_values(&[reason])
+                    .inc();
+                let style = if state.guard.entry_kind(req.parts.uri.path()).is_some() {
+                    ErrorStyle::MoodleJson
+                } else {
+                    ErrorStyle::Html
+                };
+                let mut resp = error_response(
+                    refusal.status,
+                    style,
+                    refusal.message,
+                    ctx.request_id.as_str(),
+                );
+                if refusal.reason.closes_connection() {
+                    resp.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                Flow::Answer(resp)
+            }
+        }
+    }
+}
+
 fn check_method(method: &Method) -> Result<(), Refusal> {
     // A reverse proxy for a web application has no business tunnelling (CONNECT) or echoing
     // requests with their cookies back (TRACE); nginx refuses both too.
     if method == Method::CONNECT || method == Method::TRACE {
         return Err(refuse(
             StatusCode::METHOD_NOT_ALLOWED,
-            "method",
+            RefusalReason::Method,
             "This method is not allowed.",
         ));
     }
@@ -118,7 +215,7 @@ fn check_target(parts: &request::Parts) -> Result<(), Refusal> {
         // Authority form (CONNECT) or asterisk form (OPTIONS *): nothing Moodle serves.
         return Err(refuse(
             StatusCode::BAD_REQUEST,
-            "bad_target",
+            RefusalReason::BadTarget,
             "The request target is not a path.",
         ));
     }
@@ -134,21 +231,21 @@ fn check_framing(headers: &HeaderMap, version: Version) -> Result<(), Refusal> {
         // Both framings at once is the classic CL.TE / TE.CL desync: refuse, never pick one.
         return Err(refuse(
             StatusCode::BAD_REQUEST,
-            "smuggling",
+            RefusalReason::Smuggling,
             "Content-Length and Transfer-Encoding together are not allowed.",
         ));
     }
     if te && version == Version::HTTP_10 {
         return Err(refuse(
             StatusCode::BAD_REQUEST,
-            "smuggling",
+            RefusalReason::Smuggling,
             "Transfer-Encoding is not allowed in HTTP/1.0.",
         ));
     }
     if cl.next().is_some() {
         return Err(refuse(
             StatusCode::BAD_REQUEST,
-            "smuggling",
+            RefusalReason::Smuggling,
             "More than one Content-Length.",
         ));
     }
@@ -157,7 +254,7 @@ fn check_framing(headers: &HeaderMap, version: Version) -> Result<(), Refusal> {
         if !ok {
             return Err(refuse(
                 StatusCode::BAD_REQUEST,
-                "smuggling",
+                RefusalReason::Smuggling,
                 "Content-Length is not a number.",
             ));
         }
@@ -173,7 +270,7 @@ fn check_body_size(headers: &HeaderMap, max: u64) -> Result<(), Refusal> {
     if declared.is_some_and(|len| len > max) {
         return Err(refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
+            RefusalReason::BodyTooLarge,
             "The request body is larger than this site accepts.",
         ));
     }
@@ -189,14 +286,14 @@ fn resolve_host(parts: &mut request::Parts) -> Result<HeaderValue, Refusal> {
     if hosts.next().is_some() {
         return Err(refuse(
             StatusCode::BAD_REQUEST,
-            "bad_host",
+            RefusalReason::BadHost,
             "More than one Host header.",
         ));
     }
     let bad = || {
         refuse(
             StatusCode::BAD_REQUEST,
-            "bad_host",
+            RefusalReason::BadHost,
             "The Host header is not valid.",
         )
     };
@@ -221,7 +318,7 @@ fn resolve_host(parts: &mut request::Parts) -> Result<HeaderValue, Refusal> {
         (None, None) => {
             return Err(refuse(
                 StatusCode::BAD_REQUEST,
-                "bad_host",
+                RefusalReason::BadHost,
                 "The Host header is missing.",
             ))
         }
@@ -280,7 +377,7 @@ mod tests {
             trusted_proxies: &[],
             max_body_size: 1000,
             upgrade: false,
-            kinds: u8::MAX,
+            kinds: HeaderKinds::ALL,
         }
     }
 

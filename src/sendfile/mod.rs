@@ -42,11 +42,11 @@ use std::time::SystemTime;
 use http::header::{
     HeaderName, ACCEPT_RANGES, CACHE_CONTROL, CONNECTION, CONTENT_ENCODING, CONTENT_LANGUAGE,
     CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE, SET_COOKIE,
-    TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
 use crate::body::{self, ProxyBody};
+use crate::proxy::headers;
 use conditional::{Precondition, Validators};
 use config::{SendfileConfig, SymlinkPolicy};
 use path::Opened;
@@ -511,24 +511,13 @@ fn end_to_end_headers(upstream: &HeaderMap) -> HeaderMap {
         .collect();
     let mut out = HeaderMap::with_capacity(upstream.len());
     for (name, value) in upstream {
-        let drop = name.as_str().starts_with("x-accel-")
-            || name == X_SENDFILE
+        let drop = headers::is_hop_by_hop(name)
+            || headers::is_offload_control(name)
             || connection_named.contains(name)
             || matches!(
                 name,
-                &CONNECTION
-                    | &TRANSFER_ENCODING
-                    | &TE
-                    | &TRAILER
-                    | &UPGRADE
-                    | &CONTENT_LENGTH
-                    | &CONTENT_RANGE
-                    | &ACCEPT_RANGES
-                    | &ETAG
-                    | &LAST_MODIFIED
-            )
-            || name == "keep-alive"
-            || name == "proxy-connection";
+                &CONTENT_LENGTH | &CONTENT_RANGE | &ACCEPT_RANGES | &ETAG | &LAST_MODIFIED
+            );
         if !drop {
             out.append(name.clone(), value.clone());
         }

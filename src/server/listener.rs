@@ -21,10 +21,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::body::ProxyBody;
-use crate::pipeline::{self, ConnInfo};
+use crate::context::ConnInfo;
+use crate::pipeline;
 use crate::proxy::error_page::{error_response, ErrorStyle};
-use crate::server::head_timeout::{self, HeadClock, TimedIo};
 use crate::state::SharedState;
+use crate::timer::head_clock::{self, HeadClock, TimedIo};
 
 /// Which protocols a connection may speak.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -335,7 +336,7 @@ fn header_too_large(state: &crate::state::State) -> Response<ProxyBody> {
 }
 
 fn classify_connection_error(e: &(dyn std::error::Error + 'static)) -> &'static str {
-    if head_timeout::is_head_timeout(e) {
+    if head_clock::is_head_timeout(e) {
         return "header_timeout";
     }
     if let Some(h) = e.downcast_ref::<hyper::Error>() {

@@ -4,7 +4,6 @@
 pub mod activation;
 pub mod admin;
 pub mod config;
-pub mod head_timeout;
 pub mod listener;
 pub mod tls;
 
@@ -26,7 +25,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::proxy::forward::UpstreamBody;
 use crate::state::{BuildError, Process, SharedState, State};
 use activation::Inherited;
 use listener::{Acceptor, DrainSignal};
@@ -308,7 +306,7 @@ async fn probe_upstream(shared: SharedState, shutdown: CancellationToken) {
                 })
             })
             .unwrap_or_default();
-        let outcome = match state.target.uri(&hc.path) {
+        let outcome = match state.upstream.target().uri(&hc.path) {
             Ok(uri) => {
                 let mut req = Request::get(uri)
                     .body(crate::body::empty())
@@ -320,24 +318,7 @@ async fn probe_upstream(shared: SharedState, shutdown: CancellationToken) {
                     .insert(USER_AGENT, HeaderValue::from_static("moodle-edge-health"));
                 // The probe takes the same path as a page view, so it proves that path works
                 // (and shares its pool rather than holding a connection of its own).
-                let sent = async {
-                    match &state.direct {
-                        Some(direct) => {
-                            let (parts, _) = req.into_parts();
-                            direct
-                                .send(&parts, None, std::time::Instant::now())
-                                .await
-                                .map(|r| r.map(UpstreamBody::Direct))
-                                .map_err(|e| e.to_string())
-                        }
-                        None => state
-                            .client
-                            .request(req)
-                            .await
-                            .map(|r| r.map(UpstreamBody::Pooled))
-                            .map_err(|e| e.to_string()),
-                    }
-                };
+                let sent = state.upstream.probe(req.into_parts().0);
                 match tokio::time::timeout(hc.timeout.get(), sent).await {
                     Ok(Ok(resp)) if resp.status().as_u16() < 500 => {
                         let _ = tokio::time::timeout(hc.timeout.get(), resp.into_body().collect())
@@ -378,7 +359,6 @@ async fn probe_upstream(shared: SharedState, shutdown: CancellationToken) {
     }
 }
 
-/// Periodic clean-up: forget rate-limit buckets and concurrency slots of idle keys.
 /// Periodic chores: idle direct-path connections the upstream closed are let go every 5 s (so
 /// they do not sit in CLOSE_WAIT), idle rate-limit and breaker entries every minute.
 async fn housekeeping(shared: SharedState, shutdown: CancellationToken) {
@@ -387,9 +367,7 @@ async fn housekeeping(shared: SharedState, shutdown: CancellationToken) {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(5)) => {
                 let state = shared.load();
-                if let Some(direct) = &state.direct {
-                    direct.reap();
-                }
+                state.upstream.reap();
                 ticks += 1;
                 if ticks % 12 == 0 {
                     state.guard.housekeeping();

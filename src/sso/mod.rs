@@ -5,19 +5,20 @@
 
 pub mod config;
 
-use http::request;
-use http::Response;
+use std::sync::Arc;
 
-use crate::body::ProxyBody;
-use crate::pipeline::RequestContext;
+use crate::context::RequestContext;
+use crate::stage::{Flow, Stage, StageRequest};
 use crate::state::State;
 
-/// Answers the request here when single sign-on applies to it; None lets it go on to Moodle.
-pub fn authenticate(
-    state: &State,
-    _ctx: &RequestContext,
-    _parts: &request::Parts,
-) -> Option<Response<ProxyBody>> {
-    let _ = state.config.sso.as_ref()?;
-    None
+/// The authenticate stage.
+pub struct SsoStage;
+
+impl Stage for SsoStage {
+    const NAME: &'static str = "authenticate";
+
+    async fn run(state: &Arc<State>, _ctx: &mut RequestContext, _req: &mut StageRequest) -> Flow {
+        let _ = state.config.sso.as_ref();
+        Flow::Next
+    }
 }

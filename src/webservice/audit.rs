@@ -109,7 +109,7 @@ pub fn rfc3339_utc(t: SystemTime) -> String {
 mod tests {
     use super::*;
     use crate::webservice::entry::EntryKind;
-    use crate::webservice::guard::WsFormat;
+    use crate::webservice::entry::WsFormat;
     use crate::webservice::outcome::OutcomeClass;
     use std::io::Write;
     use std::sync::{Arc, Mutex};

@@ -133,6 +133,14 @@ fn normalize_path(path: &str) -> String {
     out
 }
 
+/// The answer format the client asked for (`moodlewsrestformat`); token.php always speaks JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WsFormat {
+    Json,
+    #[default]
+    Xml,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

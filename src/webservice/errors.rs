@@ -10,7 +10,7 @@ use http::{Response, StatusCode};
 
 use crate::body::{self, ProxyBody};
 use crate::webservice::entry::EntryKind;
-use crate::webservice::guard::WsFormat;
+use crate::webservice::entry::WsFormat;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorShape {

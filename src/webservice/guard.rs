@@ -20,6 +20,7 @@
 //! Pass the time to response headers as `duration`: that is what Moodle controls; a slow
 //! client downloading a big file must not count as a slow call.
 
+pub use crate::webservice::entry::WsFormat;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,14 +50,6 @@ pub const UPSTREAM_SCOPE: &str = "upstream";
 pub struct GuardConfigError {
     pub key: String,
     pub message: String,
-}
-
-/// The answer format the client asked for (`moodlewsrestformat`); token.php always speaks JSON.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum WsFormat {
-    Json,
-    #[default]
-    Xml,
 }
 
 /// One web-service call as the guard sees it. `token` and `function` are in the normal forms of

@@ -13,18 +13,13 @@
 //! The body itself is never changed: [`inspect_body`] hands back a body that replays the bytes
 //! it read, then the untouched rest of the stream.
 
-use std::collections::VecDeque;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use bytes::{Bytes, BytesMut};
-use http::HeaderMap;
-use http_body::{Body, Frame, SizeHint};
+use bytes::Bytes;
 use http_body_util::BodyExt;
 
+use crate::body::replay::{read_prefix, Prefix, ReplayBody};
 use crate::body::{BoxError, ProxyBody};
 use crate::webservice::entry::EntryKind;
-use crate::webservice::guard::WsFormat;
+use crate::webservice::entry::WsFormat;
 use crate::webservice::token;
 
 /// The parameters found in one source (query string or body). Holds only the four keys the guard
@@ -302,32 +297,40 @@ async fn inspect(
     if matches!(kind, BodyKind::Other) {
         return Ok((BodyParams::none(), body));
     }
-    let mut chunks: VecDeque<Bytes> = VecDeque::new();
-    let mut read = 0usize;
-    let mut trailers = None;
-    let mut ended = body.is_end_stream();
-    while !ended && read < max {
-        match body.frame().await {
-            None => ended = true,
-            Some(Err(e)) => return Err(InspectError::Body(e)),
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => {
-                    read += data.len();
-                    if !data.is_empty() {
-                        chunks.push_back(data);
-                    }
-                    ended = body.is_end_stream();
-                }
-                Err(frame) => {
-                    if let Ok(t) = frame.into_trailers() {
-                        trailers = Some(t);
-                    }
-                    ended = true;
-                }
-            },
-        }
+    let mut prefix = Prefix::default();
+    read_prefix(&mut body, &mut prefix, max)
+        .await
+        .map_err(InspectError::Body)?;
+    let found = scan(kind, &prefix.contiguous(), prefix.ended).await;
+    Ok((found, ReplayBody::new(prefix, body).boxed_unsync()))
+}
+
+/// Whether a call's body is read at all: PHP fills `$_POST` only from form bodies, and
+/// XML-RPC and SOAP bodies name their function.
+pub fn inspects_body(entry: EntryKind, content_type: Option<&str>) -> bool {
+    matches!(entry, EntryKind::XmlRpc | EntryKind::Soap)
+        || !matches!(body_kind(content_type), BodyKind::Other)
+}
+
+/// What a body's prefix (already read, see `crate::body::replay`) says about a call to
+/// `entry`; `ended` is true when the prefix is the whole body.
+pub async fn scan_call_body(
+    entry: EntryKind,
+    content_type: Option<&str>,
+    prefix: &Bytes,
+    ended: bool,
+) -> BodyParams {
+    let kind = match entry {
+        EntryKind::XmlRpc | EntryKind::Soap => BodyKind::XmlCall,
+        _ => body_kind(content_type),
+    };
+    if matches!(kind, BodyKind::Other) {
+        return BodyParams::none();
     }
-    let prefix = contiguous(&chunks, read);
+    scan(kind, prefix, ended).await
+}
+
+async fn scan(kind: BodyKind, prefix: &Bytes, ended: bool) -> BodyParams {
     let mut found = BodyParams::default();
     let parsed_ok = match kind {
         BodyKind::Urlencoded => {
@@ -347,7 +350,7 @@ async fn inspect(
             scan_multipart(prefix.clone(), boundary, &mut found.params).await
         }
         BodyKind::XmlCall => {
-            let name = xml_call_function(&prefix);
+            let name = xml_call_function(prefix);
             let named = name.is_some();
             if let Some(name) = name {
                 found.params.set(Key::WsFunction, name);
@@ -358,12 +361,7 @@ async fn inspect(
         BodyKind::Unreadable | BodyKind::Other => false,
     };
     found.complete = ended && parsed_ok;
-    let replay = PrefixedBody {
-        prefix: chunks,
-        trailers,
-        rest: if ended { None } else { Some(body) },
-    };
-    Ok((found, replay.boxed_unsync()))
+    found
 }
 
 /// The function an XML-RPC (`<methodName>f</methodName>`) or SOAP (first element inside the
@@ -416,20 +414,6 @@ pub fn xml_call_function(body: &[u8]) -> Option<String> {
     ok.then(|| name.to_string())
 }
 
-fn contiguous(chunks: &VecDeque<Bytes>, len: usize) -> Bytes {
-    match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks[0].clone(),
-        _ => {
-            let mut buf = BytesMut::with_capacity(len);
-            for c in chunks {
-                buf.extend_from_slice(c);
-            }
-            buf.freeze()
-        }
-    }
-}
-
 /// Returns false when the parse stopped early (truncated or malformed): later fields unknown.
 async fn scan_multipart(prefix: Bytes, boundary: String, out: &mut QueryParams) -> bool {
     let stream = futures_util::stream::iter(std::iter::once(Ok::<Bytes, std::io::Error>(prefix)));
@@ -454,59 +438,13 @@ async fn scan_multipart(prefix: Bytes, boundary: String, out: &mut QueryParams) 
     }
 }
 
-/// Replays the bytes read for inspection, then the rest of the original body, frame for frame.
-struct PrefixedBody {
-    prefix: VecDeque<Bytes>,
-    trailers: Option<HeaderMap>,
-    rest: Option<ProxyBody>,
-}
-
-impl Body for PrefixedBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(chunk) = self.prefix.pop_front() {
-            return Poll::Ready(Some(Ok(Frame::data(chunk))));
-        }
-        if let Some(t) = self.trailers.take() {
-            return Poll::Ready(Some(Ok(Frame::trailers(t))));
-        }
-        match self.rest.as_mut() {
-            Some(rest) => Pin::new(rest).poll_frame(cx),
-            None => Poll::Ready(None),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.prefix.is_empty()
-            && self.trailers.is_none()
-            && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        let buffered: u64 = self.prefix.iter().map(|c| c.len() as u64).sum();
-        let rest = self
-            .rest
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), |r| r.size_hint());
-        let mut hint = SizeHint::new();
-        hint.set_lower(rest.lower().saturating_add(buffered));
-        if let Some(upper) = rest.upper() {
-            hint.set_upper(upper.saturating_add(buffered));
-        }
-        hint
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::body;
     use futures_util::stream;
+    use http::HeaderMap;
+    use http_body::{Body, Frame};
     use http_body_util::StreamBody;
 
     fn chunked(parts: Vec<&'static [u8]>) -> ProxyBody {

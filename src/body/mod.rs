@@ -28,3 +28,6 @@ where
 {
     body.map_err(Into::into).boxed_unsync()
 }
+
+pub mod replay;
+pub mod request;

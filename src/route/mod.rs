@@ -1,5 +1,8 @@
 //! The route stage: classify a request once, so later stages match on a small enum instead of
-//! re-parsing paths. The classes are also the `route` label of the request metrics.
+//! re-parsing paths. The classes are also the `route` label of the request metrics. The stage
+//! itself (`stage`), which also answers the edge's own routes, is beside this.
+
+pub mod stage;
 
 use crate::webservice::entry::EntryKind;
 
@@ -31,7 +34,11 @@ pub enum SsoRoute {
     OidcCallback,
     SamlMetadata,
     SamlAcs,
+    /// `/auth/saml/slo`: SAML single logout, both directions.
+    SamlSlo,
     Logout,
+    /// `/auth/oidc/backchannel-logout`: OpenID Connect back-channel logout.
+    BackchannelLogout,
     /// A Moodle path listed in `sso.intercept`.
     Intercepted,
 }
@@ -93,7 +100,9 @@ pub fn classify(path: &str, table: &RouteTable<'_>) -> Route {
             "/auth/oidc/callback" => Some(SsoRoute::OidcCallback),
             "/auth/saml/metadata" => Some(SsoRoute::SamlMetadata),
             "/auth/saml/acs" => Some(SsoRoute::SamlAcs),
+            "/auth/saml/slo" => Some(SsoRoute::SamlSlo),
             "/auth/logout" => Some(SsoRoute::Logout),
+            "/auth/oidc/backchannel-logout" => Some(SsoRoute::BackchannelLogout),
             p if intercept.iter().any(|i| i == p) => Some(SsoRoute::Intercepted),
             _ => None,
         };

@@ -1,5 +1,5 @@
 //! A timer for deadlines that only move later: the per-connection header-read deadline
-//! (`server::head_timeout`) and response deadline (`proxy::forward::ResponseTimer`).
+//! (`head_clock`) and response deadline (`response_timer`).
 //!
 //! Each request on a keep-alive connection gives such a deadline a new, later value. Moving a
 //! tokio `Sleep` and polling it again each time costs two trips into tokio's timer (about 230
@@ -14,6 +14,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use tokio::time::{Instant, Sleep};
+
+pub mod head_clock;
+pub mod response_timer;
 
 /// A `Sleep` reused across deadlines that move later; see the module docs.
 pub struct LaterSleep {

@@ -1,0 +1,114 @@
+//! The log stage: the request's duration and count metrics, and its access-log line, finished
+//! when the answer's body has been sent (or abandoned).
+
+use std::time::{Instant, SystemTime};
+
+use http::{header, request, Response, Version};
+use http_body_util::BodyExt;
+
+use crate::body::ProxyBody;
+use crate::context::RequestContext;
+use crate::observe::access_log::{AccessRecord, Finish, LoggedBody};
+use crate::observe::redact;
+use crate::state::State;
+use crate::timer::head_clock::InFlight;
+
+/// What the access log needs from the request head, taken before the head moves on.
+pub struct LogBase {
+    method: String,
+    target: String,
+    protocol: &'static str,
+    user_agent: String,
+    referer: String,
+}
+
+impl LogBase {
+    /// The head's fields, gathered only when there is an access log to write them to.
+    pub fn capture(state: &State, parts: &request::Parts) -> Option<LogBase> {
+        if !state.access_log.enabled() {
+            return None;
+        }
+        let header = |name: header::HeaderName| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.chars().take(512).collect::<String>())
+                .unwrap_or_default()
+        };
+        Some(LogBase {
+            method: parts.method.as_str().to_string(),
+            target: redact::redact_target(parts.uri.path(), parts.uri.query()),
+            protocol: match parts.version {
+                Version::HTTP_09 => "HTTP/0.9",
+                Version::HTTP_10 => "HTTP/1.0",
+                Version::HTTP_2 => "HTTP/2.0",
+                Version::HTTP_3 => "HTTP/3.0",
+                _ => "HTTP/1.1",
+            },
+            user_agent: header(header::USER_AGENT),
+            referer: header(header::REFERER),
+        })
+    }
+}
+
+/// Counts the request and, when there is an access log, wraps the body so its line is written
+/// when the body ends.
+pub fn finish(
+    state: &State,
+    ctx: RequestContext,
+    base: Option<LogBase>,
+    in_flight: InFlight,
+    response: Response<ProxyBody>,
+) -> Response<ProxyBody> {
+    let core = &state.process.core;
+    let ended = ctx.answered.unwrap_or_else(Instant::now);
+    if let Some(h) = core.route_duration.get(ctx.route.index()) {
+        h.observe(ended.saturating_duration_since(ctx.started).as_secs_f64());
+    }
+    let status = response.status().as_u16();
+    let (route, started) = (ctx.route, ctx.started);
+    let record = match base {
+        None if ctx.body_in_memory => {
+            // No line to complete and nothing left to wait for: the request is counted now,
+            // and its body goes out unwrapped.
+            core.count_request(route, status);
+            in_flight.end_at(ended);
+            return response;
+        }
+        None => None,
+        Some(base) => Some(Box::new(AccessRecord {
+            time: SystemTime::UNIX_EPOCH,
+            request_id: ctx.request_id.to_string(),
+            client_ip: ctx.client_ip,
+            method: base.method,
+            host: ctx.host.to_str().unwrap_or_default().to_string(),
+            target: base.target,
+            protocol: base.protocol,
+            tls: ctx.conn.tls,
+            route: route.label(),
+            status,
+            bytes_sent: 0,
+            duration_ms: 0.0,
+            upstream_ms: ctx.upstream_time.map(|d| d.as_secs_f64() * 1000.0),
+            offload: ctx.offload,
+            note: ctx.note,
+            complete: false,
+            user_agent: base.user_agent,
+            referer: base.referer,
+        })),
+    };
+    let mut finish = Finish::new(
+        route,
+        status,
+        record,
+        started,
+        state.access_log.clone(),
+        state.access_format,
+        core.clone(),
+    );
+    // The connection counts as busy until the answer has been sent (or abandoned).
+    finish.hold(in_flight);
+    let (parts, body) = response.into_parts();
+    Response::from_parts(parts, LoggedBody::new(body, finish).boxed_unsync())
+}
