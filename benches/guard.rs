@@ -3,6 +3,8 @@
 //!
 //! Run: `cargo bench --bench guard`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code may panic
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;

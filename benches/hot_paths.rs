@@ -2,6 +2,8 @@
 //! X-Forwarded-* handling, routing, log redaction, and the direct upstream path's request
 //! encoding and response-head parsing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code may panic
+
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use http::Request;
 

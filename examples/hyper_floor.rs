@@ -10,6 +10,8 @@
 //!
 //!     cargo run --release --example hyper_floor -- HTTP_ADDR TLS_ADDR CERT KEY UPSTREAM_URL
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code may panic
+
 use std::convert::Infallible;
 use std::sync::Arc;
 

@@ -1,4 +1,5 @@
 //! The moodle-edge command: run the proxy, check a config, or start the demo.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 

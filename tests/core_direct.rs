@@ -6,6 +6,8 @@
 //! closes) and records every request head with the id of the connection it came on, so the
 //! tests can tell which upstream connection carried what.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code may panic
+
 mod common;
 
 use std::collections::HashSet;

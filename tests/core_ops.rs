@@ -1,6 +1,8 @@
 //! Operating the proxy: SIGHUP reloads, SIGTERM drains, the admin endpoints, the access log and
 //! its redaction, `moodle-edge check`, and systemd socket activation.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code may panic
+
 mod common;
 
 use std::net::SocketAddr;

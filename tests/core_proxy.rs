@@ -2,6 +2,8 @@
 //! input, limits, upstream failures and upgrades. Each test runs its own moodle-edge binary in
 //! front of its own stand-in upstream.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code may panic
+
 mod common;
 
 use std::io::Write;

@@ -1,6 +1,8 @@
 //! Bodies stream through the proxy in both directions: a 256 MiB upload and download pass whole
 //! while the proxy's RSS stays flat, and a client that vanishes mid-upload harms nothing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code may panic
+
 mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

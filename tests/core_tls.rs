@@ -1,6 +1,8 @@
 //! TLS and HTTP/2 on the public listeners: h2c with prior knowledge, ALPN h2 and http/1.1, TLS
 //! 1.2 and 1.3, certificates chosen by SNI, the https redirect and failed-handshake metrics.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code may panic
+
 mod common;
 
 use std::net::SocketAddr;

@@ -6,6 +6,8 @@
 //!
 //! Skips (passes with a note) only when `nginx` is not installed.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code may panic
+
 mod sendfile_common;
 
 use std::path::Path;

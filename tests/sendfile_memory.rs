@@ -7,6 +7,8 @@
 //! 512 KB/s each. The downloads run for a bounded time and are then dropped; nobody needs the
 //! whole GiB to see the steady state. No timing assertions: the bounds are on memory and counts.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code may panic
+
 mod sendfile_common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -4,6 +4,8 @@
 //! log it, and carry on serving. A file that is deleted (or renamed over) mid-download is not an
 //! error: the open handle still reads the complete old version, as with nginx.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code may panic
+
 mod sendfile_common;
 
 use std::io::{Read, Write};

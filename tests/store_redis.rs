@@ -1,6 +1,8 @@
 //! The store against a real redis-server (Debian's), started on a free loopback port for the
 //! test and stopped by PID at the end; and `/readyz` following the store's health.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code may panic
+
 mod common;
 
 use std::process::{Child, Command, Stdio};

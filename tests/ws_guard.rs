@@ -5,6 +5,8 @@
 //! a concurrency wait) the test polls with a deadline; the few sleeps only guarantee a lower
 //! bound (a held probe that must count as slow).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code may panic
+
 mod ws_common;
 
 use std::time::{Duration, Instant};
