@@ -11,7 +11,7 @@ use http::{Response, StatusCode};
 
 use crate::body::ProxyBody;
 use crate::proxy::headers::ForwardHeaders;
-use crate::proxy::upstream::ForwardError;
+use crate::proxy::upstream::error::ForwardError;
 use crate::route::Route;
 use crate::timer::head_clock::HeadClock;
 use crate::timer::response_timer::ResponseTimer;

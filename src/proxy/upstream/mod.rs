@@ -9,7 +9,7 @@
 
 pub mod connector;
 pub mod direct;
-mod error;
+pub mod error;
 mod pooled;
 mod response;
 #[cfg(test)]
@@ -22,12 +22,12 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{request, Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
 
+use crate::body::request::RequestBody;
 use crate::context::UpstreamHeaders;
 use crate::observe::metrics::CoreMetrics;
 use crate::proxy::config::UpstreamConfig;
 use crate::proxy::headers::{self, ForwardHeaders};
 use crate::proxy::upgrade;
-use crate::stage::RequestBody;
 use crate::timer::response_timer::ResponseTimer;
 
 pub use connector::{ClientError, UpstreamTarget};
