@@ -20,7 +20,7 @@
 #   shared                  the proxies alone on PROXY_CPU; the load generator and the upstream
 #                           share CLIENT_CPU. With TLS that core is the limit (h2load's TLS plus
 #                           the upstream), and the p99 then rewards the slower proxy: kept to
-#                           show it (README, "Performance").
+#                           show it (docs/performance.md).
 # Only one proxy is under load at a time; the others sit idle.
 #
 # Env (defaults in brackets):
