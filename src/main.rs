@@ -16,7 +16,7 @@ mod demo;
 
 /// mimalloc instead of glibc malloc: the proxy allocates many small, short-lived buffers per
 /// request (headers, frames), where glibc's malloc and free showed up at about 7% of the
-/// proxy's CPU under load (see the Performance section of the README).
+/// proxy's CPU under load (see docs/performance.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

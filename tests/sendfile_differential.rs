@@ -2,7 +2,7 @@
 //! server Moodle's X-Accel-Redirect support was written for), both in front of the same
 //! stand-in Moodle, both serving the same directory. Status, the headers that matter and the
 //! bodies must agree, except where they differ by design: each such case says so, checks what
-//! each side does, and is listed in docs/offload.md.
+//! each side does, and is listed in docs/file-offload.md.
 //!
 //! Skips (passes with a note) only when `nginx` is not installed.
 

@@ -4,7 +4,7 @@
 //! hyper's pooled client runs every upstream connection as a task of its own and hands each
 //! request, response head and body chunk across channels to it: three hand-offs and two extra
 //! task polls per request. On loopback, where a request costs ~15 µs in all, that is a large share
-//! (see the README's performance section). This path writes the request head and reads the
+//! (see docs/performance.md). This path writes the request head and reads the
 //! response on the caller's task, and the response body reads the socket itself, so a bodiless
 //! request costs two socket writes and two reads and no hand-off at all.
 //!
