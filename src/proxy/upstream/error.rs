@@ -34,7 +34,7 @@ impl ForwardError {
         match self {
             ForwardError::Connect(_) => Some("connect"),
             ForwardError::Timeout(_) => Some("timeout"),
-            ForwardError::Protocol(_) => Some("protocol"),
+            ForwardError::Protocol(_) | ForwardError::UnexpectedSwitch => Some("protocol"),
             _ => None,
         }
     }
