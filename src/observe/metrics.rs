@@ -97,7 +97,7 @@ impl CoreMetrics {
                 IntCounterVec::new(
                     Opts::new(
                         "moodle_edge_upstream_errors_total",
-                        "Failed upstream exchanges, by kind (connect, timeout, protocol, body_timeout).",
+                        "Failed upstream exchanges, by kind (connect, timeout, protocol).",
                     ),
                     &["kind"],
                 )?,
@@ -152,7 +152,7 @@ impl CoreMetrics {
                 IntCounterVec::new(
                     Opts::new(
                         "moodle_edge_connection_errors_total",
-                        "Client connections that ended in an error, by reason (header_timeout, protocol, io).",
+                        "Client connections that ended in an error, by reason (header_timeout, protocol, incomplete, io).",
                     ),
                     &["reason"],
                 )?,
