@@ -49,7 +49,7 @@ fn a_typo_names_the_key_path() {
         "  limits:\n    max_header_sise: 1KiB\n  listen:",
     );
     let e = Config::parse(&text).unwrap_err();
-    assert_eq!(e.key, "server.limits.max_header_sise");
+    assert_eq!(e.key, "server.limits.max_header_sise", "{e:?}");
     assert!(e.message.contains("max_header_sise"), "{e}");
 }
 
@@ -115,4 +115,79 @@ fn empty_and_broken_yaml_are_errors_not_panics() {
     assert!(Config::parse("server: [").is_err());
     assert!(Config::parse("- 1\n- 2\n").is_err());
     assert!(Config::parse("\u{0}\u{1}").is_err());
+}
+
+#[test]
+fn documented_off_loads_as_written() {
+    // YAML 1.1 reads a bare `off` as a boolean; the README's tables write `target: off`.
+    let c = Config::parse(&minimal(
+        "log:\n  access:\n    target: off\n  audit:\n    target: off\n",
+    ))
+    .unwrap();
+    assert_eq!(c.log.access.target, SinkTarget::Off);
+    assert_eq!(c.log.audit.target, SinkTarget::Off);
+}
+
+#[test]
+fn yaml_booleans_and_numbers_keep_their_text_in_string_keys() {
+    // A bare word or number where the schema wants text is that text, spelled as written.
+    let c = Config::parse(&minimal(
+        "store:\n  redis_key_prefix: 0123\nwebservice:\n  extra_entry_points: [/on]\n",
+    ))
+    .unwrap();
+    assert_eq!(c.store.redis_key_prefix, "0123");
+    // And a boolean key takes the YAML 1.1 words an operator writes.
+    let c = Config::parse(&minimal("").replace(
+        "    - addr: \"127.0.0.1:8080\"\n",
+        "    - addr: \"127.0.0.1:8080\"\n      http2: no\n      redirect_to_https: yes\n",
+    ))
+    .unwrap();
+    assert!(!c.server.listen[0].http2);
+    assert!(c.server.listen[0].redirect_to_https);
+}
+
+#[test]
+fn a_bare_number_for_a_duration_says_what_to_write() {
+    let e = Config::parse(
+        &minimal("upstream:\n  url: \"http://127.0.0.1:8081\"\n  health_check:\n    interval: 5\n")
+            .replace(
+                "upstream:\n  url: \"http://127.0.0.1:8081\"\nmoodle",
+                "moodle",
+            ),
+    )
+    .unwrap_err();
+    assert_eq!(e.key, "upstream.health_check.interval");
+    assert!(e.message.contains("\"5s\""), "{e}");
+}
+
+#[test]
+fn a_bare_number_for_a_rate_says_what_to_write() {
+    let e = Config::parse(&minimal(
+        "webservice:\n  rate_limits:\n    - key: token\n      rate: 60\n",
+    ))
+    .unwrap_err();
+    assert_eq!(e.key, "webservice.rate_limits[0].rate");
+    assert!(e.message.contains("\"60/min\""), "{e}");
+}
+
+#[test]
+fn a_bad_listen_address_is_quoted_in_the_error() {
+    let e = Config::parse(&minimal("").replace("127.0.0.1:8080", "127.0.0.1:99999")).unwrap_err();
+    assert_eq!(e.key, "server.listen[0].addr");
+    assert!(e.message.contains("127.0.0.1:99999"), "{e}");
+    assert!(e.message.contains("port"), "{e}");
+    let e = Config::parse(&minimal("").replace("\"127.0.0.1:8080\"", "8080")).unwrap_err();
+    assert_eq!(e.key, "server.listen[0].addr");
+    assert!(e.message.contains("\"0.0.0.0:8080\""), "{e}");
+}
+
+#[test]
+fn a_word_for_a_boolean_says_what_to_write() {
+    let e = Config::parse(&minimal("").replace(
+        "    - addr: \"127.0.0.1:8080\"\n",
+        "    - addr: \"127.0.0.1:8080\"\n      http2: maybe\n",
+    ))
+    .unwrap_err();
+    assert_eq!(e.key, "server.listen[0].http2");
+    assert!(e.message.contains("true or false"), "{e}");
 }
