@@ -9,6 +9,7 @@ use tracing_subscriber::EnvFilter;
 
 use moodle_edge::config::Config;
 use moodle_edge::observe::config::{LogConfig, LogFormat};
+use moodle_edge::observe::event_log::JsonLines;
 use moodle_edge::server::Server;
 use moodle_edge::state::State;
 
@@ -132,14 +133,17 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 fn init_logging(cfg: &LogConfig) {
+    use std::io::IsTerminal;
     let filter = EnvFilter::try_from_env("MOODLE_EDGE_LOG")
         .or_else(|_| EnvFilter::try_new(&cfg.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour only for a person at a terminal: a file or the journal gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_writer(std::io::stdout);
     match cfg.format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Json => builder.event_format(JsonLines).init(),
         LogFormat::Text => builder.init(),
     }
 }

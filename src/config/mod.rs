@@ -3,8 +3,10 @@
 //!
 //! YAML is read with serde-saphyr, a pure-Rust, panic-free parser (serde_yaml is archived,
 //! serde_yml carries an unsoundness advisory, and the other forks sit on unmaintained
-//! unsafe-libyaml). The document is first read into a JSON value and then deserialized through
-//! serde_path_to_error, so every error names the full key path (`server.limits.max_body_size`).
+//! unsafe-libyaml). The document is deserialized straight into the schema through
+//! serde_path_to_error, so every error names the full key path (`server.limits.max_body_size`)
+//! and each scalar is read as the type its key wants (an untyped value first would turn `off`
+//! into a boolean and `0123` into a number before the schema is consulted).
 
 pub mod units;
 
