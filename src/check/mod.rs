@@ -8,14 +8,13 @@
 //! stages are built; until then nothing is printed for them.
 
 mod certs;
+mod client;
 mod files;
 mod upstream;
 
 use std::fmt;
-use std::sync::Arc;
 
 use crate::config::Config;
-use crate::state::{Process, State};
 
 /// How one line came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,17 +88,7 @@ impl Report {
 pub async fn run(config: &Config, options: &Options) -> Report {
     let mut report = Report::default();
     report.lines.push(files::who());
-    match Process::new()
-        .map_err(|e| e.to_string())
-        .and_then(|p| State::build(config.clone(), p).map_err(|e| e.to_string()))
-    {
-        Ok(state) => report.lines.extend(upstream::check(&Arc::new(state)).await),
-        Err(e) => report.lines.push(Line::new(
-            Verdict::Fail,
-            "upstream",
-            format!("cannot build the upstream client: {e}"),
-        )),
-    }
+    report.lines.extend(upstream::check(config).await);
     report.lines.extend(files::check(config));
     report.lines.extend(certs::check(config, options.min_days));
     report

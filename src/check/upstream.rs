@@ -3,33 +3,61 @@
 //! token is configured (the release string). The token is sent in a POST body, never in a URL
 //! a web server would log, and never printed.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HOST, LOCATION, USER_AGENT};
+use http::Uri;
 use http::{HeaderValue, Request, Response};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
+use super::client::{self, CheckClient};
 use super::{Line, Verdict};
-use crate::state::State;
+use crate::config::Config;
 
 /// How much of an answer is read: a login page is well under this.
 const MAX_BODY: usize = 2 << 20;
 
-pub(super) async fn check(state: &Arc<State>) -> Vec<Line> {
-    let mut lines = vec![login_page(state).await];
-    if let Some(line) = site_info(state).await {
+/// What the upstream checks share: the config and a client to the upstream.
+struct Site<'a> {
+    config: &'a Config,
+    client: CheckClient,
+}
+
+impl Site<'_> {
+    fn uri(&self, path_and_query: &str) -> Result<Uri, String> {
+        format!(
+            "{}{path_and_query}",
+            self.config.upstream.url.trim_end_matches('/')
+        )
+        .parse()
+        .map_err(|e| format!("bad upstream URL: {e}"))
+    }
+}
+
+pub(super) async fn check(config: &Config) -> Vec<Line> {
+    let client = match client::build(&config.upstream) {
+        Ok(c) => c,
+        Err(e) => {
+            return vec![Line::new(
+                Verdict::Fail,
+                format!("upstream {}", config.upstream.url),
+                format!("cannot build a client: {e}"),
+            )]
+        }
+    };
+    let site = Site { config, client };
+    let mut lines = vec![login_page(&site).await];
+    if let Some(line) = site_info(&site).await {
         lines.push(line);
     }
     lines
 }
 
-fn wait(state: &State) -> Duration {
+fn wait(site: &Site<'_>) -> Duration {
     // Long enough for a cold Moodle to render its first page, short enough to finish.
-    state
-        .config
+    site.config
         .upstream
         .response_timeout
         .get()
@@ -37,8 +65,8 @@ fn wait(state: &State) -> Duration {
 }
 
 /// `Host` as a browser would send it for wwwroot (Moodle checks it against wwwroot).
-fn host(state: &State) -> Option<HeaderValue> {
-    let url = url::Url::parse(&state.config.moodle.wwwroot).ok()?;
+fn host(site: &Site<'_>) -> Option<HeaderValue> {
+    let url = url::Url::parse(&site.config.moodle.wwwroot).ok()?;
     let host = match url.port() {
         Some(p) => format!("{}:{p}", url.host_str()?),
         None => url.host_str()?.to_string(),
@@ -47,16 +75,16 @@ fn host(state: &State) -> Option<HeaderValue> {
 }
 
 async fn send(
-    state: &State,
-    mut req: Request<crate::body::ProxyBody>,
+    site: &Site<'_>,
+    mut req: Request<Full<Bytes>>,
 ) -> Result<(Response<()>, Bytes), String> {
-    if let Some(h) = host(state) {
+    if let Some(h) = host(site) {
         req.headers_mut().insert(HOST, h);
     }
     req.headers_mut()
         .insert(USER_AGENT, HeaderValue::from_static("moodle-edge-check"));
     let exchange = async {
-        let resp: Response<Incoming> = state.client.request(req).await.map_err(|e| {
+        let resp: Response<Incoming> = site.client.request(req).await.map_err(|e| {
             let mut text = e.to_string();
             let mut source = std::error::Error::source(&e);
             while let Some(s) = source {
@@ -73,21 +101,19 @@ async fn send(
             .map_err(|e| format!("the answer broke off: {e}"))?;
         Ok((Response::from_parts(parts, ()), bytes))
     };
-    tokio::time::timeout(wait(state), exchange)
+    tokio::time::timeout(wait(site), exchange)
         .await
-        .map_err(|_| format!("no answer within {:?}", wait(state)))?
+        .map_err(|_| format!("no answer within {:?}", wait(site)))?
 }
 
-async fn login_page(state: &State) -> Line {
-    let what = format!("upstream {}", state.config.upstream.url);
-    let uri = match state.target.uri("/login/index.php") {
+async fn login_page(site: &Site<'_>) -> Line {
+    let what = format!("upstream {}", site.config.upstream.url);
+    let uri = match site.uri("/login/index.php") {
         Ok(u) => u,
-        Err(e) => return Line::new(Verdict::Fail, what, format!("bad upstream URL: {e}")),
+        Err(e) => return Line::new(Verdict::Fail, what, e),
     };
-    let req = Request::get(uri)
-        .body(crate::body::empty())
-        .unwrap_or_default();
-    let (resp, body) = match send(state, req).await {
+    let req = Request::get(uri).body(Full::default()).unwrap_or_default();
+    let (resp, body) = match send(site, req).await {
         Ok(r) => r,
         Err(e) => {
             return Line::new(
@@ -156,14 +182,14 @@ pub(super) fn docs_version(page: &str) -> Option<String> {
 }
 
 /// The web-service token the config names, if any (today: the auth_userkey hand-off's).
-fn configured_token(state: &State) -> Option<(String, std::path::PathBuf)> {
-    let sso = state.config.sso.as_ref()?;
+fn configured_token(config: &Config) -> Option<(String, std::path::PathBuf)> {
+    let sso = config.sso.as_ref()?;
     let path = sso.moodle_handoff.token_file.clone();
     Some(("sso.moodle_handoff.token_file".to_string(), path))
 }
 
-async fn site_info(state: &State) -> Option<Line> {
-    let (key, path) = configured_token(state)?;
+async fn site_info(site: &Site<'_>) -> Option<Line> {
+    let (key, path) = configured_token(site.config)?;
     let what = "moodle site info".to_string();
     let token = match std::fs::read_to_string(&path) {
         Ok(t) => t.trim().to_string(),
@@ -175,8 +201,7 @@ async fn site_info(state: &State) -> Option<Line> {
             ))
         }
     };
-    let uri = state
-        .target
+    let uri = site
         .uri("/webservice/rest/server.php?moodlewsrestformat=json")
         .ok()?;
     let form = url::form_urlencoded::Serializer::new(String::new())
@@ -185,9 +210,9 @@ async fn site_info(state: &State) -> Option<Line> {
         .finish();
     let req = Request::post(uri)
         .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(crate::body::full(form))
+        .body(Full::new(Bytes::from(form)))
         .unwrap_or_default();
-    let line = match send(state, req).await {
+    let line = match send(site, req).await {
         Err(e) => Line::new(
             Verdict::Fail,
             what,
