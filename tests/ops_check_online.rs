@@ -2,6 +2,8 @@
 //! fail (upstream down or broken, token refused, dataroot or an offload root unreadable by the
 //! service user, a certificate that does not cover the site or has expired).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code may panic
+
 mod common;
 
 use std::io::{Read, Write};

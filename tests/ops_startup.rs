@@ -2,6 +2,8 @@
 //! (or says why not), logs fit for a file or the journal, the SIGTERM drain's last line, the
 //! demo's clean failure, the shipped example config, and docs that link inside the repo.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code may panic
+
 mod common;
 
 use std::net::{SocketAddr, TcpListener};
