@@ -17,7 +17,8 @@ NEEDED=(
     "openssl      openssl"        # self-signed certificates for TLS tests and benches
     "taskset      util-linux"     # pinning servers and load generator to separate cores
     "ps           procps"         # process inspection in scripts
-    "systemd-socket-activate systemd"  # socket activation test (inherited listeners)
+    "systemd-socket-activate systemd"  # socket activation test (inherited listeners); systemd-analyze
+    "adduser      adduser"        # the Debian package's postinst (scripts/package-test.sh)
 )
 
 missing=()

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod body;
+pub mod check;
 pub mod config;
 pub mod context;
 pub mod mnet;

@@ -9,6 +9,7 @@ use tracing_subscriber::EnvFilter;
 
 use moodle_edge::config::Config;
 use moodle_edge::observe::config::{LogConfig, LogFormat};
+use moodle_edge::observe::event_log::JsonLines;
 use moodle_edge::server::Server;
 use moodle_edge::state::State;
 
@@ -44,7 +45,15 @@ enum Command {
     /// Run the proxy (the default command).
     Run,
     /// Validate a config file; exits non-zero naming each key that is wrong.
-    Check,
+    Check {
+        /// Also try what the site needs (upstream, dataroot, certificates) and print a
+        /// checklist; exits 1 when a required check fails. Run it as the service user.
+        #[arg(long)]
+        online: bool,
+        /// With --online: a certificate with fewer days left is a warning.
+        #[arg(long, default_value_t = 14)]
+        min_days: u32,
+    },
     /// Start the proxy in front of an in-process stand-in Moodle site, on loopback.
     Demo {
         /// Where the proxy listens.
@@ -59,7 +68,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
-        Command::Check => check(&cli.config),
+        Command::Check { online, min_days } => check(&cli.config, online.then_some(min_days)),
         Command::Run => {
             let config = match Config::load(&cli.config) {
                 Ok(c) => c,
@@ -82,7 +91,7 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn check(path: &std::path::Path) -> anyhow::Result<()> {
+fn check(path: &std::path::Path, online: Option<u32>) -> anyhow::Result<()> {
     let config = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -90,12 +99,31 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    if let Err(e) = State::dry_run(config) {
+    if let Err(e) = State::dry_run(config.clone()) {
         eprintln!("{} is not valid:\n{e}", path.display());
         std::process::exit(2);
     }
     println!("{} is valid", path.display());
-    Ok(())
+    let Some(min_days) = online else {
+        return Ok(());
+    };
+    let report = runtime(1)?.block_on(moodle_edge::check::run(
+        &config,
+        &moodle_edge::check::Options { min_days },
+    ));
+    for line in &report.lines {
+        println!("{line}");
+    }
+    if report.passed() {
+        println!("online checks passed");
+        Ok(())
+    } else {
+        println!(
+            "online checks: {} required check(s) failed",
+            report.failed()
+        );
+        std::process::exit(1);
+    }
 }
 
 fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
@@ -132,14 +160,17 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 fn init_logging(cfg: &LogConfig) {
+    use std::io::IsTerminal;
     let filter = EnvFilter::try_from_env("MOODLE_EDGE_LOG")
         .or_else(|_| EnvFilter::try_new(&cfg.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour only for a person at a terminal: a file or the journal gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_writer(std::io::stdout);
     match cfg.format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Json => builder.event_format(JsonLines).init(),
         LogFormat::Text => builder.init(),
     }
 }

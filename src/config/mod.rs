@@ -3,8 +3,10 @@
 //!
 //! YAML is read with serde-saphyr, a pure-Rust, panic-free parser (serde_yaml is archived,
 //! serde_yml carries an unsoundness advisory, and the other forks sit on unmaintained
-//! unsafe-libyaml). The document is first read into a JSON value and then deserialized through
-//! serde_path_to_error, so every error names the full key path (`server.limits.max_body_size`).
+//! unsafe-libyaml). The document is deserialized straight into the schema through
+//! serde_path_to_error, so every error names the full key path (`server.limits.max_body_size`)
+//! and each scalar is read as the type its key wants (an untyped value first would turn `off`
+//! into a boolean and `0123` into a number before the schema is consulted).
 
 pub mod units;
 
@@ -113,17 +115,32 @@ impl Config {
     }
 
     /// Parses YAML text into the schema, without the checks that touch the file system.
+    ///
+    /// The YAML is deserialized straight into the schema, so a scalar is read as the type its
+    /// key wants: `target: off` is the word `off`, `prefix: 0123` the text `0123`, and
+    /// `http2: no` the boolean false (YAML 1.1 words), as an operator means them.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let value: serde_json::Value = serde_saphyr::from_str(text)
-            .map_err(|e| ConfigError::new("", format!("not valid YAML: {e}")))?;
-        if value.is_null() {
+        if text.trim().is_empty() {
             return Err(ConfigError::new("", "the config file is empty"));
         }
-        serde_path_to_error::deserialize(value).map_err(|e| {
-            let key = e.path().to_string();
-            let key = if key == "." { String::new() } else { key };
-            ConfigError::new(key, e.into_inner().to_string())
-        })
+        let options = serde_saphyr::options! { with_snippet: false };
+        // A schema error stops the deserializer mid-document; keep it (with its key path)
+        // rather than what the parser says about the rest of the document.
+        let mut schema_error = None;
+        let parsed = serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
+            serde_path_to_error::deserialize::<_, Config>(de).map_err(|e| {
+                let key = e.path().to_string();
+                let key = if key == "." { String::new() } else { key };
+                let inner = e.into_inner();
+                schema_error = Some(ConfigError::new(key, explain(inner.to_string())));
+                inner
+            })
+        });
+        match (parsed, schema_error) {
+            (_, Some(e)) => Err(e),
+            (Ok(config), None) => Ok(config),
+            (Err(e), None) => Err(ConfigError::new("", format!("not valid YAML: {e}"))),
+        }
     }
 
     /// The checks serde cannot express: values that must agree with each other, URLs that must
@@ -468,6 +485,15 @@ impl Config {
                 format!("{:?} is not a log level or filter", self.log.level),
             );
         }
+    }
+}
+
+/// Adds what to write to the few serde messages that only say what was expected.
+fn explain(message: String) -> String {
+    if message.contains("expected a boolean") || message.starts_with("invalid boolean") {
+        format!("{message} (write true or false)")
+    } else {
+        message
     }
 }
 

@@ -6,6 +6,7 @@
 //! contract's rate syntax has no crate at all. Each parser is a dozen lines with unit tests.
 
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration as StdDuration;
 
 use serde::de::{self, Deserializer, Visitor};
@@ -32,7 +33,7 @@ impl Duration {
 pub fn parse_duration(text: &str) -> Result<StdDuration, String> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| {
-        format!("duration {text:?} has no unit (use ms, s, m, h or d, e.g. \"30s\")")
+        format!("duration {text:?} has no unit: write a duration such as \"{text}s\" (units ms, s, m, h, d)")
     })?;
     let (number, unit) = text.split_at(split);
     let value: u64 = number
@@ -69,6 +70,54 @@ impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}ms", self.0.as_millis())
     }
+}
+
+/// A socket address `ip:port`; an error quotes the value and says which part is wrong
+/// (std's parser says only "invalid socket address syntax").
+pub fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.trim().parse() {
+        return Ok(addr);
+    }
+    let text = text.trim();
+    if text.parse::<u16>().is_ok() {
+        return Err(format!(
+            "{text:?} is a port alone: write an address and a port, such as \"0.0.0.0:{text}\" or \"127.0.0.1:{text}\""
+        ));
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!(
+            "{text:?} is not an address:port (such as \"127.0.0.1:8080\" or \"[::]:443\")"
+        ));
+    };
+    if port.parse::<u16>().is_err() {
+        return Err(format!(
+            "{text:?} has port {port:?}, which is not a number from 0 to 65535"
+        ));
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.parse::<IpAddr>().is_err() {
+        return Err(format!(
+            "{text:?} has {host:?}, which is not an IP address (a host name is not accepted here; IPv6 goes in brackets: \"[::1]:8080\")"
+        ));
+    }
+    Err(format!(
+        "{text:?} is not an address:port (IPv6 goes in brackets: \"[::1]:8080\")"
+    ))
+}
+
+/// `#[serde(deserialize_with)]` for a socket address key.
+pub fn socket_addr<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_socket_addr(&text).map_err(de::Error::custom)
+}
+
+/// `#[serde(deserialize_with)]` for an optional socket address key.
+pub fn opt_socket_addr<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let text = Option::<String>::deserialize(deserializer)?;
+    text.map(|t| parse_socket_addr(&t).map_err(de::Error::custom))
+        .transpose()
 }
 
 /// A rate written as "N/s", "N/min" or "N/h": N events per period.
@@ -195,6 +244,27 @@ mod tests {
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn socket_addrs() {
+        assert_eq!(
+            parse_socket_addr("[::1]:443").unwrap(),
+            "[::1]:443".parse::<SocketAddr>().unwrap()
+        );
+        let e = parse_socket_addr("127.0.0.1:99999").unwrap_err();
+        assert!(
+            e.contains("\"127.0.0.1:99999\"") && e.contains("port \"99999\""),
+            "{e}"
+        );
+        let e = parse_socket_addr("lms.example.edu:80").unwrap_err();
+        assert!(e.contains("not an IP address"), "{e}");
+        let e = parse_socket_addr("::1:80").unwrap_err();
+        assert!(e.contains("brackets"), "{e}");
+        assert!(parse_socket_addr("8080")
+            .unwrap_err()
+            .contains("\"0.0.0.0:8080\""));
+        assert!(parse_socket_addr("").is_err());
     }
 
     #[test]

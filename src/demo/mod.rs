@@ -21,7 +21,7 @@ use sha1::{Digest, Sha1};
 use tokio::net::TcpListener;
 
 use moodle_edge::config::Config;
-use moodle_edge::server::Server;
+use moodle_edge::server::{Server, ServerError};
 
 /// The token the stand-in accepts; any other gets Moodle's invalidtoken error.
 pub const DEMO_TOKEN: &str = "0123456789abcdef0123456789abcdef";
@@ -33,7 +33,12 @@ struct Site {
 }
 
 pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
-    let dataroot = std::env::temp_dir().join(format!("moodle-edge-demo-{}", std::process::id()));
+    // Removed when this function returns, however it returns (a port in use included).
+    let tmp = tempfile::Builder::new()
+        .prefix("moodle-edge-demo-")
+        .tempdir()
+        .context("cannot create the demo moodledata")?;
+    let dataroot = tmp.path().to_path_buf();
     let site =
         std::sync::Arc::new(make_dataroot(&dataroot).context("cannot create the demo moodledata")?);
 
@@ -52,9 +57,7 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     config
         .check()
         .map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
-    let server = Server::bind(config, None)
-        .await
-        .context("cannot start the proxy")?;
+    let server = Server::bind(config, None).await.map_err(name_the_flag)?;
     let base = format!(
         "http://{}",
         server.local_addrs().first().copied().unwrap_or(listen)
@@ -83,8 +86,23 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
         data = dataroot.display(),
     );
     server.serve().await;
-    let _ = std::fs::remove_dir_all(&dataroot);
+    drop(tmp);
     Ok(())
+}
+
+/// The demo's addresses come from its flags, not from a config file: say which flag.
+fn name_the_flag(e: ServerError) -> anyhow::Error {
+    match e {
+        ServerError::Bind { key, addr, source } => {
+            let flag = if key == "server.admin_addr" {
+                "--admin"
+            } else {
+                "--listen"
+            };
+            anyhow::anyhow!("cannot listen on {addr} (given by {flag}): {source}; choose another address with {flag}")
+        }
+        other => anyhow::Error::new(other).context("cannot start the proxy"),
+    }
 }
 
 /// Writes two files into a Moodle-shaped filedir (filedir/AB/CD/ABCD...).

@@ -3,6 +3,7 @@
 
 pub mod access_log;
 pub mod config;
+pub mod event_log;
 pub mod health;
 pub mod log_stage;
 pub mod metrics;

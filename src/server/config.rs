@@ -14,7 +14,7 @@ pub struct ServerConfig {
     /// One or more public listeners.
     pub listen: Vec<ListenConfig>,
     /// GET /metrics, /healthz, /readyz. Never on a public port.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::config::units::opt_socket_addr")]
     pub admin_addr: Option<SocketAddr>,
     /// CIDRs whose X-Forwarded-For / X-Forwarded-Proto are believed.
     #[serde(default)]
@@ -36,6 +36,7 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenConfig {
+    #[serde(deserialize_with = "crate::config::units::socket_addr")]
     pub addr: SocketAddr,
     #[serde(default)]
     pub tls: Option<TlsConfig>,

@@ -35,6 +35,8 @@ pub enum ServerError {
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
     Build(#[from] BuildError),
+    #[error(transparent)]
+    Unclaimed(#[from] activation::Unclaimed),
     #[error("cannot listen on {addr} ({key}): {source}")]
     Bind {
         key: String,
@@ -80,6 +82,7 @@ impl Server {
             }
             None => None,
         };
+        inherited.finish()?;
         let state = State::build(config, process.clone())?;
         Ok(Server {
             shared: Arc::new(ArcSwap::from_pointee(state)),
@@ -159,19 +162,30 @@ impl Server {
         shutdown.cancel();
         tracker.close();
         let deadline = shared.load().config.server.shutdown_timeout.get();
+        let (open, started) = (tracker.len(), std::time::Instant::now());
         tracing::info!(
             deadline_ms = deadline.as_millis() as u64,
+            open,
             "draining connections"
         );
+        let mut cut = 0;
         if tokio::time::timeout(deadline, tracker.wait())
             .await
             .is_err()
         {
+            cut = tracker.len();
             tracing::warn!(
-                open = tracker.len(),
+                open = cut,
                 "shutdown deadline passed; closing the remaining connections"
             );
         }
+        // The last line: what the drain finished, so a log reader knows the stop was clean.
+        tracing::info!(
+            drained = open.saturating_sub(cut),
+            cut,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "stopped"
+        );
     }
 }
 

@@ -103,7 +103,7 @@ impl SniResolver {
     }
 }
 
-fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let chain = rustls_pemfile::certs(&mut pem.as_slice())
         .collect::<Result<Vec<_>, _>>()
@@ -122,7 +122,7 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
 }
 
 /// The DNS names a certificate is for: its subjectAltNames, or its CN when it has none.
-fn certificate_names(der: &CertificateDer<'_>) -> Result<Vec<String>, String> {
+pub(crate) fn certificate_names(der: &CertificateDer<'_>) -> Result<Vec<String>, String> {
     use x509_parser::prelude::*;
     let (_, cert) = X509Certificate::from_der(der.as_ref())
         .map_err(|e| format!("not an X.509 certificate: {e}"))?;
