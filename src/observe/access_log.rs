@@ -23,7 +23,8 @@ use crate::timer::head_clock::InFlight;
 /// What the access log says about one request; filled in by the stages as they run.
 #[derive(Serialize)]
 pub struct AccessRecord {
-    /// When the request finished (set when the line is written, as nginx's `$time_local`).
+    /// When the request finished: set by [`Finish`] when the line is written, as nginx's
+    /// `$time_local` (whatever the record was built with is replaced).
     #[serde(serialize_with = "ser_time")]
     pub time: SystemTime,
     pub request_id: String,
@@ -64,7 +65,7 @@ impl AccessRecord {
             AccessFormat::Combined => format!(
                 "{ip} - - [{time}] \"{method} {target} {proto}\" {status} {bytes} \"{referer}\" \"{ua}\" rt={rt:.3} urt={urt} rid={rid} route={route}{offload}{note}",
                 ip = self.client_ip,
-                time = humantime::format_rfc3339_millis(self.time),
+                time = ClfTime(self.time),
                 method = self.method,
                 target = self.target,
                 proto = self.protocol,
@@ -88,6 +89,47 @@ impl AccessRecord {
             ),
         }
     }
+}
+
+/// A time as the combined format writes it (`01/Dec/2026:21:40:53 +0000`, always UTC), so
+/// the tools that read nginx's and Apache's logs read ours.
+struct ClfTime(SystemTime);
+
+impl std::fmt::Display for ClfTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const MONTHS: [&str; 12] = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
+        let secs = self
+            .0
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+        let rem = secs % 86_400;
+        write!(
+            f,
+            "{day:02}/{}/{year}:{:02}:{:02}:{:02} +0000",
+            MONTHS[(month - 1) as usize],
+            rem / 3600,
+            rem / 60 % 60,
+            rem % 60
+        )
+    }
+}
+
+/// (year, month 1-12, day 1-31) of a count of days since 1970-01-01, proleptic Gregorian
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 /// Finishes a request exactly once: when its body ends, fails or is dropped.
@@ -148,6 +190,7 @@ impl Finish {
                 if let Some(redacted) = redact_referer(&record.referer) {
                     record.referer = redacted;
                 }
+                record.time = SystemTime::now();
                 record.bytes_sent = self.bytes;
                 record.complete = complete;
                 record.duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
@@ -320,6 +363,17 @@ mod tests {
         );
         assert_eq!(redact_referer("https://lms/course/view.php?id=2"), None);
         assert_eq!(redact_referer(""), None);
+    }
+
+    #[test]
+    fn combined_time_is_the_common_log_format() {
+        let at = |secs: u64| {
+            ClfTime(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs)).to_string()
+        };
+        assert_eq!(at(0), "01/Jan/1970:00:00:00 +0000");
+        assert_eq!(at(1_709_210_096), "29/Feb/2024:12:34:56 +0000");
+        assert_eq!(at(951_825_600), "29/Feb/2000:12:00:00 +0000");
+        assert_eq!(at(4_102_444_799), "31/Dec/2099:23:59:59 +0000");
     }
 
     #[test]
