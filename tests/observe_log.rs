@@ -1,6 +1,8 @@
 //! The access log as an operator reads it: the real binary writing to a file or standard
 //! output, read back after the requests (and after the process has exited).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code may panic
+
 mod common;
 
 use std::time::{Duration, SystemTime};
