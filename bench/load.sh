@@ -13,7 +13,7 @@
 # "file" into a file, "pipe" on standard output read through a pipe (as journald reads it).
 # "off" adds nginx-off and moodle-edge-off, neither writing a log, for the figures beside.
 # MOODLE_EDGE_BEFORE=BIN adds a second moodle-edge build (labelled "before-...") in the same
-# rounds, with the same log variants but "off", to compare two builds under the same load.
+# rounds, with the same log variants, to compare two builds under the same load.
 #
 # Scenarios (SCENARIOS, default "http https h2"):
 #   http   plain HTTP/1.1      wrk -t1 -cCONNS --latency
@@ -162,7 +162,6 @@ else
     done
     if [[ -n "$MOODLE_EDGE_BEFORE" ]]; then
         for mode in $LOGS; do
-            [[ "$mode" == off ]] && continue
             edge_config "before-$mode" "$MOODLE_EDGE_BEFORE" "$mode" "$next_port"
             variants+=("before-$mode:before-$mode:$next_port:$((next_port + 1))")
             next_port=$((next_port + 10))
