@@ -20,6 +20,9 @@
 #   PROXIES ["moodle-edge nginx direct-floor"] (also: nginx-bare)   REQUESTS [10000]
 #   WARMUP [1000]  CONNS [64]
 #   nginx does moodle-edge's job, nginx-bare less (load.sh's two nginx configurations).
+#   ACCESS_LOG [file]  file: each proxy writes its access log as load.sh's default (nginx
+#     `combined buffer=64k flush=1s`, moodle-edge its default JSON) into a file; pipe: the
+#     same, moodle-edge's on standard output read through a pipe; off: no access log
 #   BASE_PORT [18500]   MOODLE_EDGE_BIN [target/release/moodle-edge]   KEEP_DIR [0]
 #
 # Only 127.0.0.1 is used. Every process the script starts is stopped by PID on exit.
@@ -33,10 +36,15 @@ WARMUP="${WARMUP:-1000}"
 CONNS="${CONNS:-64}"
 BASE_PORT="${BASE_PORT:-18500}"
 KEEP_DIR="${KEEP_DIR:-0}"
+ACCESS_LOG="${ACCESS_LOG:-file}"
+pin_proxy=()
 MOODLE_EDGE_BIN="${MOODLE_EDGE_BIN:-$repo/target/release/moodle-edge}"
 FLOOR_BIN="$repo/target/release/examples/hyper_floor"
 
 require_positive REQUESTS CONNS
+[[ "$ACCESS_LOG" =~ ^(off|file|pipe)$ ]] || bad_setting "ACCESS_LOG must be off, file or pipe"
+nginx_log=on
+[[ "$ACCESS_LOG" == off ]] && nginx_log=off
 require_whole WARMUP BASE_PORT
 for p in $PROXIES; do
     case "$p" in
@@ -65,11 +73,12 @@ for job in same bare; do
     [[ "$job" == bare ]] && name=nginx-bare
     {
         echo "master_process off;"
-        proxy_nginx_conf "$name" "$port_proxy" "$port_tls" "$job"
+        proxy_nginx_conf "$name" "$port_proxy" "$port_tls" "$job" "$nginx_log"
     } >"$dir/$name.conf"
 done
 
-cat >"$dir/moodle-edge.yaml" <<EOF
+{
+cat <<EOF
 server:
   listen:
     - addr: "127.0.0.1:$port_proxy"
@@ -81,22 +90,26 @@ upstream:
 moodle:
   wwwroot: "http://127.0.0.1:$port_proxy"
   dataroot: "$dir/moodledata"
-log:
-  level: warn
-  access:
-    target: "off"
 EOF
+edge_log_yaml "$ACCESS_LOG" moodle-edge
+} >"$dir/moodle-edge.yaml"
 
 start upstream nginx -p "$dir/upstream" -c "$dir/upstream.conf" -e "$dir/upstream/error.log"
 wait_ready "http://127.0.0.1:$port_upstream/" upstream
 [[ " $PROXIES " == *" moodle-edge "* ]] && check_edge_config "$MOODLE_EDGE_BIN"
 
-echo "instructions per request (callgrind; user space only), $REQUESTS requests over $CONNS connections after $WARMUP"
+echo "instructions per request (callgrind; user space only), $REQUESTS requests over $CONNS connections after $WARMUP; access log: $ACCESS_LOG"
 for proxy in $PROXIES; do
     out="$dir/$proxy.callgrind"
     grind=(valgrind --tool=callgrind --callgrind-out-file="$out")
     case "$proxy" in
-    moodle-edge) start "$proxy" "${grind[@]}" "$MOODLE_EDGE_BIN" run --config "$dir/moodle-edge.yaml" ;;
+    moodle-edge)
+        if [[ "$ACCESS_LOG" == pipe ]]; then
+            start_piped "$proxy" "${grind[@]}" "$MOODLE_EDGE_BIN" run --config "$dir/moodle-edge.yaml"
+        else
+            start "$proxy" "${grind[@]}" "$MOODLE_EDGE_BIN" run --config "$dir/moodle-edge.yaml"
+        fi
+        ;;
     nginx | nginx-bare) start "$proxy" "${grind[@]}" nginx -p "$dir/$proxy" -c "$dir/$proxy.conf" -e "$dir/$proxy/error.log" ;;
     direct-floor)
         start "$proxy" env DIRECT=1 "${grind[@]}" "$FLOOR_BIN" "127.0.0.1:$port_proxy" \

@@ -256,13 +256,18 @@ $(nginx_temp_paths upstream)
 EOF
 }
 
-# proxy_nginx_conf NAME HTTP_PORT TLS_PORT [JOB]: nginx as the reverse proxy under test.
+# proxy_nginx_conf NAME HTTP_PORT TLS_PORT [JOB] [LOG]: nginx as the reverse proxy under test.
+# LOG "on" writes an access log as a production site does, into $dir/NAME/access.log:
+# `combined buffer=64k flush=1s` (what load.sh compares moodle-edge's log against); "off" (the
+# default) writes none.
 # JOB "same" (the default) gives nginx moodle-edge's job: the request headers moodle-edge adds
 # by default (X-Forwarded-For, -Proto, -Host, X-Real-IP, a new X-Request-Id) and the request id
 # on the answer, as an operator fronting Moodle with nginx would configure it. JOB "bare" sets
 # Host, X-Forwarded-For and -Proto only: less work than moodle-edge does, shown beside it.
 proxy_nginx_conf() {
-    local name="$1" http_port="$2" tls_port="$3" job="${4:-same}" extra=""
+    local name="$1" http_port="$2" tls_port="$3" job="${4:-same}" log="${5:-off}" extra=""
+    local access="access_log off;"
+    [[ "$log" == on ]] && access="access_log $dir/$name/access.log combined buffer=64k flush=1s;"
     if [[ "$job" == same ]]; then
         # shellcheck disable=SC2016 # nginx variables, not shell ones
         extra='
@@ -274,7 +279,7 @@ proxy_nginx_conf() {
     nginx_common "$name"
     cat <<EOF
 http {
-    access_log off;
+    $access
 $(nginx_temp_paths "$name")
     keepalive_requests 100000;
     keepalive_timeout 75s;
@@ -317,6 +322,15 @@ cpu_ticks() {
     echo "$total"
 }
 
+# ctx_switches PID: context switches (voluntary and not) of every thread of PID and of its
+# direct children (nginx's workers) so far. A log writer woken per line shows here.
+ctx_switches() {
+    local pid
+    for pid in "$1" $(ps -o pid= --ppid "$1"); do
+        cat /proc/"$pid"/task/*/status 2>/dev/null
+    done | awk '/^(voluntary|nonvoluntary)_ctxt_switches:/ { n += $2 } END { print n + 0 }'
+}
+
 # median COLUMN SCENARIO LABEL: the median of COLUMN over the lines of $dir/results whose first
 # two columns are SCENARIO and LABEL.
 median() {
@@ -344,4 +358,37 @@ paired_ratios() {
             if (n == 0) { print "none"; exit }
             printf "req/s %.2fx [%s], p99 %.2fx", med(rr, n), each, med(pp, n)
         }' "$dir/results"
+}
+
+# ---------------------------------------------------------------- access logs
+
+# edge_log_yaml MODE NAME: moodle-edge's `log:` section. MODE file: its default JSON access log
+# into $dir/NAME/access.log; pipe: the same on standard output (start_piped reads it, as
+# journald would); off: no access log.
+edge_log_yaml() {
+    local mode="$1" name="$2"
+    mkdir -p "$dir/$name"
+    echo "log:"
+    echo "  level: warn"
+    echo "  access:"
+    case "$mode" in
+    file) echo "    target: file" && echo "    path: \"$dir/$name/access.log\"" ;;
+    pipe) echo "    target: stdout" ;;
+    off) echo '    target: "off"' ;;
+    esac
+}
+
+# start_piped NAME CMD...: as start, but CMD's standard output goes into a pipe (a FIFO) that
+# a `cat` on the proxies' core copies to $dir/NAME/access.log, as journald reads a service's
+# output; standard error goes to $dir/NAME.out. Sets started_pid (CMD's PID, not cat's).
+start_piped() {
+    local name="$1"
+    shift
+    mkdir -p "$dir/$name"
+    mkfifo "$dir/$name/stdout.fifo"
+    "${pin_proxy[@]}" cat "$dir/$name/stdout.fifo" >"$dir/$name/access.log" &
+    pids+=("$!")
+    "$@" >"$dir/$name/stdout.fifo" 2>"$dir/$name.out" &
+    started_pid=$!
+    pids+=("$started_pid")
 }

@@ -8,6 +8,13 @@
 # X-Forwarded-For/-Proto only (less work than moodle-edge does); it is measured in the same
 # rounds and reported beside, so the cost of that work can be seen (NGINX_BARE=0 leaves it out).
 #
+# Access logs (LOGS, default "file pipe off"), as every production site runs: nginx writes
+# `access_log FILE combined buffer=64k flush=1s`; moodle-edge its default JSON access log,
+# "file" into a file, "pipe" on standard output read through a pipe (as journald reads it).
+# "off" adds nginx-off and moodle-edge-off, neither writing a log, for the figures beside.
+# MOODLE_EDGE_BEFORE=BIN adds a second moodle-edge build (labelled "before-...") in the same
+# rounds, with the same log variants, to compare two builds under the same load.
+#
 # Scenarios (SCENARIOS, default "http https h2"):
 #   http   plain HTTP/1.1      wrk -t1 -cCONNS --latency
 #   https  HTTP/1.1 over TLS   h2load --h1 -t1 -cCONNS        (self-signed cert, ALPN http/1.1)
@@ -34,7 +41,9 @@
 #                       stack (server and pooled client) with none of moodle-edge's work;
 #                       EDGE=direct-floor the same with moodle-edge's direct upstream path
 #                       (src/proxy/direct.rs) in place of hyper's client
-#   NGINX_BARE [1]      also measure nginx-bare (see above)
+#   LOGS ["file pipe off"]  the access-log variants measured (see above)
+#   MOODLE_EDGE_BEFORE []   a second moodle-edge binary measured beside (see above)
+#   NGINX_BARE [0]      also measure nginx-bare (see above; no access log)
 #   KEEP_DIR [0]        1 keeps the temp dir (configs, logs, raw tool output) for inspection
 #   IDLE_WAIT [120]     seconds to wait for an otherwise idle machine before starting
 #
@@ -53,7 +62,9 @@ CLIENT_CPU="${CLIENT_CPU:-0}"
 BASE_PORT="${BASE_PORT:-18000}"
 EDGE="${EDGE:-moodle-edge}"
 KEEP_DIR="${KEEP_DIR:-0}"
-NGINX_BARE="${NGINX_BARE:-1}"
+NGINX_BARE="${NGINX_BARE:-0}"
+LOGS="${LOGS:-file pipe off}"
+MOODLE_EDGE_BEFORE="${MOODLE_EDGE_BEFORE:-}"
 IDLE_WAIT="${IDLE_WAIT:-120}"
 LAYOUT="${LAYOUT:-client-alone}"
 MOODLE_EDGE_BIN="${MOODLE_EDGE_BIN:-$repo/target/release/moodle-edge}"
@@ -62,6 +73,15 @@ require_whole ROUNDS DURATION CONNS WARMUP BASE_PORT IDLE_WAIT
 [[ "$NGINX_BARE" == 0 || "$NGINX_BARE" == 1 ]] || bad_setting "NGINX_BARE must be 0 or 1"
 require_scenarios 'http|https|h2'
 [[ "$LAYOUT" == client-alone || "$LAYOUT" == shared ]] || bad_setting "LAYOUT must be client-alone or shared"
+for l in $LOGS; do
+    [[ "$l" =~ ^(file|pipe|off)$ ]] || bad_setting "LOGS: unknown variant $l (file, pipe, off)"
+done
+[[ -n "$LOGS" ]] || bad_setting "LOGS must name at least one of file, pipe, off"
+[[ -z "$MOODLE_EDGE_BEFORE" || -x "$MOODLE_EDGE_BEFORE" ]] || bad_setting "MOODLE_EDGE_BEFORE=$MOODLE_EDGE_BEFORE is not executable"
+logging=0 log_off=0
+for l in $LOGS; do
+    if [[ "$l" == off ]]; then log_off=1; else logging=1; fi
+done
 case "$EDGE" in
 moodle-edge | nginx | hyper-floor | direct-floor) ;;
 *) bad_setting "EDGE must be moodle-edge, nginx, hyper-floor or direct-floor" ;;
@@ -94,31 +114,64 @@ proxy_ports
 make_cert
 mkdir -p "$dir/moodledata"
 upstream_nginx_conf >"$dir/upstream.conf"
-proxy_nginx_conf nginx "$port_nginx_http" "$port_nginx_tls" same >"$dir/nginx.conf"
+# The proxies measured, as label:kind:http_port:tls_port (kind: nginx, edge-MODE,
+# before-MODE, floor); nginx (the baseline) first. Ports from BASE_PORT: +20.. nginx, +30..
+# moodle-edge variants, ten apart (+N0 plain, +N1 TLS, +N9 admin).
+variants=()
+if ((logging)); then
+    variants+=("nginx:nginx-on:$port_nginx_http:$port_nginx_tls")
+    proxy_nginx_conf nginx "$port_nginx_http" "$port_nginx_tls" same on >"$dir/nginx.conf"
+fi
+if ((log_off)); then
+    off_name=nginx-off
+    ((logging)) || off_name=nginx
+    variants+=("$off_name:nginx-off:$((BASE_PORT + 24)):$((BASE_PORT + 25))")
+    proxy_nginx_conf "$off_name" "$((BASE_PORT + 24))" "$((BASE_PORT + 25))" same off >"$dir/$off_name.conf"
+fi
 if [[ "$NGINX_BARE" == 1 ]]; then
-    proxy_nginx_conf nginx-bare "$port_bare_http" "$port_bare_tls" bare >"$dir/nginx-bare.conf"
+    variants+=("nginx-bare:nginx-off:$port_bare_http:$port_bare_tls")
+    proxy_nginx_conf nginx-bare "$port_bare_http" "$port_bare_tls" bare off >"$dir/nginx-bare.conf"
 fi
 
-if [[ "$EDGE" == nginx ]]; then
-    edge_label="nginx-b"
-    proxy_nginx_conf nginx-b "$port_edge_http" "$port_edge_tls" >"$dir/nginx-b.conf"
-elif [[ "$EDGE" == *-floor ]]; then
-    edge_label="$EDGE"
-else
-    edge_label="moodle-edge"
+# edge_config LABEL BIN MODE PORT: moodle-edge's config for one variant, in $dir/LABEL.yaml.
+edge_config() {
+    local label="$1" mode="$3"
+    port_edge_http="$4" port_edge_tls=$(($4 + 1)) port_edge_admin=$(($4 + 9))
     {
         edge_yaml_head
         cat <<EOF
 moodle:
   wwwroot: "http://127.0.0.1:$port_edge_http"
   dataroot: "$dir/moodledata"
-log:
-  level: warn
-  access:
-    target: "off"
 EOF
-    } >"$dir/moodle-edge.yaml"
+        edge_log_yaml "$mode" "$label"
+    } >"$dir/$label.yaml"
+}
+
+next_port=$((BASE_PORT + 30))
+if [[ "$EDGE" == nginx ]]; then
+    proxy_nginx_conf nginx-b "$next_port" "$((next_port + 1))" same "$( ((logging)) && echo on || echo off)" >"$dir/nginx-b.conf"
+    variants+=("nginx-b:nginx-b:$next_port:$((next_port + 1))")
+elif [[ "$EDGE" == *-floor ]]; then
+    variants+=("$EDGE:floor:$next_port:$((next_port + 1))")
+else
+    for mode in $LOGS; do
+        edge_config "moodle-edge-$mode" "$MOODLE_EDGE_BIN" "$mode" "$next_port"
+        variants+=("moodle-edge-$mode:edge-$mode:$next_port:$((next_port + 1))")
+        next_port=$((next_port + 10))
+    done
+    if [[ -n "$MOODLE_EDGE_BEFORE" ]]; then
+        for mode in $LOGS; do
+            edge_config "before-$mode" "$MOODLE_EDGE_BEFORE" "$mode" "$next_port"
+            variants+=("before-$mode:before-$mode:$next_port:$((next_port + 1))")
+            next_port=$((next_port + 10))
+        done
+    fi
 fi
+for v in "${variants[@]}"; do
+    IFS=: read -r _ _ hp tp <<<"$v"
+    check_ports_free "$hp" "$tp" "$((hp + 9))"
+done
 
 # ---------------------------------------------------------------- processes
 
@@ -126,30 +179,35 @@ start upstream "${pin_upstream[@]}" nginx -p "$dir/upstream" -c "$dir/upstream.c
 upstream_pid=$started_pid
 wait_ready "http://127.0.0.1:$port_upstream/" upstream
 
-start nginx "${pin_proxy[@]}" nginx -p "$dir/nginx" -c "$dir/nginx.conf" -e "$dir/nginx/error.log"
-nginx_pid=$started_pid
-if [[ "$NGINX_BARE" == 1 ]]; then
-    start nginx-bare "${pin_proxy[@]}" nginx -p "$dir/nginx-bare" -c "$dir/nginx-bare.conf" -e "$dir/nginx-bare/error.log"
-    bare_pid=$started_pid
-fi
-if [[ "$EDGE" == nginx ]]; then
-    start nginx-b "${pin_proxy[@]}" nginx -p "$dir/nginx-b" -c "$dir/nginx-b.conf" -e "$dir/nginx-b/error.log"
-elif [[ "$EDGE" == *-floor ]]; then
-    floor_env=()
-    [[ "$EDGE" == direct-floor ]] && floor_env=(env DIRECT=1)
-    start "$EDGE" "${floor_env[@]}" "${pin_proxy[@]}" "$FLOOR_BIN" "127.0.0.1:$port_edge_http" "127.0.0.1:$port_edge_tls" \
-        "$dir/cert.pem" "$dir/key.pem" "http://127.0.0.1:$port_upstream"
-else
-    check_edge_config "$MOODLE_EDGE_BIN"
-    start moodle-edge "${pin_proxy[@]}" "$MOODLE_EDGE_BIN" run --config "$dir/moodle-edge.yaml"
-fi
-edge_pid=$started_pid
-# The proxies measured, as label:pid:http_port:tls_port; nginx (the baseline) first.
-proxies=("nginx:$nginx_pid:$port_nginx_http:$port_nginx_tls")
-if [[ "$NGINX_BARE" == 1 ]]; then
-    proxies+=("nginx-bare:$bare_pid:$port_bare_http:$port_bare_tls")
-fi
-proxies+=("$edge_label:$edge_pid:$port_edge_http:$port_edge_tls")
+# The running proxies, as label:pid:http_port:tls_port, in the order of variants.
+proxies=()
+for v in "${variants[@]}"; do
+    IFS=: read -r name kind hp tp <<<"$v"
+    case "$kind" in
+    nginx-* | nginx-b)
+        start "$name" "${pin_proxy[@]}" nginx -p "$dir/$name" -c "$dir/$name.conf" -e "$dir/$name/error.log"
+        ;;
+    floor)
+        floor_env=()
+        [[ "$EDGE" == direct-floor ]] && floor_env=(env DIRECT=1)
+        start "$EDGE" "${floor_env[@]}" "${pin_proxy[@]}" "$FLOOR_BIN" "127.0.0.1:$hp" "127.0.0.1:$tp" \
+            "$dir/cert.pem" "$dir/key.pem" "http://127.0.0.1:$port_upstream"
+        ;;
+    edge-* | before-*)
+        bin="$MOODLE_EDGE_BIN"
+        [[ "$kind" == before-* ]] && bin="$MOODLE_EDGE_BEFORE"
+        cp "$dir/$name.yaml" "$dir/moodle-edge.yaml"
+        check_edge_config "$bin"
+        if [[ "$kind" == *-pipe ]]; then
+            start_piped "$name" "${pin_proxy[@]}" "$bin" run --config "$dir/$name.yaml"
+        else
+            start "$name" "${pin_proxy[@]}" "$bin" run --config "$dir/$name.yaml"
+        fi
+        ;;
+    esac
+    proxies+=("$name:$started_pid:$hp:$tp")
+done
+edge_label="${proxies[-1]%%:*}"
 labels=()
 for p in "${proxies[@]}"; do labels+=("${p%%:*}"); done
 
@@ -244,12 +302,15 @@ load() {
 
 # measure SCENARIO LABEL PID HTTP_PORT TLS_PORT ROUND: one measured run; appends to results:
 # scenario label round req/s p99_ms cpu_us_per_req proxy_cpu_% errors other_cpu_% upstream_cpu_%
+# ctx_switches_per_1000_requests
 # where other_cpu_% is CPU used on the machine by anything but the proxy, the upstream and the
 # load generator (another job on the host skews the figures; the report warns about it).
 measure() {
     local scenario="$1" label="$2" pid="$3" hp="$4" tp="$5" round="$6"
     local out="$dir/raw.$scenario.$label.$round"
     local t0 t1 u0 u1 m0 m1 w0 w1
+    local x0 x1
+    x0="$(ctx_switches "$pid")"
     t0="$(cpu_ticks "$pid")"
     u0="$(cpu_ticks "$upstream_pid")"
     m0="$(machine_busy_ticks)"
@@ -259,16 +320,17 @@ measure() {
     m1="$(machine_busy_ticks)"
     u1="$(cpu_ticks "$upstream_pid")"
     t1="$(cpu_ticks "$pid")"
-    awk -v s="$scenario" -v l="$label" -v r="$round" -v n="$load_requests" -v p="$load_p99" \
+    x1="$(ctx_switches "$pid")"
+    awk -v x=$((x1 - x0)) -v s="$scenario" -v l="$label" -v r="$round" -v n="$load_requests" -v p="$load_p99" \
         -v e="$load_errors" -v dt=$((t1 - t0)) -v other=$((m1 - m0 - (t1 - t0) - (u1 - u0) - load_client_ticks)) \
         -v hz="$clk_tck" -v wall=$((w1 - w0)) -v d="$DURATION" -v du=$((u1 - u0)) 'BEGIN {
         cpu_us = dt * 1e6 / hz
         other_pct = 100 * other * 1e9 / hz / wall; if (other_pct < 0) other_pct = 0
-        printf "%s %s %s %.0f %s %.2f %.0f %d %.0f %.0f\n", s, l, r, n / d, p, cpu_us / n, 100 * cpu_us * 1000 / wall, e, other_pct,
-            100 * du * 1e9 / hz / wall
+        printf "%s %s %s %.0f %s %.2f %.0f %d %.0f %.0f %.1f\n", s, l, r, n / d, p, cpu_us / n, 100 * cpu_us * 1000 / wall, e, other_pct,
+            100 * du * 1e9 / hz / wall, 1000 * x / n
     }' >>"$dir/results"
-    printf '  %-6s %-12s round %s: %s\n' "$scenario" "$label" "$round" "$(tail -1 "$dir/results" | awk '{
-        printf "%s req/s, p99 %s ms, %s us CPU/req, proxy CPU %s%%, upstream CPU %s%%, errors %s, other CPU %s%%", $4, $5, $6, $7, $10, $8, $9 }')"
+    printf '  %-6s %-17s round %s: %s\n' "$scenario" "$label" "$round" "$(tail -1 "$dir/results" | awk '{
+        printf "%s req/s, p99 %s ms, %s us CPU/req, %s cs/1k req, proxy CPU %s%%, upstream CPU %s%%, errors %s, other CPU %s%%", $4, $5, $6, $11, $7, $10, $8, $9 }')"
 }
 
 # wait_for_quiet: a busy machine (a build, another benchmark) makes every figure wrong. Waits
@@ -302,7 +364,13 @@ else
     echo "  EDGE=$EDGE: $FLOOR_BIN stands in for moodle-edge (the stack's floor, no proxy work)"
 fi
 echo "  upstream: nginx, 1 worker, fixed 1024-byte body; both proxies: 1 worker, upstream keepalive 64,"
-echo "  keepalive_requests 100000 on both sides; NO access log on either proxy (fair comparison)"
+if ((logging)); then
+    echo "  keepalive_requests 100000 on both sides; access logs: nginx combined buffer=64k flush=1s to a file;"
+    echo "  moodle-edge its default JSON: $LOGS (file; pipe = standard output read by cat through a FIFO)"
+else
+    echo "  keepalive_requests 100000 on both sides; no access log on either proxy"
+fi
+[[ -n "$MOODLE_EDGE_BEFORE" ]] && echo "  before: $MOODLE_EDGE_BEFORE (a second build, same variants but off)"
 echo "  layout $LAYOUT: $pinning"
 echo "  $ROUNDS rounds x ${DURATION}s per scenario and proxy, $CONNS connections, order alternates per round"
 echo "  host: $(nproc) CPUs, $(uname -r)"
@@ -332,21 +400,28 @@ done
 # ---------------------------------------------------------------- report
 
 echo
-echo "Medians of $ROUNDS rounds (req/s higher is better; p99 and CPU/request lower is better)"
-printf '%-7s %-12s %10s %9s %12s %10s %13s %7s\n' scenario proxy "req/s" "p99 ms" "CPU us/req" "proxy CPU" "upstream CPU" errors
+echo "Medians of $ROUNDS rounds (req/s higher is better; p99, CPU/request and context switches lower is better)"
+printf '%-7s %-17s %10s %9s %12s %10s %10s %13s %7s\n' scenario proxy "req/s" "p99 ms" "CPU us/req" "cs/1k req" "proxy CPU" "upstream CPU" errors
 for s in $SCENARIOS; do
     for l in "${labels[@]}"; do
-        printf '%-7s %-12s %10.0f %9.2f %12.1f %9.0f%% %12.0f%% %7d\n' "$s" "$l" \
-            "$(median 4 "$s" "$l")" "$(median 5 "$s" "$l")" "$(median 6 "$s" "$l")" "$(median 7 "$s" "$l")" "$(median 10 "$s" "$l")" \
+        printf '%-7s %-17s %10.0f %9.2f %12.1f %10.1f %9.0f%% %12.0f%% %7d\n' "$s" "$l" \
+            "$(median 4 "$s" "$l")" "$(median 5 "$s" "$l")" "$(median 6 "$s" "$l")" "$(median 11 "$s" "$l")" "$(median 7 "$s" "$l")" "$(median 10 "$s" "$l")" \
             "$(awk -v s="$s" -v l="$l" '$1 == s && $2 == l { e += $8 } END { print e + 0 }' "$dir/results")"
     done
-    for base in "${labels[@]}"; do
-        [[ "$base" == "$edge_label" ]] && continue
-        awk -v r="$(median 4 "$s" "$edge_label")" -v rn="$(median 4 "$s" "$base")" \
-            -v p="$(median 5 "$s" "$edge_label")" -v pn="$(median 5 "$s" "$base")" \
-            -v c="$(median 6 "$s" "$edge_label")" -v cn="$(median 6 "$s" "$base")" -v s="$s" -v l="$edge_label/$base" \
-            -v paired="$(paired_ratios "$s" "$edge_label" "$base")" 'BEGIN {
-            printf "%-7s %-22s %8.2fx %8.2fx %11.2fx   (paired rounds: %s)\n", s, l, r / rn, p / pn, c / cn, paired }'
+    # Each proxy against the nginx writing the same kind of log (or none): nginx for a logging
+    # variant, nginx-off for an -off one; an -off variant also against nginx-bare.
+    for l in "${labels[@]}"; do
+        [[ "$l" == nginx || "$l" == nginx-off || "$l" == nginx-bare ]] && continue
+        bases=(nginx)
+        if [[ "$l" == *-off ]] && ((logging)); then bases=(nginx-off); fi
+        if [[ "$l" == *-off || "$l" == *-floor ]] && [[ "$NGINX_BARE" == 1 ]]; then bases+=(nginx-bare); fi
+        for base in "${bases[@]}"; do
+            awk -v r="$(median 4 "$s" "$l")" -v rn="$(median 4 "$s" "$base")" \
+                -v p="$(median 5 "$s" "$l")" -v pn="$(median 5 "$s" "$base")" \
+                -v c="$(median 6 "$s" "$l")" -v cn="$(median 6 "$s" "$base")" -v s="$s" -v l="$l/$base" \
+                -v paired="$(paired_ratios "$s" "$l" "$base")" 'BEGIN {
+                printf "%-7s %-28s %8.2fx %8.2fx %11.2fx   (paired rounds: %s)\n", s, l, r / rn, p / pn, c / cn, paired }'
+        done
     done
     if [[ -f "$dir/raw.$s.nginx.1.tls" ]]; then
         echo "        TLS nginx: $(cat "$dir/raw.$s.nginx.1.tls")"
@@ -376,7 +451,15 @@ for l in "${labels[@]}"; do
         tail -5 "$dir/$l/error.log"
     fi
 done
-if [[ "$EDGE" == moodle-edge && -s "$dir/moodle-edge.out" ]]; then
-    echo "note: moodle-edge printed (last lines):"
-    tail -5 "$dir/moodle-edge.out"
-fi
+for l in "${labels[@]}"; do
+    if [[ "$l" == moodle-edge-* || "$l" == before-* ]] && [[ -s "$dir/$l.out" ]] && grep -qv '"level":"INFO"' "$dir/$l.out"; then
+        echo "note: $l printed (last lines):"
+        tail -5 "$dir/$l.out"
+    fi
+done
+# Every logging proxy wrote its lines (after the run, within the flush interval).
+sleep 2
+for l in "${labels[@]}"; do
+    [[ -f "$dir/$l/access.log" ]] || continue
+    printf 'access log %-17s %10d lines\n' "$l" "$(wc -l <"$dir/$l/access.log")"
+done

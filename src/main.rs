@@ -79,7 +79,10 @@ fn main() -> anyhow::Result<()> {
             };
             init_logging(&config.log);
             let threads = config.server.worker_threads;
-            runtime(threads)?.block_on(run(config, Some(cli.config)))
+            let result = runtime(threads)?.block_on(run(config, Some(cli.config)));
+            // Every request has ended with the runtime: write what the logs still hold.
+            moodle_edge::observe::sink::close_all(std::time::Duration::from_secs(5));
+            result
         }
         Command::Demo { listen, admin } => {
             init_logging(&LogConfig {

@@ -1,25 +1,25 @@
 //! The log stage: the request's duration and count metrics, and its access-log line, finished
 //! when the answer's body has been sent (or abandoned).
 
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
-use http::{header, request, Response, Version};
+use http::{header, request, HeaderValue, Method, Response, Uri, Version};
 use http_body_util::BodyExt;
 
 use crate::body::ProxyBody;
 use crate::context::RequestContext;
 use crate::observe::access_log::{AccessRecord, Finish, LoggedBody};
-use crate::observe::redact;
 use crate::state::State;
 use crate::timer::head_clock::InFlight;
 
-/// What the access log needs from the request head, taken before the head moves on.
+/// What the access log needs from the request head, taken before the head moves on (cheap
+/// clones: the line is formatted, redacted and capped only when it is written).
 pub struct LogBase {
-    method: String,
-    target: String,
+    method: Method,
+    uri: Uri,
     protocol: &'static str,
-    user_agent: String,
-    referer: String,
+    user_agent: Option<HeaderValue>,
+    referer: Option<HeaderValue>,
 }
 
 impl LogBase {
@@ -28,17 +28,9 @@ impl LogBase {
         if !state.access_log.enabled() {
             return None;
         }
-        let header = |name: header::HeaderName| {
-            parts
-                .headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(|s| s.chars().take(512).collect::<String>())
-                .unwrap_or_default()
-        };
         Some(LogBase {
-            method: parts.method.as_str().to_string(),
-            target: redact::redact_target(parts.uri.path(), parts.uri.query()),
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
             protocol: match parts.version {
                 Version::HTTP_09 => "HTTP/0.9",
                 Version::HTTP_10 => "HTTP/1.0",
@@ -46,8 +38,8 @@ impl LogBase {
                 Version::HTTP_3 => "HTTP/3.0",
                 _ => "HTTP/1.1",
             },
-            user_agent: header(header::USER_AGENT),
-            referer: header(header::REFERER),
+            user_agent: parts.headers.get(header::USER_AGENT).cloned(),
+            referer: parts.headers.get(header::REFERER).cloned(),
         })
     }
 }
@@ -78,12 +70,11 @@ pub fn finish(
         }
         None => None,
         Some(base) => Some(Box::new(AccessRecord {
-            time: SystemTime::UNIX_EPOCH,
-            request_id: ctx.request_id.to_string(),
+            request_id: ctx.request_id.header_value().clone(),
             client_ip: ctx.client_ip,
             method: base.method,
-            host: ctx.host.to_str().unwrap_or_default().to_string(),
-            target: base.target,
+            host: ctx.host,
+            uri: base.uri,
             protocol: base.protocol,
             tls: ctx.conn.tls,
             route: route.label(),

@@ -2,6 +2,7 @@
 //! session keys or passwords are replaced before a line is written.
 
 use std::borrow::Cow;
+use std::fmt;
 
 /// Parameter names whose values are secrets in Moodle and in the SSO flows.
 const SECRET_PARAMS: &[&str] = &[
@@ -45,48 +46,90 @@ fn is_secret(name: &str) -> bool {
 
 /// Redacts secret values in an `a=1&b=2` string (a query string or an urlencoded body).
 pub fn redact_query(query: &str) -> Cow<'_, str> {
-    if !query
-        .split('&')
-        .any(|pair| is_secret(pair.split('=').next().unwrap_or("")))
-    {
+    if !has_secret(query) {
         return Cow::Borrowed(query);
     }
-    let mut out = String::with_capacity(query.len());
-    for (i, pair) in query.split('&').enumerate() {
-        if i > 0 {
-            out.push('&');
+    Cow::Owned(RedactedQuery(query).to_string())
+}
+
+fn has_secret(query: &str) -> bool {
+    query
+        .split('&')
+        .any(|pair| is_secret(pair.split('=').next().unwrap_or("")))
+}
+
+/// A query string written with its secret values replaced, without building a copy first.
+struct RedactedQuery<'a>(&'a str);
+
+impl fmt::Display for RedactedQuery<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !has_secret(self.0) {
+            return f.write_str(self.0);
         }
-        match pair.split_once('=') {
-            Some((name, _)) if is_secret(name) => {
-                out.push_str(name);
-                out.push('=');
-                out.push_str(REDACTED);
+        for (i, pair) in self.0.split('&').enumerate() {
+            if i > 0 {
+                f.write_str("&")?;
             }
-            _ => out.push_str(pair),
+            match pair.split_once('=') {
+                Some((name, _)) if is_secret(name) => write!(f, "{name}={REDACTED}")?,
+                _ => f.write_str(pair)?,
+            }
         }
+        Ok(())
     }
-    Cow::Owned(out)
 }
 
 /// Redacts a request target (path and query). Moodle's `/tokenpluginfile.php/<token>/...`
 /// carries the token as the first path segment.
 pub fn redact_target(path: &str, query: Option<&str>) -> String {
-    let mut out = String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1));
-    match path.strip_prefix("/tokenpluginfile.php/") {
-        Some(rest) => {
-            out.push_str("/tokenpluginfile.php/");
-            out.push_str(REDACTED);
-            if let Some(slash) = rest.find('/') {
-                out.push_str(&rest[slash..]);
+    RedactedTarget { path, query }.to_string()
+}
+
+/// A request target as the logs write it: [`redact_target`] straight into the line.
+pub struct RedactedTarget<'a> {
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+}
+
+impl fmt::Display for RedactedTarget<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.path.strip_prefix("/tokenpluginfile.php/") {
+            Some(rest) => {
+                write!(f, "/tokenpluginfile.php/{REDACTED}")?;
+                if let Some(slash) = rest.find('/') {
+                    f.write_str(&rest[slash..])?;
+                }
             }
+            None => f.write_str(self.path)?,
         }
-        None => out.push_str(path),
+        if let Some(q) = self.query {
+            write!(f, "?{}", RedactedQuery(q))?;
+        }
+        Ok(())
     }
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(&redact_query(q));
+}
+
+/// A URL (a Referer) with its query secrets and a tokenpluginfile token redacted: Moodle puts
+/// sesskey (and tokens) in page URLs, so the Referer carries them.
+pub struct RedactedUrl<'a>(pub &'a str);
+
+impl fmt::Display for RedactedUrl<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (url, query) = match self.0.split_once('?') {
+            Some((url, query)) => (url, Some(query)),
+            None => (self.0, None),
+        };
+        let path_start = url.find("://").map_or(0, |i| i + 3);
+        let path_start = url[path_start..]
+            .find('/')
+            .map_or(url.len(), |i| path_start + i);
+        f.write_str(&url[..path_start])?;
+        RedactedTarget {
+            path: &url[path_start..],
+            query,
+        }
+        .fmt(f)
     }
-    out
 }
 
 #[cfg(test)]
@@ -118,6 +161,25 @@ mod tests {
             "pass%77ord%5B0%5D=[redacted]"
         );
         assert_eq!(redact_query("access.token=abc"), "access.token=[redacted]");
+    }
+
+    #[test]
+    fn referer_secrets_are_redacted() {
+        let r = |u: &str| RedactedUrl(u).to_string();
+        assert_eq!(
+            r("https://lms/course/view.php?id=2&sesskey=abc"),
+            "https://lms/course/view.php?id=2&sesskey=[redacted]"
+        );
+        assert_eq!(
+            r("https://lms/tokenpluginfile.php/abc/1/a.pdf"),
+            "https://lms/tokenpluginfile.php/[redacted]/1/a.pdf"
+        );
+        assert_eq!(
+            r("https://lms/course/view.php?id=2"),
+            "https://lms/course/view.php?id=2"
+        );
+        assert_eq!(r(""), "");
+        assert_eq!(r("lms"), "lms");
     }
 
     #[test]

@@ -49,7 +49,7 @@ fn metrics_response(state: &Arc<State>) -> Response<ProxyBody> {
     let p = &state.process;
     p.core
         .log_lines_dropped
-        .set((state.access_log.dropped() + state.audit_log.dropped()) as i64);
+        .set(crate::observe::sink::dropped_total() as i64);
     match metrics::render(&p.registry) {
         Ok(bytes) => {
             let mut r = Response::new(body::full(bytes));

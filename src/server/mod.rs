@@ -156,6 +156,8 @@ impl Server {
         notify(&[sd_notify::NotifyState::Ready]);
 
         wait_for_signals(&shared, &process, config_path.as_deref(), &shutdown).await;
+        // What was logged before the signal is written now, not after the drain.
+        crate::observe::sink::flush_all();
 
         // Graceful stop: no new connections, in-flight requests finish, up to the deadline.
         notify(&[sd_notify::NotifyState::Stopping]);

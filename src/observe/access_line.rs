@@ -1,0 +1,482 @@
+//! One access-log line, written straight into the sink's batch buffer: JSON (the default) or
+//! nginx's combined format. Nothing is copied or allocated per line: header values, the target
+//! and the time are written through `Display` adapters that redact, cap and escape as they go.
+//!
+//! Hostile bytes stay inside their field: in JSON every string is escaped by serde_json
+//! (quotes, backslashes, control characters) after invalid UTF-8 became U+FFFD; in the
+//! combined format `"`, `\`, control and non-ASCII bytes become `\xHH`, as nginx writes them.
+
+use std::fmt::{self, Write as _};
+use std::io::{self, Write};
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+use http::{HeaderValue, Method, Uri};
+use serde::{Serialize, Serializer};
+
+use crate::observe::config::AccessFormat;
+use crate::observe::redact::{RedactedTarget, RedactedUrl};
+
+/// User-Agent and Referer are cut to this many characters (a line stays a line).
+const HEADER_CHARS: usize = 512;
+
+/// What the access log says about one request; filled in by the stages as they run. The
+/// time is not here: it is read when the line is written.
+pub struct AccessRecord {
+    /// Ties the line to the answer's X-Request-Id and Moodle's own log.
+    pub request_id: HeaderValue,
+    pub client_ip: IpAddr,
+    pub method: Method,
+    /// The Host the request named (empty when it had none).
+    pub host: HeaderValue,
+    /// Path and query as received; secrets are redacted when the line is written.
+    pub uri: Uri,
+    pub protocol: &'static str,
+    pub tls: bool,
+    pub route: &'static str,
+    pub status: u16,
+    pub bytes_sent: u64,
+    pub duration_ms: f64,
+    pub upstream_ms: Option<f64>,
+    /// The file served, when the answer was offloaded.
+    pub offload: Option<String>,
+    /// Why the edge answered itself (rate_limited, body_too_large, ...) when it did.
+    pub note: Option<&'static str>,
+    /// False when the response body ended early: client gone, upstream cut, file changed.
+    pub complete: bool,
+    pub user_agent: Option<HeaderValue>,
+    /// Redacted when written: Moodle's page URLs carry sesskey.
+    pub referer: Option<HeaderValue>,
+}
+
+impl AccessRecord {
+    /// Appends the line (without its newline) to `out`.
+    pub fn write(
+        &self,
+        format: AccessFormat,
+        time: SystemTime,
+        out: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        match format {
+            AccessFormat::Json => {
+                serde_json::to_writer(&mut *out, &self.json(time)).map_err(io::Error::other)
+            }
+            AccessFormat::Combined => self.write_combined(time, out),
+        }
+    }
+
+    fn json(&self, time: SystemTime) -> JsonLine<'_> {
+        JsonLine {
+            time: Rfc3339(time),
+            request_id: Text::of(&self.request_id),
+            client_ip: self.client_ip,
+            method: self.method.as_str(),
+            host: Text::of(&self.host),
+            target: Target(&self.uri),
+            protocol: self.protocol,
+            tls: self.tls,
+            route: self.route,
+            status: self.status,
+            bytes_sent: self.bytes_sent,
+            duration_ms: self.duration_ms,
+            upstream_ms: self.upstream_ms,
+            offload: self.offload.as_deref(),
+            note: self.note,
+            complete: self.complete,
+            user_agent: present(&self.user_agent).map(Text::capped),
+            referer: present(&self.referer).map(Referer),
+        }
+    }
+
+    fn write_combined(&self, time: SystemTime, out: &mut Vec<u8>) -> io::Result<()> {
+        write!(
+            out,
+            "{ip} - - [{time}] \"{method} {target} {proto}\" {status} {bytes} \"{referer}\" \"{ua}\" rt={rt:.3} urt=",
+            ip = self.client_ip,
+            time = ClfTime(time),
+            method = Escaped(self.method.as_str()),
+            target = Escaped(Target(&self.uri)),
+            proto = self.protocol,
+            status = self.status,
+            bytes = self.bytes_sent,
+            referer = Escaped(OrDash(present(&self.referer).map(Referer))),
+            ua = Escaped(OrDash(present(&self.user_agent).map(Text::capped))),
+            rt = self.duration_ms / 1000.0,
+        )?;
+        match self.upstream_ms {
+            Some(ms) => write!(out, "{:.3}", ms / 1000.0)?,
+            None => out.push(b'-'),
+        }
+        write!(
+            out,
+            " rid={} route={}",
+            Escaped(Text::of(&self.request_id)),
+            self.route
+        )?;
+        if let Some(file) = &self.offload {
+            write!(out, " offload={}", Escaped(file))?;
+        }
+        if let Some(note) = self.note {
+            write!(out, " note={note}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A header that is there and not empty.
+fn present(v: &Option<HeaderValue>) -> Option<&HeaderValue> {
+    v.as_ref().filter(|v| !v.is_empty())
+}
+
+/// The JSON line: the record's fields borrowed, in the documented order.
+#[derive(Serialize)]
+struct JsonLine<'a> {
+    time: Rfc3339,
+    request_id: Text<'a>,
+    client_ip: IpAddr,
+    method: &'a str,
+    host: Text<'a>,
+    target: Target<'a>,
+    protocol: &'static str,
+    tls: bool,
+    route: &'static str,
+    status: u16,
+    bytes_sent: u64,
+    duration_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upstream_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offload: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<&'static str>,
+    complete: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_agent: Option<Text<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    referer: Option<Referer<'a>>,
+}
+
+/// Serialises a `Display` as a JSON string, escaped as it is written (no copy).
+macro_rules! serialize_as_display {
+    ($($t:ty),*) => {$(
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+    )*};
+}
+serialize_as_display!(Rfc3339, Text<'_>, Target<'_>, Referer<'_>);
+
+/// `2026-12-01T21:40:53.123Z`.
+struct Rfc3339(SystemTime);
+
+impl fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        humantime::format_rfc3339_millis(self.0).fmt(f)
+    }
+}
+
+/// A header value's bytes as text: invalid UTF-8 becomes U+FFFD, at most `max` characters.
+#[derive(Clone, Copy)]
+struct Text<'a> {
+    bytes: &'a [u8],
+    max: usize,
+}
+
+impl<'a> Text<'a> {
+    fn of(v: &'a HeaderValue) -> Self {
+        Text {
+            bytes: v.as_bytes(),
+            max: usize::MAX,
+        }
+    }
+
+    fn capped(v: &'a HeaderValue) -> Self {
+        Text {
+            bytes: v.as_bytes(),
+            max: HEADER_CHARS,
+        }
+    }
+}
+
+impl fmt::Display for Text<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut left = self.max;
+        for chunk in self.bytes.utf8_chunks() {
+            for c in chunk.valid().chars() {
+                if left == 0 {
+                    return Ok(());
+                }
+                f.write_char(c)?;
+                left -= 1;
+            }
+            if !chunk.invalid().is_empty() {
+                if left == 0 {
+                    return Ok(());
+                }
+                f.write_char(char::REPLACEMENT_CHARACTER)?;
+                left -= 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The request's path and query, secrets redacted.
+struct Target<'a>(&'a Uri);
+
+impl fmt::Display for Target<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        RedactedTarget {
+            path: self.0.path(),
+            query: self.0.query(),
+        }
+        .fmt(f)
+    }
+}
+
+/// The Referer, capped, secrets redacted.
+struct Referer<'a>(&'a HeaderValue);
+
+impl fmt::Display for Referer<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.to_str() {
+            Ok(text) => Capped(RedactedUrl(text), HEADER_CHARS).fmt(f),
+            // Not ASCII: hostile or broken, and rare; lossy first, then redacted.
+            Err(_) => {
+                let text = String::from_utf8_lossy(self.0.as_bytes());
+                Capped(RedactedUrl(&text), HEADER_CHARS).fmt(f)
+            }
+        }
+    }
+}
+
+/// At most `.1` characters of a `Display`.
+struct Capped<D>(D, usize);
+
+impl<D: fmt::Display> fmt::Display for Capped<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct Cap<'f, 'g> {
+            f: &'f mut fmt::Formatter<'g>,
+            left: usize,
+        }
+        impl fmt::Write for Cap<'_, '_> {
+            fn write_str(&mut self, s: &str) -> fmt::Result {
+                for c in s.chars() {
+                    if self.left == 0 {
+                        return Ok(());
+                    }
+                    self.f.write_char(c)?;
+                    self.left -= 1;
+                }
+                Ok(())
+            }
+        }
+        write!(Cap { f, left: self.1 }, "{}", self.0)
+    }
+}
+
+/// `-` for a missing field, as the combined format writes it.
+struct OrDash<D>(Option<D>);
+
+impl<D: fmt::Display> fmt::Display for OrDash<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(d) => d.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+/// nginx's escaping for the combined format: `"`, `\`, control and non-ASCII bytes as `\xHH`,
+/// so a field can neither end its quotes early nor start a line.
+struct Escaped<D>(D);
+
+impl<D: fmt::Display> fmt::Display for Escaped<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct Esc<'f, 'g>(&'f mut fmt::Formatter<'g>);
+        impl fmt::Write for Esc<'_, '_> {
+            fn write_str(&mut self, s: &str) -> fmt::Result {
+                let mut plain = 0;
+                for (i, b) in s.bytes().enumerate() {
+                    if matches!(b, b'"' | b'\\' | 0..=0x1f | 0x7f..) {
+                        // Inside a multi-byte character `plain == i`: nothing to slice.
+                        if plain < i {
+                            self.0.write_str(&s[plain..i])?;
+                        }
+                        write!(self.0, "\\x{b:02X}")?;
+                        plain = i + 1;
+                    }
+                }
+                // Escaped bytes are ASCII or whole UTF-8 sequences, so `plain` is a boundary.
+                self.0.write_str(&s[plain..])
+            }
+        }
+        write!(Esc(f), "{}", self.0)
+    }
+}
+
+/// A time as the combined format writes it (`01/Dec/2026:21:40:53 +0000`, always UTC), so
+/// the tools that read nginx's and Apache's logs read ours.
+pub(crate) struct ClfTime(pub SystemTime);
+
+impl fmt::Display for ClfTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const MONTHS: [&str; 12] = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
+        let secs = self
+            .0
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+        let rem = secs % 86_400;
+        write!(
+            f,
+            "{day:02}/{}/{year}:{:02}:{:02}:{:02} +0000",
+            MONTHS[(month - 1) as usize],
+            rem / 3600,
+            rem / 60 % 60,
+            rem % 60
+        )
+    }
+}
+
+/// (year, month 1-12, day 1-31) of a count of days since 1970-01-01, proleptic Gregorian
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    pub(crate) fn record() -> AccessRecord {
+        AccessRecord {
+            request_id: HeaderValue::from_static("r1"),
+            client_ip: "127.0.0.1".parse().unwrap(),
+            method: Method::GET,
+            host: HeaderValue::from_static("lms"),
+            uri: "/x?wstoken=abc".parse().unwrap(),
+            protocol: "HTTP/1.1",
+            tls: false,
+            route: "page",
+            status: 200,
+            bytes_sent: 0,
+            duration_ms: 0.0,
+            upstream_ms: None,
+            offload: None,
+            note: None,
+            complete: false,
+            user_agent: None,
+            referer: None,
+        }
+    }
+
+    fn line(r: &AccessRecord, format: AccessFormat) -> String {
+        let mut out = Vec::new();
+        r.write(format, SystemTime::UNIX_EPOCH, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    /// Every byte a header value may hold (hyper takes obs-text and tabs; quotes and
+    /// backslashes are ordinary), plus invalid UTF-8.
+    fn hostile() -> HeaderValue {
+        HeaderValue::from_bytes(b"a\"b\\c\td\xff\xfe\x80e\"}\\\",\"x\":\"").unwrap()
+    }
+
+    #[test]
+    fn json_fields_and_redaction() {
+        let mut r = record();
+        r.referer = Some(HeaderValue::from_static(
+            "https://lms/v.php?id=2&sesskey=abc",
+        ));
+        r.user_agent = Some(HeaderValue::from_static("curl/8"));
+        let v: serde_json::Value = serde_json::from_str(&line(&r, AccessFormat::Json)).unwrap();
+        assert_eq!(v["time"], "1970-01-01T00:00:00.000Z");
+        assert_eq!(v["target"], "/x?wstoken=[redacted]");
+        assert_eq!(v["referer"], "https://lms/v.php?id=2&sesskey=[redacted]");
+        assert_eq!(v["user_agent"], "curl/8");
+        assert_eq!(v["request_id"], "r1");
+        assert!(v.get("upstream_ms").is_none());
+    }
+
+    #[test]
+    fn hostile_header_bytes_stay_valid_json_inside_their_field() {
+        let mut r = record();
+        r.user_agent = Some(hostile());
+        r.referer = Some(hostile());
+        r.host = hostile();
+        r.request_id = hostile();
+        // The path may hold quotes and backslashes (hyper passes them), the query backslashes.
+        r.uri = "/a\"b\\c{}|^?q=\\{}".parse().unwrap();
+        let text = line(&r, AccessFormat::Json);
+        assert!(!text.contains('\n'));
+        let v: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(
+            v["user_agent"],
+            "a\"b\\c\td\u{fffd}\u{fffd}\u{fffd}e\"}\\\",\"x\":\""
+        );
+        assert_eq!(v["host"], v["user_agent"]);
+        assert!(v.get("x").is_none(), "no field injected: {text}");
+        assert_eq!(v["target"], "/a\"b\\c{}|^?q=\\{}");
+    }
+
+    #[test]
+    fn long_header_values_are_capped() {
+        let mut r = record();
+        r.user_agent = Some(HeaderValue::from_str(&"é".repeat(2000)).unwrap());
+        let v: serde_json::Value = serde_json::from_str(&line(&r, AccessFormat::Json)).unwrap();
+        assert_eq!(
+            v["user_agent"].as_str().unwrap().chars().count(),
+            HEADER_CHARS
+        );
+    }
+
+    #[test]
+    fn combined_format_has_the_usual_fields() {
+        let line = line(&record(), AccessFormat::Combined);
+        assert_eq!(
+            line,
+            "127.0.0.1 - - [01/Jan/1970:00:00:00 +0000] \"GET /x?wstoken=[redacted] HTTP/1.1\" 200 0 \"-\" \"-\" rt=0.000 urt=- rid=r1 route=page"
+        );
+    }
+
+    #[test]
+    fn combined_format_escapes_as_nginx() {
+        let mut r = record();
+        r.user_agent = Some(hostile());
+        r.uri = "/a\"b".parse().unwrap();
+        let line = line(&r, AccessFormat::Combined);
+        assert!(line.contains("\"GET /a\\x22b HTTP/1.1\""), "{line}");
+        assert!(
+            line.contains("\"a\\x22b\\x5Cc\\x09d\\xEF\\xBF\\xBD"),
+            "{line}"
+        );
+        // Exactly the six quotes of the format itself.
+        assert_eq!(line.matches('"').count(), 6, "{line}");
+    }
+
+    #[test]
+    fn combined_time_is_the_common_log_format() {
+        let at =
+            |secs: u64| ClfTime(SystemTime::UNIX_EPOCH + Duration::from_secs(secs)).to_string();
+        assert_eq!(at(0), "01/Jan/1970:00:00:00 +0000");
+        assert_eq!(at(1_709_210_096), "29/Feb/2024:12:34:56 +0000");
+        assert_eq!(at(951_825_600), "29/Feb/2000:12:00:00 +0000");
+        assert_eq!(at(4_102_444_799), "31/Dec/2099:23:59:59 +0000");
+    }
+}
