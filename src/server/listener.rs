@@ -24,6 +24,7 @@ use crate::body::ProxyBody;
 use crate::context::ConnInfo;
 use crate::pipeline;
 use crate::proxy::error_page::{error_response, ErrorStyle};
+use crate::server::head_scan::{HeadScan, HeadVerdicts};
 use crate::state::SharedState;
 use crate::timer::head_clock::{self, HeadClock, TimedIo};
 
@@ -204,7 +205,14 @@ impl Acceptor {
         if matches!(protocols, Protocols::Http2) {
             conn.head_clock.turn_off();
         }
-        let io = TimedIo::new(io, conn.head_clock.clone());
+        // Under hyper, so the raw head is seen before hyper drops a Content-Length (head_scan.rs).
+        let verdicts = Arc::new(HeadVerdicts::default());
+        let scanned = HeadScan::new(
+            io.into_inner(),
+            verdicts.clone(),
+            !matches!(protocols, Protocols::Http2),
+        );
+        let io = TimedIo::new(TokioIo::new(scanned), conn.head_clock.clone());
         let conn = Arc::new(conn);
         let shared = self.shared.clone();
         let max_header = limits.max_header_size.bytes().min(u32::MAX as u64) as usize;
@@ -215,7 +223,11 @@ impl Acceptor {
         let service = service_fn(move |req: Request<Incoming>| {
             let state = shared.load_full();
             let conn = conn.clone();
+            let conflicting = verdicts.next_request_conflicts();
             async move {
+                if conflicting {
+                    return Ok(framing_conflict(&state));
+                }
                 if measure_heads && head_size(&req) > max_header {
                     return Ok(header_too_large(&state));
                 }
@@ -231,6 +243,9 @@ impl Acceptor {
             .header_read_timeout(None)
             // Bounds both the header (431 beyond it) and what one slow reader can queue.
             .max_buf_size(max_header.max(HYPER_MIN_BUF))
+            // A client may shut its side down after sending a request and still wait for the
+            // answer (as nginx allows); without this hyper closes on that EOF.
+            .half_close(true)
             .keep_alive(true);
         builder
             .http2()
@@ -330,6 +345,26 @@ fn header_too_large(state: &crate::state::State) -> Response<ProxyBody> {
         "",
     );
     // The request body, if any, was not read: the connection cannot carry another request.
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+/// A head with both Content-Length and Transfer-Encoding: refused, as nginx and Envoy do,
+/// and the connection closed (its body's end is not known for sure).
+fn framing_conflict(state: &crate::state::State) -> Response<ProxyBody> {
+    state
+        .process
+        .core
+        .rejected_requests
+        .with_label_values(&["smuggling"])
+        .inc();
+    let mut resp = error_response(
+        StatusCode::BAD_REQUEST,
+        ErrorStyle::Html,
+        "The request has both Content-Length and Transfer-Encoding.",
+        "",
+    );
     resp.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     resp
