@@ -299,7 +299,12 @@ mod tests {
         let body = LoggedBody::new(crate::body::full("hello"), finish);
         let collected = body.collect().await.unwrap().to_bytes();
         assert_eq!(&collected[..], b"hello");
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        // The line is written by the sink's writer: polled for, not slept on.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !buf.0.lock().unwrap().ends_with(b"\n") {
+            assert!(std::time::Instant::now() < deadline, "no access-log line");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         assert_eq!(text.lines().count(), 1, "{text}");
         let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();

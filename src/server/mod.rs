@@ -280,6 +280,13 @@ fn warn_restart_only(old: &Config, new: &Config) {
     if old.server.worker_threads != new.server.worker_threads {
         tracing::warn!("server.worker_threads changed: it changes only on restart");
     }
+    // The event log's subscriber is installed once, at start.
+    if old.log.level != new.log.level {
+        tracing::warn!("log.level changed: it changes only on restart");
+    }
+    if old.log.format != new.log.format {
+        tracing::warn!("log.format changed: it changes only on restart");
+    }
 }
 
 async fn serve_admin(listener: TcpListener, shared: SharedState, shutdown: CancellationToken) {
