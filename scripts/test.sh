@@ -36,6 +36,11 @@ for cmd in nginx redis-server redis-cli systemd-socket-activate python3 cargo; d
     fi
 done
 
+if ! python3 -c 'import h2, hyperframe' 2>/dev/null; then
+    echo "test.sh: python3 cannot import h2; run scripts/install-test-deps.sh first" >&2
+    exit 1
+fi
+
 step_names=()
 step_results=()
 step_times=()

@@ -4,6 +4,7 @@
 pub mod activation;
 pub mod admin;
 pub mod config;
+pub(crate) mod h2_flood;
 pub(crate) mod head_scan;
 pub mod listener;
 pub mod tls;
