@@ -6,6 +6,8 @@
 //! reset, CONTINUATION, SETTINGS, PING). Zero-window streams and oversized header lists are
 //! refused or held per stream within the limits; docs/hardening.md has the figures.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code may panic
+
 mod common;
 
 use std::process::Command;
