@@ -233,6 +233,18 @@ pub(crate) fn is_flood(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// Whether `wire` fed in pieces of `step` bytes floods a budget of 10, and the frames spent;
+/// for the fuzz target (src/fuzzing.rs).
+pub(crate) fn fuzz_verdict(wire: &[u8], step: usize) -> (bool, u64) {
+    let mut b = FrameBudget::new(10, true);
+    for piece in wire.chunks(step.max(1)) {
+        if b.feed(piece).is_err() {
+            return (true, b.spent);
+        }
+    }
+    (false, b.spent)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

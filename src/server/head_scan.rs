@@ -330,6 +330,17 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for HeadScan<T> {
     }
 }
 
+/// The number of the first conflicting head in `wire` fed in pieces of `step` bytes (0: none);
+/// for the fuzz target (src/fuzzing.rs).
+pub(crate) fn fuzz_conflict(wire: &[u8], step: usize) -> u64 {
+    let verdicts = Arc::new(HeadVerdicts::default());
+    let mut s = Scanner::new(verdicts.clone(), true);
+    for piece in wire.chunks(step.max(1)) {
+        s.feed(piece);
+    }
+    verdicts.conflict_at.load(Ordering::Relaxed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
