@@ -113,8 +113,9 @@ pub fn range_conditional(data: &[u8]) {
 }
 
 fn check_range(r: &range::ByteRange, len: u64) {
+    // `end` is exclusive.
     assert!(
-        r.start <= r.end && r.end < len,
+        r.start < r.end && r.end <= len,
         "range {r:?} outside a file of {len}"
     );
     let _ = r.content_range(len);
