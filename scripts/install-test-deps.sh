@@ -19,7 +19,25 @@ NEEDED=(
     "ps           procps"         # process inspection in scripts
     "systemd-socket-activate systemd"  # socket activation test (inherited listeners); systemd-analyze
     "adduser      adduser"        # the Debian package's postinst (scripts/package-test.sh)
+    "python3      python3"        # the HTTP/2 abuse client (tests/h2_abuse/abuse.py)
 )
+
+# python3's `h2` package (PyPI `h2`, Debian python3-h2) for the HTTP/2 abuse test: Debian's
+# package when python3 is Debian's, else pip for whichever python3 is first on PATH.
+install_h2() {
+    python3 -c 'import h2, hyperframe' 2>/dev/null && return 0
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -q || true
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-h2 </dev/null || true
+        python3 -c 'import h2, hyperframe' 2>/dev/null && return 0
+    fi
+    python3 -m pip install -q 'h2>=4,<5' 2>/dev/null ||
+        python3 -m pip install -q --break-system-packages 'h2>=4,<5'
+    python3 -c 'import h2, hyperframe' || {
+        echo "install-test-deps: python3 cannot import h2 after installing it" >&2
+        exit 1
+    }
+}
 
 missing=()
 for entry in "${NEEDED[@]}"; do
@@ -30,6 +48,7 @@ for entry in "${NEEDED[@]}"; do
 done
 
 if [[ ${#missing[@]} -eq 0 ]]; then
+    install_h2
     echo "install-test-deps: all test dependencies already present"
     exit 0
 fi
@@ -56,4 +75,5 @@ for entry in "${NEEDED[@]}"; do
         exit 1
     fi
 done
+install_h2
 echo "install-test-deps: done"

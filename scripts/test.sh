@@ -29,12 +29,17 @@ step_timeout="${TEST_STEP_TIMEOUT:-1500}"
 log_dir="$(mktemp -d)"
 trap 'rm -rf "$log_dir"' EXIT
 
-for cmd in nginx redis-server cargo; do
+for cmd in nginx redis-server redis-cli systemd-socket-activate python3 cargo; do
     if ! command -v "$cmd" >/dev/null 2>&1; then
         echo "test.sh: $cmd not found; run scripts/install-test-deps.sh first" >&2
         exit 1
     fi
 done
+
+if ! python3 -c 'import h2, hyperframe' 2>/dev/null; then
+    echo "test.sh: python3 cannot import h2; run scripts/install-test-deps.sh first" >&2
+    exit 1
+fi
 
 step_names=()
 step_results=()

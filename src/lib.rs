@@ -10,6 +10,8 @@ pub mod body;
 pub mod check;
 pub mod config;
 pub mod context;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod mnet;
 pub mod observe;
 pub mod pipeline;

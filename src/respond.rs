@@ -98,6 +98,11 @@ pub fn upstream_failed(
             "client_gone",
             "The client went away.",
         ),
+        ForwardError::MalformedBody => (
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            "The request body is malformed.",
+        ),
         ForwardError::BadUri(_) => (
             StatusCode::BAD_REQUEST,
             "bad_target",
@@ -111,7 +116,10 @@ pub fn upstream_failed(
     let mut resp = error_response(status, style_for(ctx), message, ctx.request_id.as_str());
     if matches!(
         e,
-        ForwardError::BodyTooLarge | ForwardError::ClientBodyTimeout | ForwardError::ClientGone
+        ForwardError::BodyTooLarge
+            | ForwardError::ClientBodyTimeout
+            | ForwardError::ClientGone
+            | ForwardError::MalformedBody
     ) {
         // The rest of the request body is still on the wire: do not read it as a new request.
         resp.headers_mut()

@@ -835,23 +835,13 @@ fn a_bad_chunk_aborts_the_response_and_the_proxy_keeps_serving() {
     let up = Scripted::start(bad_framing);
     let proxy = proxy_for(&up, |_| {});
     for target in ["/bad-chunk-size", "/chunk-no-crlf"] {
-        // The head is good, so it may already be on its way to the client: then the body must
-        // end short (no last chunk), never as a complete answer.
-        match try_fetch(proxy.addr(), "GET", target, "") {
-            Ok(r) if r.status == 502 => {}
-            Ok(r) => {
-                assert_eq!(r.status, 200, "{target}: {r:?}");
-                assert!(
-                    !r.complete,
-                    "{target}: a badly chunked body arrived as a complete one: {r:?}"
-                );
-            }
-            // Aborted before even the head went out.
-            Err(raw) => eprintln!(
-                "{target}: no response, got {:?}",
-                String::from_utf8_lossy(&raw)
-            ),
-        }
+        // The good first chunk means the head may go out before the bad framing is read: the
+        // body must then end short (no last chunk); either way never a complete answer.
+        let answer = try_fetch(proxy.addr(), "GET", target, "");
+        assert!(
+            !answer.as_ref().is_ok_and(|r| r.complete),
+            "{target}: a badly chunked body arrived as a complete one: {answer:?}"
+        );
         assert_good(&proxy, &format!("/good{target}"));
     }
     let mut proxy = proxy;
@@ -1063,6 +1053,7 @@ fn an_idle_connection_past_the_pool_idle_timeout_is_not_reused() {
         c["upstream"]["pool_idle_timeout"] = json!("200ms");
     });
     assert_good(&proxy, "/first");
+    // Sleeping longer than the timeout only makes "expired" more certain: no race here.
     std::thread::sleep(Duration::from_millis(500));
     assert_good(&proxy, "/second");
     let (first, second) = (up.hit("/first"), up.hit("/second"));
@@ -1072,9 +1063,14 @@ fn an_idle_connection_past_the_pool_idle_timeout_is_not_reused() {
         Duration::from_secs(5),
         || up.closed_by_proxy(first.conn),
     );
-    // Within the timeout, the connection is reused.
-    assert_good(&proxy, "/third");
-    assert_eq!(up.hit("/third").conn, second.conn);
+    // Within the timeout the connection is reused: a timeout no loaded machine can outlast
+    // between two requests, so this holds without a timing window.
+    let patient = proxy_for(&up, |c| {
+        c["upstream"]["pool_idle_timeout"] = json!("60s");
+    });
+    assert_good(&patient, "/third");
+    assert_good(&patient, "/fourth");
+    assert_eq!(up.hit("/fourth").conn, up.hit("/third").conn);
 }
 
 #[test]

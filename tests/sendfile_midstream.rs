@@ -188,3 +188,31 @@ fn deleted_mid_download_still_completes() {
     assert_eq!(r.status, 200);
     assert_eq!(r.body.len(), 1000);
 }
+
+#[test]
+fn x_accel_limit_rate_paces_the_download_end_to_end() {
+    // 120 kB at 60 kB/s, paced from the start in quarter-second chunks: the last one is due
+    // 1.75 s in. Only a lower bound is asserted: a loaded machine can only make it later.
+    let s = setup();
+    let len = 120_000;
+    std::fs::write(s.root.join("paced.bin"), vec![7u8; len]).unwrap();
+    let started = std::time::Instant::now();
+    let r = request(
+        s.proxy.port,
+        "GET",
+        "/pluginfile.php/paced.bin?limit=60000",
+        &[],
+    )
+    .unwrap();
+    let took = started.elapsed();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), len);
+    assert!(
+        r.header("x-accel-limit-rate").is_none(),
+        "the control leaked"
+    );
+    assert!(
+        took >= Duration::from_millis(1500),
+        "120 kB at 60 kB/s arrived in {took:?}"
+    );
+}

@@ -165,6 +165,9 @@ impl Config {
                 "at least one listener is needed".into(),
             );
         }
+        for (key, problem) in self.server.http2.problems() {
+            err(format!("server.http2.{key}"), problem);
+        }
         for (i, l) in self.server.listen.iter().enumerate() {
             if let Some(tls) = &l.tls {
                 if tls.certificates.is_empty() {

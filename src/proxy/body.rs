@@ -37,6 +37,7 @@ impl BodyFate {
     const TOO_LARGE: u8 = 1;
     const IDLE: u8 = 2;
     const BROKEN: u8 = 3;
+    const MALFORMED: u8 = 4;
 
     pub fn too_large(&self) -> bool {
         self.0.load(Ordering::Relaxed) == Self::TOO_LARGE
@@ -46,6 +47,10 @@ impl BodyFate {
     }
     pub fn broken(&self) -> bool {
         self.0.load(Ordering::Relaxed) == Self::BROKEN
+    }
+    /// The client's framing was bad (a chunk size that is not hex, a missing CRLF).
+    pub fn malformed(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == Self::MALFORMED
     }
     fn set(&self, v: u8) {
         self.0.store(v, Ordering::Relaxed);
@@ -58,6 +63,22 @@ impl BodyFate {
     pub async fn ended(&self) {
         self.1.notified().await
     }
+}
+
+/// hyper's chunked decoder reports bad framing as an `InvalidInput`/`InvalidData` I/O error;
+/// a client that went away shows as EOF or a reset instead.
+fn is_bad_framing(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData
+            );
+        }
+        source = err.source();
+    }
+    false
 }
 
 pin_project! {
@@ -118,8 +139,13 @@ where
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
-                this.fate.set(BodyFate::BROKEN);
-                Poll::Ready(Some(Err(Box::new(BodyError::Inner(e.into())))))
+                let e: BoxError = e.into();
+                this.fate.set(if is_bad_framing(e.as_ref()) {
+                    BodyFate::MALFORMED
+                } else {
+                    BodyFate::BROKEN
+                });
+                Poll::Ready(Some(Err(Box::new(BodyError::Inner(e)))))
             }
             Poll::Ready(None) => {
                 this.fate.mark_ended();

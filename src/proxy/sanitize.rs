@@ -415,6 +415,9 @@ mod tests {
 
     #[test]
     fn cl_and_te_together_are_refused() {
+        // Defence in depth: hyper drops the Content-Length before this stage on HTTP/1, so
+        // the wire-level refusal is the listener's (server/head_scan.rs, tested end to end in
+        // tests/core_proxy.rs); this branch stays for a front end that keeps both.
         let mut p = parts(
             Request::post("/")
                 .header("host", "h")
@@ -461,6 +464,15 @@ mod tests {
                 .method("TRACE")
                 .uri("/")
                 .header("host", "h")
+                .body(())
+                .unwrap(),
+        );
+        assert_eq!(run(&mut p).unwrap_err().status, 405);
+        let mut p = parts(
+            Request::builder()
+                .method("CONNECT")
+                .uri("example.com:443")
+                .header("host", "example.com:443")
                 .body(())
                 .unwrap(),
         );

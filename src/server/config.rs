@@ -21,6 +21,9 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpNet>,
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Per-connection HTTP/2 limits: what one abusive client can hold (docs/hardening.md).
+    #[serde(default)]
+    pub http2: Http2Config,
     /// SIGTERM: stop accepting, let in-flight requests finish for this long, then exit.
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout: Duration,
@@ -95,6 +98,134 @@ impl Default for LimitsConfig {
             client_body_timeout: default_client_body_timeout(),
         }
     }
+}
+
+/// `server.http2`: the limits that bound one HTTP/2 connection's cost. The defaults hold the
+/// known denial-of-service patterns (rapid reset, CONTINUATION and SETTINGS/PING floods, zero
+/// windows) to a small, stated bound; docs/hardening.md has the measurements.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http2Config {
+    /// Streams one client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[serde(default = "default_h2_streams")]
+    pub max_concurrent_streams: u32,
+    /// Decoded header block of one request; larger is refused. Unset: `limits.max_header_size`.
+    #[serde(default)]
+    pub max_header_list_size: Option<Size>,
+    /// Streams a client opened and reset before the proxy accepted them; more is a rapid-reset
+    /// attack (CVE-2023-44487) and ends the connection.
+    #[serde(default = "default_h2_pending_resets")]
+    pub max_pending_accept_reset_streams: usize,
+    /// Streams the proxy itself had to reset for the client's protocol errors; more ends the
+    /// connection (the 2025 "MadeYouReset" pattern).
+    #[serde(default = "default_h2_local_resets")]
+    pub max_local_error_reset_streams: usize,
+    /// Request-body bytes one stream may send before the proxy reads them.
+    #[serde(default = "default_h2_window")]
+    pub initial_stream_window: Size,
+    /// Request-body bytes the whole connection may send ahead: bounds what is buffered.
+    #[serde(default = "default_h2_window")]
+    pub initial_connection_window: Size,
+    /// Response bytes queued per stream for a client that does not read (zero window).
+    #[serde(default = "default_h2_send_buf")]
+    pub max_send_buf_size: Size,
+    /// SETTINGS, PING, PRIORITY and empty frames one connection may send, plus 4 per request
+    /// it makes; more ends it (server/h2_flood.rs).
+    #[serde(default = "default_h2_control_frames")]
+    pub max_control_frames: u64,
+    /// A PING this often finds dead peers; `0s` turns it off.
+    #[serde(default = "default_h2_ping_interval")]
+    pub keep_alive_interval: Duration,
+    /// No PING answer within this closes the connection.
+    #[serde(default = "default_h2_ping_timeout")]
+    pub keep_alive_timeout: Duration,
+}
+
+impl Default for Http2Config {
+    fn default() -> Self {
+        Http2Config {
+            max_concurrent_streams: default_h2_streams(),
+            max_header_list_size: None,
+            max_pending_accept_reset_streams: default_h2_pending_resets(),
+            max_local_error_reset_streams: default_h2_local_resets(),
+            initial_stream_window: default_h2_window(),
+            initial_connection_window: default_h2_window(),
+            max_send_buf_size: default_h2_send_buf(),
+            max_control_frames: default_h2_control_frames(),
+            keep_alive_interval: default_h2_ping_interval(),
+            keep_alive_timeout: default_h2_ping_timeout(),
+        }
+    }
+}
+
+impl Http2Config {
+    /// The largest flow-control window HTTP/2 allows (RFC 9113 §6.9.1).
+    const MAX_WINDOW: u64 = (1 << 31) - 1;
+    /// The smallest window HTTP/2 starts with; a smaller one only slows uploads down.
+    const MIN_WINDOW: u64 = 65_535;
+
+    /// Config errors as (key under `server.http2`, what is wrong).
+    pub(crate) fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if self.max_concurrent_streams == 0 {
+            out.push((
+                "max_concurrent_streams",
+                "must be at least 1 (0 refuses every request)".to_string(),
+            ));
+        }
+        for (key, size) in [
+            ("initial_stream_window", self.initial_stream_window),
+            ("initial_connection_window", self.initial_connection_window),
+        ] {
+            if !(Self::MIN_WINDOW..=Self::MAX_WINDOW).contains(&size.bytes()) {
+                out.push((
+                    key,
+                    format!(
+                        "must be between {} and {} bytes",
+                        Self::MIN_WINDOW,
+                        Self::MAX_WINDOW
+                    ),
+                ));
+            }
+        }
+        if let Some(size) = self.max_header_list_size {
+            if size.bytes() == 0 || size.bytes() > u64::from(u32::MAX) {
+                out.push((
+                    "max_header_list_size",
+                    "must be between 1 byte and 4GiB".to_string(),
+                ));
+            }
+        }
+        if self.max_send_buf_size.bytes() == 0 {
+            out.push(("max_send_buf_size", "must be at least 1 byte".to_string()));
+        }
+        out
+    }
+}
+
+fn default_h2_streams() -> u32 {
+    128
+}
+fn default_h2_pending_resets() -> usize {
+    20
+}
+fn default_h2_local_resets() -> usize {
+    128
+}
+fn default_h2_window() -> Size {
+    Size(1 << 20)
+}
+fn default_h2_send_buf() -> Size {
+    Size(64 << 10)
+}
+fn default_h2_control_frames() -> u64 {
+    1000
+}
+fn default_h2_ping_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_h2_ping_timeout() -> Duration {
+    Duration::from_secs(20)
 }
 
 fn default_true() -> bool {

@@ -24,6 +24,8 @@ use crate::body::ProxyBody;
 use crate::context::ConnInfo;
 use crate::pipeline;
 use crate::proxy::error_page::{error_response, ErrorStyle};
+use crate::server::h2_flood::{self, FloodGuard, FrameBudget};
+use crate::server::head_scan::{HeadScan, HeadVerdicts};
 use crate::state::SharedState;
 use crate::timer::head_clock::{self, HeadClock, TimedIo};
 
@@ -114,6 +116,7 @@ impl Acceptor {
             .inc();
         open.inc();
         let limits = state.config.server.limits.clone();
+        let http2_limits = state.config.server.http2.clone();
         let http2 = state
             .config
             .server
@@ -145,8 +148,14 @@ impl Acceptor {
                             head_clock: HeadClock::new(limits.header_read_timeout.get()),
                             response_timer: Default::default(),
                         };
-                        self.serve_http(TokioIo::new(tls_stream), conn, protocols, &limits)
-                            .await
+                        self.serve_http(
+                            TokioIo::new(tls_stream),
+                            conn,
+                            protocols,
+                            &limits,
+                            &http2_limits,
+                        )
+                        .await
                     }
                     Ok(Err(e)) => {
                         tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -179,8 +188,14 @@ impl Acceptor {
                 } else {
                     Protocols::Http1
                 };
-                self.serve_http(TokioIo::new(stream), conn, protocols, &limits)
-                    .await
+                self.serve_http(
+                    TokioIo::new(stream),
+                    conn,
+                    protocols,
+                    &limits,
+                    &http2_limits,
+                )
+                .await
             }
         };
         if let Err(reason) = result {
@@ -195,6 +210,7 @@ impl Acceptor {
         conn: ConnInfo,
         protocols: Protocols,
         limits: &crate::server::config::LimitsConfig,
+        http2_limits: &crate::server::config::Http2Config,
     ) -> Result<(), &'static str>
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -204,7 +220,19 @@ impl Acceptor {
         if matches!(protocols, Protocols::Http2) {
             conn.head_clock.turn_off();
         }
-        let io = TimedIo::new(io, conn.head_clock.clone());
+        // Under hyper, so the raw head is seen before hyper drops a Content-Length (head_scan.rs).
+        let verdicts = Arc::new(HeadVerdicts::default());
+        let budget = FrameBudget::new(
+            http2_limits.max_control_frames,
+            !matches!(protocols, Protocols::Http1),
+        );
+        let guarded = FloodGuard::new(io.into_inner(), budget);
+        let scanned = HeadScan::new(
+            guarded,
+            verdicts.clone(),
+            !matches!(protocols, Protocols::Http2),
+        );
+        let io = TimedIo::new(TokioIo::new(scanned), conn.head_clock.clone());
         let conn = Arc::new(conn);
         let shared = self.shared.clone();
         let max_header = limits.max_header_size.bytes().min(u32::MAX as u64) as usize;
@@ -215,7 +243,11 @@ impl Acceptor {
         let service = service_fn(move |req: Request<Incoming>| {
             let state = shared.load_full();
             let conn = conn.clone();
+            let conflicting = verdicts.next_request_conflicts();
             async move {
+                if conflicting {
+                    return Ok(framing_conflict(&state));
+                }
                 if measure_heads && head_size(&req) > max_header {
                     return Ok(header_too_large(&state));
                 }
@@ -231,13 +263,27 @@ impl Acceptor {
             .header_read_timeout(None)
             // Bounds both the header (431 beyond it) and what one slow reader can queue.
             .max_buf_size(max_header.max(HYPER_MIN_BUF))
+            // A client may shut its side down after sending a request and still wait for the
+            // answer (as nginx allows); without this hyper closes on that EOF.
+            .half_close(true)
             .keep_alive(true);
+        let h2 = http2_limits;
+        let header_list = h2
+            .max_header_list_size
+            .map_or(max_header as u64, |s| s.bytes());
+        let ping = h2.keep_alive_interval.get();
         builder
             .http2()
             .timer(TokioTimer::new())
-            .max_header_list_size(max_header as u32)
-            .max_concurrent_streams(128)
-            .max_send_buf_size(64 * 1024);
+            .max_header_list_size(header_list.min(u64::from(u32::MAX)) as u32)
+            .max_concurrent_streams(h2.max_concurrent_streams)
+            .max_pending_accept_reset_streams(h2.max_pending_accept_reset_streams)
+            .max_local_error_reset_streams(h2.max_local_error_reset_streams)
+            .initial_stream_window_size(window(h2.initial_stream_window))
+            .initial_connection_window_size(window(h2.initial_connection_window))
+            .max_send_buf_size(h2.max_send_buf_size.bytes().min(usize::MAX as u64) as usize)
+            .keep_alive_interval((!ping.is_zero()).then_some(ping))
+            .keep_alive_timeout(h2.keep_alive_timeout.get());
         let builder = match protocols {
             Protocols::Http1 => builder.http1_only(),
             Protocols::Http2 => builder.http2_only(),
@@ -283,6 +329,11 @@ impl Acceptor {
             }
         }
     }
+}
+
+/// A flow-control window in the u32 hyper takes (the config check keeps it below 2^31).
+fn window(size: crate::config::units::Size) -> u32 {
+    size.bytes().min(u64::from(u32::MAX >> 1)) as u32
 }
 
 /// The smallest read buffer hyper's HTTP/1 server accepts (`max_buf_size`).
@@ -335,9 +386,32 @@ fn header_too_large(state: &crate::state::State) -> Response<ProxyBody> {
     resp
 }
 
+/// A head with both Content-Length and Transfer-Encoding: refused, as nginx and Envoy do,
+/// and the connection closed (its body's end is not known for sure).
+fn framing_conflict(state: &crate::state::State) -> Response<ProxyBody> {
+    state
+        .process
+        .core
+        .rejected_requests
+        .with_label_values(&["smuggling"])
+        .inc();
+    let mut resp = error_response(
+        StatusCode::BAD_REQUEST,
+        ErrorStyle::Html,
+        "The request has both Content-Length and Transfer-Encoding.",
+        "",
+    );
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
 fn classify_connection_error(e: &(dyn std::error::Error + 'static)) -> &'static str {
     if head_clock::is_head_timeout(e) {
         return "header_timeout";
+    }
+    if h2_flood::is_flood(e) {
+        return "h2_flood";
     }
     if let Some(h) = e.downcast_ref::<hyper::Error>() {
         if h.is_timeout() {

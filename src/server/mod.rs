@@ -4,6 +4,8 @@
 pub mod activation;
 pub mod admin;
 pub mod config;
+pub(crate) mod h2_flood;
+pub(crate) mod head_scan;
 pub mod listener;
 pub mod tls;
 
@@ -280,6 +282,13 @@ fn warn_restart_only(old: &Config, new: &Config) {
     }
     if old.server.worker_threads != new.server.worker_threads {
         tracing::warn!("server.worker_threads changed: it changes only on restart");
+    }
+    // The event log's subscriber is installed once, at start.
+    if old.log.level != new.log.level {
+        tracing::warn!("log.level changed: it changes only on restart");
+    }
+    if old.log.format != new.log.format {
+        tracing::warn!("log.format changed: it changes only on restart");
     }
 }
 

@@ -83,7 +83,9 @@ impl ConcurrencyCaps {
 mod tests {
     use super::*;
 
-    #[tokio::test]
+    // Paused clock: the 5 ms release and the 30 ms wait run in virtual time, in that order,
+    // however loaded the machine.
+    #[tokio::test(start_paused = true)]
     async fn cap_wait_and_release() {
         let caps = ConcurrencyCaps::new(2, Duration::from_millis(30));
         let (a, w) = caps.acquire("t").await.unwrap();

@@ -16,6 +16,8 @@ use serde_json::Value;
 
 #[derive(Debug, Clone)]
 pub struct RawResponse {
+    /// From the status line, e.g. "HTTP/1.1".
+    pub version: String,
     pub status: u16,
     /// In wire order, names as sent, repeats kept.
     pub headers: Vec<(String, String)>,
@@ -47,15 +49,20 @@ impl RawResponse {
     }
 }
 
-/// The status and headers of a response head (without the blank line).
-fn parse_head(head: &str) -> Option<(u16, Vec<(String, String)>)> {
+/// Version, status and headers of a response head.
+type Head = (String, u16, Vec<(String, String)>);
+
+/// The version, status and headers of a response head (without the blank line).
+fn parse_head(head: &str) -> Option<Head> {
     let mut lines = head.split("\r\n");
-    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let mut status_line = lines.next()?.split(' ');
+    let version = status_line.next()?.to_string();
+    let status = status_line.next()?.parse().ok()?;
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect();
-    Some((status, headers))
+    Some((version, status, headers))
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -107,11 +114,12 @@ impl Raw {
         };
         let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
         self.buf.drain(..head_end + 4);
-        let (status, headers) = parse_head(&head).ok_or_else(|| {
+        let (version, status, headers) = parse_head(&head).ok_or_else(|| {
             let status_line = head.split("\r\n").next().unwrap_or_default();
             std::io::Error::other(format!("bad status line {status_line:?}"))
         })?;
         let mut resp = RawResponse {
+            version,
             status,
             headers,
             body: Vec::new(),
@@ -250,7 +258,7 @@ pub fn request(
 /// Splits a whole response (read to EOF) into head and body, de-chunking if needed.
 pub fn parse_response(raw: &[u8]) -> Option<RawResponse> {
     let end = find(raw, b"\r\n\r\n")?;
-    let (status, headers) = parse_head(std::str::from_utf8(&raw[..end]).ok()?)?;
+    let (version, status, headers) = parse_head(std::str::from_utf8(&raw[..end]).ok()?)?;
     let mut body = raw[end + 4..].to_vec();
     let chunked = headers.iter().any(|(k, v)| {
         k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
@@ -259,6 +267,7 @@ pub fn parse_response(raw: &[u8]) -> Option<RawResponse> {
         body = dechunk(&body)?;
     }
     Some(RawResponse {
+        version,
         status,
         headers,
         body,

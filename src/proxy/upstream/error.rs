@@ -22,6 +22,8 @@ pub enum ForwardError {
     ClientBodyTimeout,
     #[error("the client went away while sending its body")]
     ClientGone,
+    #[error("the request body's framing is malformed")]
+    MalformedBody,
     #[error("cannot build the upstream URI: {0}")]
     BadUri(String),
     #[error("the upstream switched protocols, which the request did not ask for")]
@@ -72,6 +74,9 @@ pub(super) fn classify(
         }
         if fate.broken() {
             return ForwardError::ClientGone;
+        }
+        if fate.malformed() {
+            return ForwardError::MalformedBody;
         }
     }
     if e.is_connect() {

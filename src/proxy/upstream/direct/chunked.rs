@@ -64,6 +64,9 @@ impl DirectBody {
                     }
                     return Ok(None);
                 };
+                if line_end > 0 && !valid_trailer_line(&buf[..line_end]) {
+                    return Err(DirectError::Framing("a trailer line is not a header field"));
+                }
                 buf.advance(line_end + 2);
                 self.framing = if line_end == 0 {
                     Framing::Done
@@ -76,12 +79,26 @@ impl DirectBody {
     }
 }
 
+/// A control character other than HTAB (RFC 9110 §5.5: not allowed in field values).
+fn is_ctl(b: u8) -> bool {
+    (b < 0x20 && b != b'\t') || b == 0x7f
+}
+
+/// A trailer line must be a header field (`token: value`), as hyper's parser would read it.
+pub(crate) fn valid_trailer_line(line: &[u8]) -> bool {
+    let Some(colon) = line.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    http::HeaderName::from_bytes(&line[..colon]).is_ok()
+        && !line[colon + 1..].iter().any(|&b| is_ctl(b))
+}
+
 pub(super) fn find_crlf(buf: &[u8]) -> Option<usize> {
     buf.windows(2).position(|w| w == b"\r\n")
 }
 
 /// A chunk-size line: hex digits, then optional chunk extensions (ignored).
-pub(super) fn parse_chunk_size(line: &[u8]) -> Result<u64, DirectError> {
+pub(crate) fn parse_chunk_size(line: &[u8]) -> Result<u64, DirectError> {
     let digits_end = line
         .iter()
         .position(|b| !b.is_ascii_hexdigit())
@@ -94,7 +111,44 @@ pub(super) fn parse_chunk_size(line: &[u8]) -> Result<u64, DirectError> {
     if !rest_ok {
         return Err(DirectError::Framing("bad chunk size"));
     }
+    // Extensions are ignored, but a bare CR or LF (or another control character) in them is
+    // how two readers of one stream come to disagree on where a chunk starts.
+    if rest.iter().any(|&b| is_ctl(b)) {
+        return Err(DirectError::Framing(
+            "control character in a chunk extension",
+        ));
+    }
     let text = std::str::from_utf8(&line[..digits_end])
         .map_err(|_| DirectError::Framing("bad chunk size"))?;
     u64::from_str_radix(text, 16).map_err(|_| DirectError::Framing("bad chunk size"))
+}
+
+#[cfg(test)]
+mod strict_tests {
+    use super::*;
+
+    #[test]
+    fn chunk_extensions_may_not_hide_control_characters() {
+        assert_eq!(parse_chunk_size(b"5").unwrap(), 5);
+        assert_eq!(parse_chunk_size(b"a;name=value").unwrap(), 10);
+        assert_eq!(parse_chunk_size(b"a ;\tx").unwrap(), 10);
+        for bad in [&b"5;x\ry"[..], b"5;x\ny", b"5;\0", b"5;\x7f", b"5\r"] {
+            assert!(parse_chunk_size(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn trailers_must_be_header_fields() {
+        assert!(valid_trailer_line(b"X-Checksum: abc"));
+        assert!(valid_trailer_line(b"x:"));
+        for bad in [
+            &b"no colon"[..],
+            b": empty name",
+            b"bad name: v",
+            b"X: a\rb",
+            b"X: \0",
+        ] {
+            assert!(!valid_trailer_line(bad), "{bad:?}");
+        }
+    }
 }

@@ -31,7 +31,7 @@ use thiserror::Error;
 use tokio::net::TcpStream;
 
 mod body;
-mod chunked;
+pub(crate) mod chunked;
 mod encode;
 mod head;
 mod idle;
