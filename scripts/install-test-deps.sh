@@ -19,6 +19,7 @@ NEEDED=(
     "ps           procps"         # process inspection in scripts
     "systemd-socket-activate systemd"  # socket activation test (inherited listeners); systemd-analyze
     "adduser      adduser"        # the Debian package's postinst (scripts/package-test.sh)
+    "php          php-cli"        # MNet test peers: Moodle's openssl_seal/openssl_sign envelope work (tests/mnet_php)
 )
 
 missing=()
