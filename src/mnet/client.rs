@@ -30,6 +30,18 @@ pub fn seal_call(
     Ok(envelope::write_encrypted(&data, &key, &state.site_wwwroot))
 }
 
+/// A signed, unsealed message from the site (what Moodle answers a signed, unencrypted call).
+pub fn sign_message(state: &MnetState, payload: &[u8], now: i64) -> Result<String, CallError> {
+    let sig =
+        sign::sign(payload, &state.current.key).map_err(|e| CallError::Crypto(e.to_string()))?;
+    Ok(envelope::write_signed(
+        payload,
+        &sig,
+        &state.site_wwwroot,
+        now,
+    ))
+}
+
 /// What the peer answered, and how it came.
 #[derive(Debug)]
 pub struct Answer {

@@ -62,7 +62,10 @@ pub(crate) async fn server(
             outcome,
             peer,
         } => {
-            let peer = peer.as_ref().map(|p| p.wwwroot.as_str()).unwrap_or("unknown");
+            let peer = peer
+                .as_ref()
+                .map(|p| p.wwwroot.as_str())
+                .unwrap_or("unknown");
             mnet.metrics
                 .calls
                 .with_label_values(&[peer, "other", outcome])
