@@ -60,11 +60,6 @@ pub(crate) const CANNOT_DECRYPT: Refusal = r(
     "cannot_decrypt",
     "encryption-invalid: cannot decrypt with any of this site's keys",
 );
-pub(crate) const NOT_SIGNED: Refusal = r(
-    711,
-    "not_signed",
-    "verifysignature-error: the message is not a valid signedMessage",
-);
 pub(crate) const BAD_SIGNATURE: Refusal = r(
     710,
     "bad_signature",

@@ -173,39 +173,24 @@ pub fn check(
             Some(peer),
         ));
     };
-    let sealed_only = Wrap::Sealed {
-        peer,
-        sign_with: None,
-    };
-
-    // 4. the signature
+    // 4. the signature. Whatever was opened but is not a well-formed signedMessage gets the
+    // very answer a seal that does not open gets: a different one would tell an attacker
+    // that a chosen RSA ciphertext had valid PKCS#1 v1.5 padding (a Bleichenbacher oracle).
     let signed_text = xml::decode(&signed_bytes);
-    if envelope::kind(&signed_text) != Kind::Signed {
+    let signed = match envelope::kind(&signed_text) {
+        Kind::Signed => envelope::parse_signed(&signed_text, &state.limits).ok(),
+        _ => None,
+    };
+    let Some(signed) = signed else {
+        tracing::debug!(peer = %peer.wwwroot, "mnet: opened, but not a valid signedMessage");
         return Err(refusal(
             state,
-            fault::NOT_SIGNED,
-            sealed_only,
+            fault::CANNOT_DECRYPT,
+            Wrap::Plain,
             now,
             Some(peer),
         ));
-    }
-    let signed = envelope::parse_signed(&signed_text, &state.limits).map_err(|e| {
-        tracing::debug!(error = %e, "mnet: bad signedMessage");
-        let r = match e {
-            envelope::EnvelopeError::Xml(_) => fault::NOT_WELL_FORMED,
-            _ => fault::NOT_SIGNED,
-        };
-        refusal(
-            state,
-            r,
-            Wrap::Sealed {
-                peer,
-                sign_with: None,
-            },
-            now,
-            Some(peer),
-        )
-    })?;
+    };
     let signed_wrap = Wrap::sealed(peer, opened_with);
     let refuse = |r: Refusal| refusal(state, r, Wrap::sealed(peer, opened_with), now, Some(peer));
     if super::peers::normalize(&signed.wwwroot) != peer.wwwroot {

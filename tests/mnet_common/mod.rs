@@ -158,3 +158,76 @@ pub fn now() -> i64 {
         .unwrap()
         .as_secs() as i64
 }
+
+/// The stand-in Moodle (`php -S` running tests/mnet_php/moodle.php): verifies the forwarded
+/// signedMessage with openssl_verify, checks REMOTE_ADDR against its trusted hosts, answers
+/// signed, and logs every call it receives. Killed by PID on drop.
+pub struct MoodleStandIn {
+    pub addr: std::net::SocketAddr,
+    pub log: PathBuf,
+    child: std::process::Child,
+}
+
+impl MoodleStandIn {
+    pub fn start(dir: &Path, keys: &Keys, site_wwwroot: &str) -> MoodleStandIn {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let log = dir.join("moodle-calls.jsonl");
+        std::fs::write(&log, "").unwrap();
+        let child = Command::new("php")
+            .arg("-S")
+            .arg(addr.to_string())
+            .arg(php_dir().join("moodle.php"))
+            .env("OPENSSL_CONF", php_dir().join("openssl-legacy.cnf"))
+            .env("MNET_LOG", &log)
+            .env("MNET_TRUSTED", "127.0.0.1")
+            .env("MNET_PEER_CERT", &keys.peer.cert)
+            .env("MNET_SITE_KEY", &keys.site.key)
+            .env("MNET_SITE_WWWROOT", site_wwwroot)
+            .env_remove("PHP_CLI_SERVER_WORKERS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("php is missing: run scripts/install-test-deps.sh (php-cli)");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(std::time::Instant::now() < deadline, "php -S did not start");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        MoodleStandIn { addr, log, child }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The calls that reached Moodle, one JSON object each.
+    pub fn calls(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+impl Drop for MoodleStandIn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The faultCode of a plain (unsealed) XML-RPC fault, if it is one.
+pub fn fault_code(body: &[u8]) -> Option<i64> {
+    let text = String::from_utf8_lossy(body);
+    let at = text.find("<name>faultCode</name>")?;
+    let rest = &text[at..];
+    let start = rest.find("<int>")? + 5;
+    let end = rest[start..].find("</int>")? + start;
+    rest[start..end].trim().parse().ok()
+}

@@ -9,7 +9,9 @@
 //   php peer.php sign KEY SENDER_WWWROOT < payload          -> signedMessage (not sealed)
 //
 // `call` honours: MNET_TIMESTAMP (default now), MNET_INNER_WWWROOT (the signed wwwroot, default
-// SENDER_WWWROOT), MNET_SIGN_KEY (sign with another key), MNET_PAYLOAD_FILE (raw XML-RPC text).
+// SENDER_WWWROOT), MNET_SIGN_KEY (sign with another key), MNET_PAYLOAD_FILE (raw XML-RPC text),
+// MNET_TAMPER (change the signed text after signing), MNET_INNER_DUP (repeat the signed
+// message's <wwwroot>, which Moodle's parser would concatenate).
 
 require __DIR__.'/lib.php';
 
@@ -39,6 +41,12 @@ case 'call':
     $ts = getenv('MNET_TIMESTAMP') !== false ? getenv('MNET_TIMESTAMP') : time();
     $inner = getenv('MNET_INNER_WWWROOT') ?: $wwwroot;
     $signed = moodle_sign($payload, $signkey, $inner, $ts);
+    if (getenv('MNET_TAMPER')) {
+        $signed = str_replace(base64_encode($payload), base64_encode(str_replace('listMethods', 'listServices', $payload)), $signed);
+    }
+    if (getenv('MNET_INNER_DUP')) {
+        $signed = str_replace('<timestamp>', '<wwwroot>https://evil.example</wwwroot><timestamp>', $signed);
+    }
     echo moodle_encrypt($signed, file_get_contents($recipient), $wwwroot);
     break;
 case 'sign':
