@@ -101,6 +101,9 @@ impl MnetState {
             metrics,
         };
         state.publish_key_metrics(now_unix());
+        if let Some(w) = state.expiry_warning_now() {
+            tracing::warn!("mnet: {w}");
+        }
         Ok(state)
     }
 
@@ -120,6 +123,10 @@ impl MnetState {
     }
 
     /// A warning for /readyz and the log when the site's certificate expires soon.
+    pub fn expiry_warning_now(&self) -> Option<String> {
+        self.expiry_warning(now_unix())
+    }
+
     pub fn expiry_warning(&self, now: i64) -> Option<String> {
         let days = self.current.days_left(now);
         (days < i64::from(self.expiry_warning_days)).then(|| {
