@@ -3,22 +3,142 @@
 //! certificate, and any other spelling of the server path (path info, doubled slashes,
 //! percent-escapes, case) is refused, so nothing reaches Moodle's MNet server unchecked.
 
-// Called from the pipeline once the stage shape (issue 16) is on main.
-#![allow(dead_code)]
-
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderValue, Method, Response, StatusCode};
+use http::{HeaderName, HeaderValue, Method, Response, StatusCode};
+use http_body_util::BodyExt;
 
 use crate::body::{self, ProxyBody};
+use crate::context::{RequestContext, Watch};
 use crate::route::{Route, MNET_PATH};
+use crate::stage::{Flow, Stage, StageRequest};
+use crate::state::State;
 use crate::store::Store;
 
 use super::fault;
 use super::inbound::{self, Decision, Pending};
 use super::MnetState;
+
+/// The MNet stage (after sso, before forward).
+pub struct MnetStage;
+
+impl Stage for MnetStage {
+    const NAME: &'static str = "mnet";
+
+    async fn run(state: &Arc<State>, ctx: &mut RequestContext, req: &mut StageRequest) -> Flow {
+        let Some(mnet) = &state.mnet else {
+            return Flow::Next;
+        };
+        let Some(target) = target(ctx.route, req.parts.uri.path()) else {
+            return Flow::Next;
+        };
+        match target {
+            Target::PublicKey if req.parts.method == Method::GET => {
+                ctx.note = Some("mnet_publickey");
+                Flow::Answer(publickey_response(mnet))
+            }
+            Target::PublicKey => Flow::Next,
+            Target::Alias => {
+                ctx.note = Some("mnet_alias");
+                mnet.metrics.refusals.with_label_values(&["alias"]).inc();
+                Flow::Answer(refuse_transport())
+            }
+            Target::Server => Box::pin(run_server(state, mnet, ctx, req)).await,
+        }
+    }
+}
+
+async fn run_server(
+    state: &Arc<State>,
+    mnet: &Arc<MnetState>,
+    ctx: &mut RequestContext,
+    req: &mut StageRequest,
+) -> Flow {
+    if req.parts.method != Method::POST {
+        ctx.note = Some("mnet_method");
+        return Flow::Answer(method_not_allowed());
+    }
+    let limit = mnet.limits.max_bytes;
+    let (prefix, complete) = match req.body.peek(limit.saturating_add(1)).await {
+        Ok(prefix) => (prefix.clone(), false),
+        Err(e) => {
+            tracing::debug!(error = %e, "mnet: cannot read the call");
+            ctx.note = Some("mnet_refused");
+            let f = fault::TOO_LARGE;
+            return Flow::Answer(xml_response(fault::fault_xml(f.code, f.text)));
+        }
+    };
+    let complete = complete || req.body.complete();
+    match server(mnet, &state.store, ctx.client_ip, &prefix, complete).await {
+        Ok((signed, pending)) => {
+            req.body.replace(signed);
+            // Moodle must see the proxy's address, whatever its getremoteaddrconf reads: no
+            // X-Forwarded-For / X-Real-IP, neither the proxy's own nor a client's copy.
+            ctx.forward.x_forwarded_for = None;
+            ctx.forward.x_real_ip = None;
+            ctx.upstream_headers
+                .remove(HeaderName::from_static("x-forwarded-for"));
+            ctx.upstream_headers
+                .remove(HeaderName::from_static("x-real-ip"));
+            ctx.upstream_headers.set(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/xml"),
+            );
+            ctx.watch(Box::new(Reseal {
+                mnet: mnet.clone(),
+                pending,
+            }));
+            Flow::Next
+        }
+        Err(answer) => {
+            ctx.note = Some("mnet_refused");
+            Flow::Answer(answer)
+        }
+    }
+}
+
+/// Waits for Moodle's answer to a forwarded call and re-seals it for the peer.
+struct Reseal {
+    /// The state the call was checked with (a reload may swap the shared one meanwhile).
+    mnet: Arc<MnetState>,
+    pending: Pending,
+}
+
+impl Watch for Reseal {
+    fn response(
+        self: Box<Self>,
+        _ctx: &RequestContext,
+        response: Response<ProxyBody>,
+    ) -> BoxFuture<'static, Response<ProxyBody>> {
+        Box::pin(async move {
+            let (parts, mut body) = response.into_parts();
+            let mut whole = Vec::new();
+            // A broken or oversized answer becomes fault 712 (an empty body is not MNet).
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(f) => {
+                        if let Some(d) = f.data_ref() {
+                            whole.extend_from_slice(d);
+                        }
+                    }
+                    Err(_) => {
+                        whole.clear();
+                        break;
+                    }
+                }
+                if whole.len() > self.mnet.max_answer {
+                    whole.clear();
+                    break;
+                }
+            }
+            answer(&self.mnet, &self.pending, parts.status, &whole)
+        })
+    }
+}
 
 /// Which MNet job a request is, if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,13 +167,9 @@ pub(crate) async fn server(
     mnet: &MnetState,
     store: &Store,
     client_ip: IpAddr,
-    method: &Method,
     body: &[u8],
     complete: bool,
 ) -> Result<(Bytes, Pending), Response<ProxyBody>> {
-    if method != Method::POST {
-        return Err(method_not_allowed());
-    }
     let now = super::now_unix();
     match inbound::decide(mnet, store, client_ip, body, complete, now).await {
         Decision::Forward { body, pending } => Ok((body, pending)),
