@@ -22,6 +22,8 @@ pub(crate) mod fault;
 pub mod inbound;
 pub mod keys;
 pub mod metrics;
+#[cfg(test)]
+mod mutation_tests;
 pub mod peers;
 pub(crate) mod replay;
 pub(crate) mod respond;
