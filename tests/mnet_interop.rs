@@ -111,3 +111,39 @@ fn message_sealed_to_an_old_key_gets_7025_with_the_current_certificate() {
         "the fault carries the current certificate"
     );
 }
+
+#[test]
+fn answer_signed_by_a_drifted_moodle_key_is_resigned_with_the_proxy_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys(dir.path());
+    let st = state(&mnet_config(&keys, None, &["system/listMethods"]));
+    let body = php_call(&keys, "system/listMethods", &[], &[]);
+    let Ok(checked) = inbound::check(&st, IP, &body, true, now()) else {
+        panic!("refused a good call");
+    };
+    let xmlrpc = "<?xml version=\"1.0\"?>\n<methodResponse><params><param><value><string>ok</string></value></param></params></methodResponse>";
+    // Moodle rotated its pair alone: its answer is signed by a key the peer does not know.
+    let moodle = php(
+        &["sign", keys.other.key.to_str().unwrap(), SITE],
+        xmlrpc.as_bytes(),
+        &[],
+    );
+    let (sealed, _) = inbound::answer(&st, &checked.pending, http::StatusCode::OK, &moodle, now());
+    let seen = php_open(&keys.peer.key, &keys.site.cert, &sealed);
+    assert_eq!(
+        seen["verified"], true,
+        "re-signed with the proxy's (published) key"
+    );
+    assert_eq!(seen["payload"], xmlrpc);
+    // An error page instead of an MNet answer becomes a sealed fault 712.
+    let (sealed, outcome) = inbound::answer(
+        &st,
+        &checked.pending,
+        http::StatusCode::BAD_GATEWAY,
+        b"<html>oops</html>",
+        now(),
+    );
+    assert_eq!(outcome, "upstream_error");
+    let seen = php_open(&keys.peer.key, &keys.site.cert, &sealed);
+    assert!(seen["payload"].as_str().unwrap().contains("<int>712</int>"));
+}

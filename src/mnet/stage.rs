@@ -84,6 +84,8 @@ async fn run_server(
                 .remove(HeaderName::from_static("x-forwarded-for"));
             ctx.upstream_headers
                 .remove(HeaderName::from_static("x-real-ip"));
+            // The answer is read whole and re-sealed: it must come uncompressed.
+            ctx.upstream_headers.remove(http::header::ACCEPT_ENCODING);
             ctx.upstream_headers.set(
                 http::header::CONTENT_TYPE,
                 HeaderValue::from_static("text/xml"),
