@@ -20,6 +20,7 @@ NEEDED=(
     "systemd-socket-activate systemd"  # socket activation test (inherited listeners); systemd-analyze
     "adduser      adduser"        # the Debian package's postinst (scripts/package-test.sh)
     "python3      python3"        # the HTTP/2 abuse client (tests/h2_abuse/abuse.py)
+    "php          php-cli"        # MNet test peers: Moodle's openssl_seal/openssl_sign envelope work (tests/mnet_php)
 )
 
 # python3's `h2` package (PyPI `h2`, Debian python3-h2) for the HTTP/2 abuse test: Debian's

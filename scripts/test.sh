@@ -29,7 +29,7 @@ step_timeout="${TEST_STEP_TIMEOUT:-1500}"
 log_dir="$(mktemp -d)"
 trap 'rm -rf "$log_dir"' EXIT
 
-for cmd in nginx redis-server redis-cli systemd-socket-activate python3 cargo; do
+for cmd in nginx redis-server redis-cli systemd-socket-activate python3 php cargo; do
     if ! command -v "$cmd" >/dev/null 2>&1; then
         echo "test.sh: $cmd not found; run scripts/install-test-deps.sh first" >&2
         exit 1

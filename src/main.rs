@@ -63,6 +63,11 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9090")]
         admin: std::net::SocketAddr,
     },
+    /// MNet keys, peers and diagnostic calls (see docs/mnet.md).
+    Mnet {
+        #[command(subcommand)]
+        command: moodle_edge::mnet::cli::MnetCommand,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -83,6 +88,9 @@ fn main() -> anyhow::Result<()> {
             // Every request has ended with the runtime: write what the logs still hold.
             moodle_edge::observe::sink::close_all(std::time::Duration::from_secs(5));
             result
+        }
+        Command::Mnet { command } => {
+            moodle_edge::mnet::cli::run(command, &cli.config).map_err(anyhow::Error::from)
         }
         Command::Demo { listen, admin } => {
             init_logging(&LogConfig {
@@ -151,11 +159,6 @@ fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
 async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     if config.sso.is_some() {
         tracing::warn!("sso: section validated; single sign-on at the edge is not in this release, requests go to Moodle");
-    }
-    if config.mnet.is_some() {
-        tracing::warn!(
-            "mnet: section validated; the MNet gateway is not in this release, calls go to Moodle"
-        );
     }
     let server = Server::bind(config, path).await.context("cannot start")?;
     server.serve().await;

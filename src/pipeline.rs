@@ -95,6 +95,7 @@ async fn run_stages(
     stage!(RouteStage, state, ctx, req);
     stage!(GuardStage, state, ctx, req);
     stage!(SsoStage, state, ctx, req);
+    stage!(crate::mnet::stage::MnetStage, state, ctx, req);
 
     // forward
     let method = req.parts.method.clone();

@@ -10,6 +10,8 @@ use prometheus::Registry;
 use thiserror::Error;
 
 use crate::config::Config;
+use crate::mnet::metrics::MnetMetrics;
+use crate::mnet::{MnetBuildError, MnetState};
 use crate::observe::config::AccessFormat;
 use crate::observe::health::UpstreamHealth;
 use crate::observe::metrics::CoreMetrics;
@@ -26,6 +28,7 @@ pub struct Process {
     pub core: Arc<CoreMetrics>,
     pub sendfile: Arc<SendfileMetrics>,
     pub webservice: Arc<WebserviceMetrics>,
+    pub mnet: Arc<MnetMetrics>,
     pub upstream_health: UpstreamHealth,
 }
 
@@ -40,6 +43,7 @@ impl Process {
             core: Arc::new(CoreMetrics::register(&registry)?),
             sendfile: Arc::new(SendfileMetrics::register(&registry)?),
             webservice: Arc::new(WebserviceMetrics::register(&registry)?),
+            mnet: Arc::new(MnetMetrics::register(&registry)?),
             upstream_health: UpstreamHealth::default(),
             registry,
         }))
@@ -56,6 +60,8 @@ pub enum BuildError {
     Store(#[from] StoreError),
     #[error("webservice: {0}")]
     Guard(#[from] GuardConfigError),
+    #[error(transparent)]
+    Mnet(#[from] MnetBuildError),
     #[error("log.{which}: cannot open: {source}")]
     Log {
         which: &'static str,
@@ -79,6 +85,8 @@ pub struct State {
     pub access_log: LineSink,
     pub access_format: AccessFormat,
     pub audit_log: LineSink,
+    /// The MNet gateway (None without an `mnet:` section).
+    pub mnet: Option<Arc<MnetState>>,
 }
 
 impl State {
@@ -128,6 +136,14 @@ impl State {
             None => Arc::new(Guard::new(&config.webservice, process.webservice.clone())?),
         };
         let store = Store::build(&config.store)?;
+        let mnet = match &config.mnet {
+            Some(m) => Some(Arc::new(MnetState::build(
+                m,
+                &config.moodle.wwwroot,
+                process.mnet.clone(),
+            )?)),
+            None => None,
+        };
         let (access_log, audit_log) = if open_logs {
             (
                 LineSink::open(&config.log.access.sink()).map_err(|source| BuildError::Log {
@@ -153,6 +169,7 @@ impl State {
             store,
             access_log,
             audit_log,
+            mnet,
         })
     }
 }

@@ -66,6 +66,9 @@ pub fn check_dataroot(dataroot: &Path) -> Result<(), String> {
 pub struct Readiness {
     pub ready: bool,
     pub checks: Vec<CheckResult>,
+    /// Not failures, but due soon (e.g. an MNet certificate near its expiry).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -89,6 +92,7 @@ impl Readiness {
         Readiness {
             ready: checks.iter().all(|c| c.ok),
             checks,
+            warnings: Vec::new(),
         }
     }
 }

@@ -29,11 +29,14 @@ pub async fn readiness_response(state: &State) -> Response<ProxyBody> {
             state.store.backend_name()
         )),
     };
-    let readiness = Readiness::from_checks(vec![
+    let mut readiness = Readiness::from_checks(vec![
         ("upstream", upstream),
         ("dataroot", dataroot),
         ("store", store),
     ]);
+    readiness
+        .warnings
+        .extend(state.mnet.as_ref().and_then(|m| m.expiry_warning_now()));
     let status = if readiness.ready {
         StatusCode::OK
     } else {
