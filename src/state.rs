@@ -17,6 +17,7 @@ use crate::observe::sink::LineSink;
 use crate::proxy::upstream::{ClientError, Upstream};
 use crate::sendfile::{Offloader, SendfileMetrics};
 use crate::server::tls::{self, TlsError};
+use crate::sso::{metrics::SsoMetrics, SsoBuildError, SsoState};
 use crate::store::{Store, StoreError};
 use crate::webservice::{Guard, GuardConfigError, WebserviceMetrics};
 
@@ -26,6 +27,7 @@ pub struct Process {
     pub core: Arc<CoreMetrics>,
     pub sendfile: Arc<SendfileMetrics>,
     pub webservice: Arc<WebserviceMetrics>,
+    pub sso: Arc<SsoMetrics>,
     pub upstream_health: UpstreamHealth,
 }
 
@@ -40,6 +42,7 @@ impl Process {
             core: Arc::new(CoreMetrics::register(&registry)?),
             sendfile: Arc::new(SendfileMetrics::register(&registry)?),
             webservice: Arc::new(WebserviceMetrics::register(&registry)?),
+            sso: Arc::new(SsoMetrics::register(&registry)?),
             upstream_health: UpstreamHealth::default(),
             registry,
         }))
@@ -56,6 +59,8 @@ pub enum BuildError {
     Store(#[from] StoreError),
     #[error("webservice: {0}")]
     Guard(#[from] GuardConfigError),
+    #[error(transparent)]
+    Sso(#[from] SsoBuildError),
     #[error("log.{which}: cannot open: {source}")]
     Log {
         which: &'static str,
@@ -76,6 +81,8 @@ pub struct State {
     /// buckets, concurrency slots and breaker state survive a SIGHUP.
     pub guard: Arc<Guard>,
     pub store: Store,
+    /// Single sign-on (None without an `sso:` section).
+    pub sso: Option<Arc<SsoState>>,
     pub access_log: LineSink,
     pub access_format: AccessFormat,
     pub audit_log: LineSink,
@@ -128,6 +135,16 @@ impl State {
             None => Arc::new(Guard::new(&config.webservice, process.webservice.clone())?),
         };
         let store = Store::build(&config.store)?;
+        let sso = match &config.sso {
+            Some(s) => Some(Arc::new(SsoState::build(
+                s,
+                &config.moodle.wwwroot,
+                &config.upstream.url,
+                store.clone(),
+                process.sso.clone(),
+            )?)),
+            None => None,
+        };
         let (access_log, audit_log) = if open_logs {
             (
                 LineSink::open(&config.log.access.sink()).map_err(|source| BuildError::Log {
@@ -151,6 +168,7 @@ impl State {
             offloader,
             guard,
             store,
+            sso,
             access_log,
             audit_log,
         })

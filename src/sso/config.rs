@@ -45,7 +45,9 @@ impl Default for SessionConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MoodleHandoffConfig {
-    pub token_file: PathBuf,
+    /// The auth_userkey web-service token; when absent, MOODLE_EDGE_USERKEY_TOKEN.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
     #[serde(default)]
     pub mapping_field: MappingField,
     #[serde(default)]
@@ -111,13 +113,21 @@ pub struct ProviderConfig {
     pub sp_key_file: Option<PathBuf>,
     #[serde(default)]
     pub user_attribute: Option<String>,
+    /// Rules the identity must meet before the hand-off (all must hold).
+    #[serde(default)]
+    pub rules: Vec<crate::sso::rules::Rule>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantConfig {
     pub id: String,
+    /// Host names of this tenant (empty: any host, then `path_prefix` decides).
+    #[serde(default)]
     pub hosts: Vec<String>,
+    /// A path prefix of this tenant (e.g. `/acme/`).
+    #[serde(default)]
+    pub path_prefix: Option<String>,
 }
 
 fn default_idle() -> Duration {
