@@ -19,6 +19,8 @@ pub(crate) struct BrowserRequest {
     pub secure: bool,
     /// The Host, lower-cased, without port: picks the tenant.
     pub host: String,
+    /// The Host as sent (lower-cased, with any port): where the browser comes back to.
+    pub authority: String,
     pub method: Method,
     pub uri: Uri,
     /// The request headers (cookies, Accept-Language, Content-Type).

@@ -59,6 +59,8 @@ pub(crate) struct HandoffUser<'a> {
 pub(crate) struct Handoff {
     /// Moodle's REST endpoint on the upstream.
     endpoint: Uri,
+    /// Moodle's logout page on the upstream (ending Moodle's session at an edge logout).
+    logout_endpoint: String,
     /// wwwroot's host: Moodle checks Host against wwwroot on every request.
     host: String,
     /// The web-service token of the auth_userkey service. Never logged.
@@ -107,6 +109,7 @@ impl Handoff {
             .map_err(|e| HandoffConfigError::Upstream(format!("{upstream_url:?}: {e}")))?;
         Ok(Handoff {
             endpoint,
+            logout_endpoint: format!("{base}{}/login/logout.php", wwwroot.path),
             host: wwwroot.url.host_str().unwrap_or_default().to_string()
                 + &wwwroot
                     .url
@@ -131,29 +134,33 @@ impl Handoff {
             MappingField::Email => "email",
             MappingField::Idnumber => "idnumber",
         };
-        let mut form = url::form_urlencoded::Serializer::new(String::new());
-        form.append_pair("wstoken", &self.token)
-            .append_pair("wsfunction", "auth_userkey_request_login_url")
-            .append_pair("moodlewsrestformat", "json")
-            .append_pair(&format!("user[{field}]"), who.user);
-        if self.send_client_ip {
-            form.append_pair("user[ip]", &who.ip.to_string());
-        }
-        for (name, value) in [
-            ("firstname", who.firstname),
-            ("lastname", who.lastname),
-            ("email", who.email),
-        ] {
-            if let Some(v) = value.filter(|_| name != field) {
-                form.append_pair(&format!("user[{name}]"), v);
+        // Built in a block: the serializer is not Send and must not live across an await.
+        let form = {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            form.append_pair("wstoken", &self.token)
+                .append_pair("wsfunction", "auth_userkey_request_login_url")
+                .append_pair("moodlewsrestformat", "json")
+                .append_pair(&format!("user[{field}]"), who.user);
+            if self.send_client_ip {
+                form.append_pair("user[ip]", &who.ip.to_string());
             }
-        }
+            for (name, value) in [
+                ("firstname", who.firstname),
+                ("lastname", who.lastname),
+                ("email", who.email),
+            ] {
+                if let Some(v) = value.filter(|_| name != field) {
+                    form.append_pair(&format!("user[{name}]"), v);
+                }
+            }
+            form.finish()
+        };
         let req = Request::builder()
             .method(Method::POST)
             .uri(self.endpoint.clone())
             .header(HOST, &self.host)
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(Bytes::from(form.finish()))
+            .body(Bytes::from(form))
             .map_err(|e| HandoffError::Answer(e.to_string()))?;
         let resp = client.send(req).await?;
         if !resp.status().is_success() {
@@ -192,5 +199,59 @@ impl Handoff {
         let wants = self.wwwroot.absolute(return_path);
         let enc: String = url::form_urlencoded::byte_serialize(wants.as_bytes()).collect();
         format!("{login_url}&wantsurl={enc}")
+    }
+
+    /// Ends the browser's Moodle session the way Moodle's own logout link does: Moodle's
+    /// logout page, asked with the browser's session cookie, shows a form carrying the
+    /// session's sesskey; the same page with that sesskey ends the session. Best effort: the
+    /// browser's cookie is removed too, whatever Moodle says.
+    pub(crate) async fn end_moodle_session(&self, client: &HttpClient, cookie: &str) -> bool {
+        let get = |uri: String| {
+            Request::builder()
+                .method(Method::GET)
+                .uri(uri)
+                .header(HOST, &self.host)
+                .header(http::header::COOKIE, cookie)
+                .body(Bytes::new())
+        };
+        let Ok(req) = get(self.logout_endpoint.clone()) else {
+            return false;
+        };
+        let Ok(page) = client.send(req).await else {
+            return false;
+        };
+        let Some(sesskey) = find_sesskey(page.body()) else {
+            return false;
+        };
+        let Ok(req) = get(format!("{}?sesskey={sesskey}", self.logout_endpoint)) else {
+            return false;
+        };
+        client
+            .send(req)
+            .await
+            .is_ok_and(|r| r.status().is_redirection() || r.status().is_success())
+    }
+}
+
+/// The sesskey from Moodle's logout confirmation form (`name="sesskey" value="..."`).
+fn find_sesskey(page: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(page).ok()?;
+    let at = text.find("name=\"sesskey\"")?;
+    let rest = &text[at..];
+    let v = rest.find("value=\"")? + 7;
+    let key: String = rest[v..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect();
+    (!key.is_empty() && key.len() <= 32).then_some(key)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sesskey_is_read_from_the_confirmation_form() {
+        let page = br#"<form method="post" action="/login/logout.php"><input type="hidden" name="sesskey" value="Ab12Cd34Ef"><button>Continue</button></form>"#;
+        assert_eq!(super::find_sesskey(page).as_deref(), Some("Ab12Cd34Ef"));
+        assert_eq!(super::find_sesskey(b"<p>no form</p>"), None);
     }
 }

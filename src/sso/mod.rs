@@ -22,27 +22,36 @@ pub(crate) mod finish;
 pub(crate) mod handoff;
 pub(crate) mod html;
 pub(crate) mod identity;
+pub(crate) mod language;
+pub(crate) mod login_page;
+pub(crate) mod logout;
 pub mod metrics;
+pub(crate) mod oidc;
 pub(crate) mod outbound;
 pub(crate) mod return_url;
 pub mod rules;
 pub(crate) mod saml;
 pub(crate) mod session;
+pub(crate) mod stage;
 pub(crate) mod tenant;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::StatusCode;
 use thiserror::Error;
 
 use crate::context::RequestContext;
 use crate::stage::{Flow, Stage, StageRequest};
+use crate::route::Route;
 use crate::state::State;
 use crate::store::Store;
 
 use config::{ProviderConfig, SsoConfig};
 use handoff::{Handoff, HandoffConfigError};
 use metrics::SsoMetrics;
+use oidc::{OidcConfigError, OidcProviders};
 use return_url::Wwwroot;
 use saml::{SamlBuildError, SamlProviders};
 use session::Sessions;
@@ -61,6 +70,8 @@ pub enum SsoBuildError {
     Tls(#[from] rustls::Error),
     #[error("sso: {0}")]
     Saml(#[from] SamlBuildError),
+    #[error(transparent)]
+    Oidc(#[from] OidcConfigError),
 }
 
 /// Everything single sign-on needs, built once per config (a reload builds a new one).
@@ -76,6 +87,7 @@ pub struct SsoState {
     pub(crate) http: outbound::HttpClient,
     /// The store for flow state (OIDC state, SAML request IDs, replay caches).
     pub(crate) store: Store,
+    pub(crate) oidc: OidcProviders,
     pub(crate) saml: SamlProviders,
     pub(crate) metrics: Arc<SsoMetrics>,
 }
@@ -98,6 +110,7 @@ impl SsoState {
             ),
             handoff: Handoff::build(&sso.moodle_handoff, upstream_url, &wwwroot)?,
             http: outbound::HttpClient::new(CONTROL_CALL_TIMEOUT)?,
+            oidc: OidcProviders::build(sso)?,
             saml: SamlProviders::build(sso)?,
             store,
             metrics,
@@ -112,14 +125,61 @@ impl SsoState {
     }
 }
 
-/// The authenticate stage.
+/// The authenticate stage: answers SSO paths; on every other request, ends the Moodle session
+/// of a browser whose edge session has ended (one cookie scan when there is no edge cookie).
 pub struct SsoStage;
 
 impl Stage for SsoStage {
     const NAME: &'static str = "authenticate";
 
-    async fn run(state: &Arc<State>, _ctx: &mut RequestContext, _req: &mut StageRequest) -> Flow {
-        let _ = state.sso.as_ref();
-        Flow::Next
+    async fn run(state: &Arc<State>, ctx: &mut RequestContext, req: &mut StageRequest) -> Flow {
+        let Some(sso) = state.sso.as_deref() else {
+            return Flow::Next;
+        };
+        let (answer, note) = {
+            let facts = stage::RequestFacts {
+                request_id: ctx.request_id.as_str(),
+                client_ip: ctx.client_ip,
+                secure: ctx.conn.tls,
+                method: &req.parts.method,
+                uri: &req.parts.uri,
+                headers: &req.parts.headers,
+            };
+            match ctx.route {
+                Route::Sso(route) => {
+                    let body = if req.body.is_end_stream() {
+                        Ok(Bytes::new())
+                    } else {
+                        match req.body.peek(stage::MAX_FORM).await {
+                            Ok(b) => Ok(b.clone()),
+                            Err(_) => Err(()),
+                        }
+                    };
+                    match body {
+                        Ok(b) if req.body.is_end_stream() || req.body.complete() => (
+                            Box::pin(stage::answer(sso, route, &facts, b)).await,
+                            "sso",
+                        ),
+                        _ => (
+                            Some(failure::simple_page(
+                                StatusCode::PAYLOAD_TOO_LARGE,
+                                "Request too large",
+                                "The sign-in request was too large or could not be read.",
+                                facts.request_id,
+                            )),
+                            "sso_body",
+                        ),
+                    }
+                }
+                _ => (stage::check_session(sso, &facts).await, "sso_session_ended"),
+            }
+        };
+        match answer {
+            Some(resp) => {
+                ctx.note = Some(note);
+                Flow::Answer(resp)
+            }
+            None => Flow::Next,
+        }
     }
 }
