@@ -20,6 +20,8 @@ NEEDED=(
     "systemd-socket-activate systemd"  # socket activation test (inherited listeners); systemd-analyze
     "adduser      adduser"        # the Debian package's postinst (scripts/package-test.sh)
     "python3      python3"        # the HTTP/2 abuse client (tests/h2_abuse/abuse.py)
+    "node         nodejs"         # the OpenID providers of the SSO tests (tests/peers/oidc)
+    "npm          npm"            # installs oidc-provider for them
 )
 
 # python3's `h2` package (PyPI `h2`, Debian python3-h2) for the HTTP/2 abuse test: Debian's
@@ -39,6 +41,16 @@ install_h2() {
     }
 }
 
+# npm packages the SSO tests run (oidc-provider v9, jose), from tests/peers/oidc's lock file.
+install_npm_peers() {
+    local dir
+    dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/peers/oidc"
+    if [[ ! -d "$dir/node_modules/oidc-provider" || ! -d "$dir/node_modules/jose" ]]; then
+        echo "install-test-deps: npm ci in tests/peers/oidc"
+        (cd "$dir" && npm ci --no-audit --no-fund)
+    fi
+}
+
 missing=()
 for entry in "${NEEDED[@]}"; do
     read -r cmd pkg <<<"$entry"
@@ -49,6 +61,7 @@ done
 
 if [[ ${#missing[@]} -eq 0 ]]; then
     install_h2
+    install_npm_peers
     echo "install-test-deps: all test dependencies already present"
     exit 0
 fi
@@ -76,4 +89,5 @@ for entry in "${NEEDED[@]}"; do
     fi
 done
 install_h2
+install_npm_peers
 echo "install-test-deps: done"
