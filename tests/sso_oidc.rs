@@ -11,7 +11,6 @@ struct World {
     moodle: Moodle,
     op: OidcPeer,
     edge: Edge,
-    port: u16,
 }
 
 fn world(users: &[&str]) -> World {
@@ -19,12 +18,7 @@ fn world(users: &[&str]) -> World {
     let port = free_port();
     let op = OidcPeer::real(port);
     let edge = Edge::start(port, &moodle.url(), oidc_sso("campus", &op.issuer()));
-    World {
-        moodle,
-        op,
-        edge,
-        port,
-    }
+    World { moodle, op, edge }
 }
 
 impl World {

@@ -15,6 +15,7 @@
 pub mod browser;
 pub mod moodle;
 #[path = "../common/process.rs"]
+#[allow(unused_macros, unused_imports)]
 pub mod process;
 #[path = "../common/util.rs"]
 pub mod util;
