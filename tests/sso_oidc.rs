@@ -1,5 +1,6 @@
 //! Single sign-on with OpenID Connect, end to end: the real oidc-provider (npm, v9), the
 //! stand-in Moodle with auth_userkey, the real moodle-edge binary, and a cookie-jar browser.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code may panic
 
 mod sso_common;
 
