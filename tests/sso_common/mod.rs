@@ -51,6 +51,11 @@ pub struct OidcPeer {
 impl OidcPeer {
     /// The real oidc-provider, with this edge as its one client.
     pub fn real(edge_port: u16) -> OidcPeer {
+        Self::real_with_backchannel(edge_port, None)
+    }
+
+    /// The real provider, its back-channel logout going to `bcl` (default: the edge).
+    pub fn real_with_backchannel(edge_port: u16, bcl: Option<String>) -> OidcPeer {
         let dir = tempfile::tempdir().unwrap();
         let edge = format!("http://127.0.0.1:{edge_port}");
         let cfg = json!({
@@ -58,7 +63,7 @@ impl OidcPeer {
             "client_secret": CLIENT_SECRET,
             "redirect_uris": [format!("{edge}/auth/oidc/callback")],
             "post_logout_redirect_uris": [format!("{edge}/auth/login?logged_out=1")],
-            "backchannel_logout_uri": format!("{edge}/auth/oidc/backchannel-logout"),
+            "backchannel_logout_uri": bcl.unwrap_or_else(|| format!("{edge}/auth/oidc/backchannel-logout")),
         });
         let path = dir.path().join("client.json");
         std::fs::write(&path, cfg.to_string()).unwrap();

@@ -24,6 +24,12 @@ const provider = new Provider(issuer, {
     token_endpoint_auth_method: cfg.token_endpoint_auth_method || 'client_secret_basic',
   }],
   pkce: { required: () => true },
+  // The provider refuses outgoing calls to loopback addresses (SSRF protection); the edge it
+  // calls back (back-channel logout) is on 127.0.0.1 here, so the tests use a plain fetch.
+  fetch: (url, options) => {
+    const { dispatcher, ...rest } = options;
+    return globalThis.fetch(url, rest);
+  },
   cookies: { keys: ['moodle-edge-test-cookie-key'] },
   claims: { openid: ['sub', 'sid'], email: ['email', 'email_verified'], profile: ['preferred_username', 'given_name', 'family_name'] },
   features: {
@@ -59,4 +65,6 @@ const provider = new Provider(issuer, {
     return grant;
   },
 });
+provider.on('backchannel.error', (ctx, err, client) => console.error('backchannel.error', client.clientId, err.message, err.cause && (err.cause.stack || err.cause)));
+provider.on('backchannel.success', (ctx, client) => console.error('backchannel.success', client.clientId));
 provider.listen(port, '127.0.0.1', () => console.log('ready'));
