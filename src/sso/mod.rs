@@ -27,7 +27,7 @@ pub(crate) mod outbound;
 pub(crate) mod return_url;
 pub mod rules;
 pub(crate) mod saml;
-pub(crate) mod session;
+pub mod session;
 pub(crate) mod stage;
 pub(crate) mod tenant;
 

@@ -15,11 +15,11 @@ use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
 use crate::body::{self, ProxyBody};
 use crate::route::SsoRoute;
 
-use super::browser::{cookie_value, BrowserRequest};
+use super::browser::BrowserRequest;
 use super::failure::simple_page;
 use super::login_page::{self, LoginOutcome};
 use super::logout::clearing_cookies;
-use super::session::{cookie, SessionId};
+use super::session::cookie_session_alive;
 use super::{logout, oidc, saml, SsoState};
 
 /// The largest POST body an SSO path reads (a SAML Response with an encrypted assertion fits).
@@ -118,17 +118,13 @@ pub(crate) async fn check_session(
     sso: &SsoState,
     facts: &RequestFacts<'_>,
 ) -> Option<Response<ProxyBody>> {
-    let raw = cookie_value(facts.headers, cookie::name(facts.secure))?;
-    let alive = match SessionId::parse(raw) {
-        Some(id) => match sso.sessions.get(&id).await {
-            Ok(s) => s.is_some(),
-            // A store outage must not log everyone out: let the request go on.
-            Err(e) => {
-                tracing::warn!(request_id = facts.request_id, error = %e, "sso: session check failed");
-                true
-            }
-        },
-        None => false,
+    let alive = match cookie_session_alive(&sso.sessions, facts.headers, facts.secure).await? {
+        Ok(alive) => alive,
+        // A store outage must not log everyone out: let the request go on.
+        Err(e) => {
+            tracing::warn!(request_id = facts.request_id, error = %e, "sso: session check failed");
+            true
+        }
     };
     if alive {
         return None;
