@@ -21,6 +21,8 @@ NEEDED=(
     "adduser      adduser"        # the Debian package's postinst (scripts/package-test.sh)
     "python3      python3"        # the HTTP/2 abuse client (tests/h2_abuse/abuse.py)
     "php          php-cli"        # MNet test peers: Moodle's openssl_seal/openssl_sign envelope work (tests/mnet_php)
+    "node         nodejs"         # the OpenID providers of the SSO tests (tests/peers/oidc)
+    "npm          npm"            # installs oidc-provider for them
 )
 
 # python3's `h2` package (PyPI `h2`, Debian python3-h2) for the HTTP/2 abuse test: Debian's
@@ -40,6 +42,16 @@ install_h2() {
     }
 }
 
+# npm packages the SSO tests run (oidc-provider v9, jose), from tests/peers/oidc's lock file.
+install_npm_peers() {
+    local dir
+    dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/peers/oidc"
+    if [[ ! -d "$dir/node_modules/oidc-provider" || ! -d "$dir/node_modules/jose" ]]; then
+        echo "install-test-deps: npm ci in tests/peers/oidc"
+        (cd "$dir" && npm ci --no-audit --no-fund)
+    fi
+}
+
 missing=()
 for entry in "${NEEDED[@]}"; do
     read -r cmd pkg <<<"$entry"
@@ -50,6 +62,7 @@ done
 
 if [[ ${#missing[@]} -eq 0 ]]; then
     install_h2
+    install_npm_peers
     echo "install-test-deps: all test dependencies already present"
     exit 0
 fi
@@ -77,4 +90,5 @@ for entry in "${NEEDED[@]}"; do
     fi
 done
 install_h2
+install_npm_peers
 echo "install-test-deps: done"

@@ -157,9 +157,6 @@ fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
-    if config.sso.is_some() {
-        tracing::warn!("sso: section validated; single sign-on at the edge is not in this release, requests go to Moodle");
-    }
     let server = Server::bind(config, path).await.context("cannot start")?;
     server.serve().await;
     Ok(())

@@ -19,6 +19,7 @@ use crate::observe::sink::LineSink;
 use crate::proxy::upstream::{ClientError, Upstream};
 use crate::sendfile::{Offloader, SendfileMetrics};
 use crate::server::tls::{self, TlsError};
+use crate::sso::{metrics::SsoMetrics, SsoBuildError, SsoState};
 use crate::store::{Store, StoreError};
 use crate::webservice::{Guard, GuardConfigError, WebserviceMetrics};
 
@@ -29,6 +30,7 @@ pub struct Process {
     pub sendfile: Arc<SendfileMetrics>,
     pub webservice: Arc<WebserviceMetrics>,
     pub mnet: Arc<MnetMetrics>,
+    pub sso: Arc<SsoMetrics>,
     pub upstream_health: UpstreamHealth,
 }
 
@@ -44,6 +46,7 @@ impl Process {
             sendfile: Arc::new(SendfileMetrics::register(&registry)?),
             webservice: Arc::new(WebserviceMetrics::register(&registry)?),
             mnet: Arc::new(MnetMetrics::register(&registry)?),
+            sso: Arc::new(SsoMetrics::register(&registry)?),
             upstream_health: UpstreamHealth::default(),
             registry,
         }))
@@ -62,6 +65,8 @@ pub enum BuildError {
     Guard(#[from] GuardConfigError),
     #[error(transparent)]
     Mnet(#[from] MnetBuildError),
+    #[error(transparent)]
+    Sso(#[from] SsoBuildError),
     #[error("log.{which}: cannot open: {source}")]
     Log {
         which: &'static str,
@@ -82,6 +87,8 @@ pub struct State {
     /// buckets, concurrency slots and breaker state survive a SIGHUP.
     pub guard: Arc<Guard>,
     pub store: Store,
+    /// Single sign-on (None without an `sso:` section).
+    pub sso: Option<Arc<SsoState>>,
     pub access_log: LineSink,
     pub access_format: AccessFormat,
     pub audit_log: LineSink,
@@ -144,6 +151,16 @@ impl State {
             )?)),
             None => None,
         };
+        let sso = match &config.sso {
+            Some(s) => Some(Arc::new(SsoState::build(
+                s,
+                &config.moodle.wwwroot,
+                &config.upstream.url,
+                store.clone(),
+                process.sso.clone(),
+            )?)),
+            None => None,
+        };
         let (access_log, audit_log) = if open_logs {
             (
                 LineSink::open(&config.log.access.sink()).map_err(|source| BuildError::Log {
@@ -167,6 +184,7 @@ impl State {
             offloader,
             guard,
             store,
+            sso,
             access_log,
             audit_log,
             mnet,

@@ -382,11 +382,9 @@ impl Config {
 
         // sso
         if let Some(sso) = &self.sso {
-            file_must_exist(
-                &mut err,
-                "sso.moodle_handoff.token_file",
-                &sso.moodle_handoff.token_file,
-            );
+            if let Some(f) = &sso.moodle_handoff.token_file {
+                file_must_exist(&mut err, "sso.moodle_handoff.token_file", f);
+            }
             let tenant_ids: Vec<&str> = sso.tenants.iter().map(|t| t.id.as_str()).collect();
             for (i, p) in sso.providers.iter().enumerate() {
                 let key = format!("sso.providers[{i}]");

@@ -22,6 +22,61 @@ pub struct SsoConfig {
     pub providers: Vec<ProviderConfig>,
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
+    /// The login page's look for the site (a tenant may set its own).
+    #[serde(default)]
+    pub page: PageConfig,
+    /// The local-account bypass (`/login/index.php?local=1` goes to Moodle's own form).
+    #[serde(default)]
+    pub local_login: LocalLoginConfig,
+    /// Moodle's session cookie (`MoodleSession` + `$CFG->sessioncookie`): removed from the
+    /// browser when its edge session ends.
+    #[serde(default = "default_moodle_cookie")]
+    pub moodle_session_cookie: String,
+}
+
+/// How a login page looks: name, logo and colours.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageConfig {
+    /// The heading, per language (`en` is the fallback).
+    #[serde(default)]
+    pub name: BTreeMap<String, String>,
+    /// An image URL for the logo (same-site path or https URL).
+    #[serde(default)]
+    pub logo_url: Option<String>,
+    /// Button and heading colour, `#rrggbb`.
+    #[serde(default)]
+    pub primary_colour: Option<String>,
+    /// Page background colour, `#rrggbb`.
+    #[serde(default)]
+    pub background_colour: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalLoginConfig {
+    /// Whether the bypass exists at all (a tenant may switch it off for itself).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The site's setting applies to every tenant; tenants cannot override it.
+    #[serde(default)]
+    pub force: bool,
+}
+
+impl Default for LocalLoginConfig {
+    fn default() -> Self {
+        LocalLoginConfig {
+            enabled: true,
+            force: false,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_moodle_cookie() -> String {
+    "MoodleSession".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -45,7 +100,9 @@ impl Default for SessionConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MoodleHandoffConfig {
-    pub token_file: PathBuf,
+    /// The auth_userkey web-service token; when absent, MOODLE_EDGE_USERKEY_TOKEN.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
     #[serde(default)]
     pub mapping_field: MappingField,
     #[serde(default)]
@@ -100,6 +157,25 @@ pub struct ProviderConfig {
     pub scopes: Vec<String>,
     #[serde(default)]
     pub user_claim: Option<String>,
+    /// How the client authenticates at the token endpoint.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    /// Also ask the userinfo endpoint for claims (merged over the ID token's).
+    #[serde(default)]
+    pub userinfo: bool,
+    /// ID-token signature algorithms accepted (never `none`; HS* only if listed).
+    #[serde(default = "default_algs")]
+    pub id_token_algs: Vec<String>,
+    /// Clock difference tolerated on exp/iat (and SAML NotBefore/NotOnOrAfter).
+    #[serde(default = "default_skew")]
+    pub clock_skew: Duration,
+    /// Claims (or attributes) that fill Moodle's profile fields at the hand-off.
+    #[serde(default = "default_firstname")]
+    pub firstname_claim: String,
+    #[serde(default = "default_lastname")]
+    pub lastname_claim: String,
+    #[serde(default = "default_email")]
+    pub email_claim: String,
     // SAML
     #[serde(default)]
     pub idp_metadata_file: Option<PathBuf>,
@@ -111,15 +187,53 @@ pub struct ProviderConfig {
     pub sp_key_file: Option<PathBuf>,
     #[serde(default)]
     pub user_attribute: Option<String>,
+    /// Rules the identity must meet before the hand-off (all must hold).
+    #[serde(default)]
+    pub rules: Vec<crate::sso::rules::Rule>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantConfig {
     pub id: String,
+    /// Host names of this tenant (empty: any host, then `path_prefix` decides).
+    #[serde(default)]
     pub hosts: Vec<String>,
+    /// A path prefix of this tenant (e.g. `/acme/`).
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// This tenant's login page look (unset parts come from `sso.page`).
+    #[serde(default)]
+    pub page: PageConfig,
+    /// Switches the local-account bypass on or off for this tenant (unless the site forces).
+    #[serde(default)]
+    pub local_login: Option<bool>,
 }
 
+/// Token-endpoint client authentication (RFC 6749 section 2.3.1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    #[default]
+    ClientSecretBasic,
+    ClientSecretPost,
+}
+
+fn default_algs() -> Vec<String> {
+    vec!["RS256".into(), "ES256".into(), "PS256".into()]
+}
+fn default_skew() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_firstname() -> String {
+    "given_name".into()
+}
+fn default_lastname() -> String {
+    "family_name".into()
+}
+fn default_email() -> String {
+    "email".into()
+}
 fn default_idle() -> Duration {
     Duration::from_secs(2 * 3600)
 }

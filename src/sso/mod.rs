@@ -1,24 +1,182 @@
-//! The authenticate stage: single sign-on at the edge (OpenID Connect, SAML 2.0, per-tenant
-//! providers, the Moodle hand-off). The `sso:` section is parsed and validated today so a site
-//! keeps one config across releases; until the SSO stage lands, requests — including those on
-//! the `/auth/*` paths — go to Moodle unchanged, and the proxy says so at start-up.
+//! The authenticate stage: single sign-on at the edge.
+//!
+//! Phase order for a request on an SSO path (`route::SsoRoute`):
+//! 1. `browser`: the request as SSO handlers see it (tenant resolved by `tenant`).
+//! 2. `session`: the browser's edge session, if any (no round trip to Moodle).
+//! 3. a handler: `login_page` (the per-tenant page and the provider choice), a protocol
+//!    (`oidc`, `saml`), or `logout`.
+//! 4. `finish`: every verified login goes `rules` -> `handoff` (auth_userkey) -> new
+//!    session -> redirect to the `return_url` validated against wwwroot.
+//!
+//! Protocol modules produce an `identity::Identity` and call `finish::finish_login`; logout
+//! messages end sessions through `session::end_sessions`.
 
+pub(crate) mod browser;
 pub mod config;
+pub(crate) mod failure;
+pub(crate) mod finish;
+pub(crate) mod handoff;
+pub(crate) mod html;
+pub(crate) mod identity;
+pub(crate) mod language;
+pub(crate) mod login_page;
+pub(crate) mod logout;
+pub mod metrics;
+pub(crate) mod oidc;
+pub(crate) mod outbound;
+pub(crate) mod return_url;
+pub mod rules;
+pub(crate) mod saml;
+pub mod session;
+pub(crate) mod stage;
+pub(crate) mod tenant;
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+use thiserror::Error;
 
 use crate::context::RequestContext;
+use crate::route::Route;
 use crate::stage::{Flow, Stage, StageRequest};
 use crate::state::State;
+use crate::store::Store;
 
-/// The authenticate stage.
+use config::{ProviderConfig, SsoConfig};
+use handoff::{Handoff, HandoffConfigError};
+use metrics::SsoMetrics;
+use oidc::{OidcConfigError, OidcProviders};
+use return_url::Wwwroot;
+use saml::{SamlBuildError, SamlProviders};
+use session::Sessions;
+use tenant::Tenants;
+
+/// How long the edge waits for a provider or Moodle's web service on a control call.
+const CONTROL_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Error)]
+pub enum SsoBuildError {
+    #[error("moodle.wwwroot: {0}")]
+    Wwwroot(String),
+    #[error(transparent)]
+    Handoff(#[from] HandoffConfigError),
+    #[error("sso: TLS client: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("sso: {0}")]
+    Saml(#[from] SamlBuildError),
+    #[error(transparent)]
+    Oidc(#[from] OidcConfigError),
+}
+
+/// Everything single sign-on needs, built once per config (a reload builds a new one).
+pub struct SsoState {
+    /// The `sso:` section as written.
+    pub(crate) config: SsoConfig,
+    /// Where return URLs must stay, and what the hand-off's login URL must start with.
+    pub(crate) wwwroot: Wwwroot,
+    pub(crate) tenants: Tenants,
+    pub(crate) sessions: Sessions,
+    pub(crate) handoff: Handoff,
+    /// Control calls to providers and to Moodle's web service.
+    pub(crate) http: outbound::HttpClient,
+    /// The store for flow state (OIDC state, SAML request IDs, replay caches).
+    pub(crate) store: Store,
+    pub(crate) oidc: OidcProviders,
+    /// The SAML providers' built state (metadata, keys): read by `saml` (branch wip/saml).
+    #[allow(dead_code)]
+    pub(crate) saml: SamlProviders,
+    pub(crate) metrics: Arc<SsoMetrics>,
+}
+
+impl SsoState {
+    pub fn build(
+        sso: &SsoConfig,
+        wwwroot: &str,
+        upstream_url: &str,
+        store: Store,
+        metrics: Arc<SsoMetrics>,
+    ) -> Result<SsoState, SsoBuildError> {
+        let wwwroot = Wwwroot::parse(wwwroot).map_err(SsoBuildError::Wwwroot)?;
+        Ok(SsoState {
+            tenants: Tenants::build(sso),
+            sessions: Sessions::new(
+                store.clone(),
+                sso.session.idle_timeout.get(),
+                sso.session.absolute_timeout.get(),
+            ),
+            handoff: Handoff::build(&sso.moodle_handoff, upstream_url, &wwwroot)?,
+            http: outbound::HttpClient::new(CONTROL_CALL_TIMEOUT)?,
+            oidc: OidcProviders::build(sso)?,
+            saml: SamlProviders::build(sso)?,
+            store,
+            metrics,
+            wwwroot,
+            config: sso.clone(),
+        })
+    }
+
+    /// A provider's config by id.
+    pub(crate) fn provider(&self, id: &str) -> Option<&ProviderConfig> {
+        self.config.providers.iter().find(|p| p.id == id)
+    }
+}
+
+/// The authenticate stage: answers SSO paths; on every other request, ends the Moodle session
+/// of a browser whose edge session has ended (one cookie scan when there is no edge cookie).
 pub struct SsoStage;
 
 impl Stage for SsoStage {
     const NAME: &'static str = "authenticate";
 
-    async fn run(state: &Arc<State>, _ctx: &mut RequestContext, _req: &mut StageRequest) -> Flow {
-        let _ = state.config.sso.as_ref();
-        Flow::Next
+    async fn run(state: &Arc<State>, ctx: &mut RequestContext, req: &mut StageRequest) -> Flow {
+        let Some(sso) = state.sso.as_deref() else {
+            return Flow::Next;
+        };
+        let (answer, note) = {
+            let facts = stage::RequestFacts {
+                request_id: ctx.request_id.as_str(),
+                client_ip: ctx.client_ip,
+                secure: ctx.conn.tls,
+                method: &req.parts.method,
+                uri: &req.parts.uri,
+                headers: &req.parts.headers,
+            };
+            match ctx.route {
+                Route::Sso(route) => {
+                    let body = if req.body.is_end_stream() {
+                        Ok(Bytes::new())
+                    } else {
+                        match req.body.peek(stage::MAX_FORM).await {
+                            Ok(b) => Ok(b.clone()),
+                            Err(_) => Err(()),
+                        }
+                    };
+                    match body {
+                        Ok(b) if req.body.is_end_stream() || req.body.complete() => {
+                            (Box::pin(stage::answer(sso, route, &facts, b)).await, "sso")
+                        }
+                        _ => (
+                            Some(failure::simple_page(
+                                StatusCode::PAYLOAD_TOO_LARGE,
+                                "Request too large",
+                                "The sign-in request was too large or could not be read.",
+                                facts.request_id,
+                            )),
+                            "sso_body",
+                        ),
+                    }
+                }
+                _ => (stage::check_session(sso, &facts).await, "sso_session_ended"),
+            }
+        };
+        match answer {
+            Some(resp) => {
+                ctx.note = Some(note);
+                Flow::Answer(resp)
+            }
+            None => Flow::Next,
+        }
     }
 }

@@ -1,0 +1,445 @@
+//! The authorization code flow with PKCE S256: `start` sends the browser to the provider with
+//! a fresh state, nonce and code challenge, all kept server-side and bound to this browser by
+//! a cookie; `callback` takes them back exactly once, exchanges the code, verifies the ID
+//! token and hands the identity to `finish_login`.
+
+use std::time::Duration;
+
+use base64::Engine;
+use http::header::{CACHE_CONTROL, LOCATION, SET_COOKIE};
+use http::{HeaderValue, Response, StatusCode};
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreIdToken};
+use openidconnect::{
+    AuthType, AuthorizationCode, ClaimsVerificationError, CsrfToken, Nonce, OAuth2TokenResponse,
+    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, SignatureVerificationError,
+    TokenResponse,
+};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::http_adapter::CrateHttp;
+use super::provider::OidcProvider;
+use crate::body::{self, ProxyBody};
+use crate::sso::browser::BrowserRequest;
+use crate::sso::config::ClientAuth;
+use crate::sso::failure::{login_failed, FailureReason};
+use crate::sso::finish::finish_login;
+use crate::sso::identity::{Identity, LoginStart, ProtocolHandle};
+use crate::sso::SsoState;
+
+/// How long a person may take at the provider.
+const FLOW_TTL: Duration = Duration::from_secs(600);
+
+/// What `start` keeps for `callback`, under the hash of the state value.
+#[derive(Serialize, Deserialize)]
+struct FlowState {
+    start: LoginStart,
+    nonce: String,
+    pkce_verifier: String,
+    /// sha256 of the binding cookie's value: the callback must come from the same browser.
+    binding: String,
+}
+
+fn hash(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+fn random_hex() -> String {
+    let mut b = [0u8; 32];
+    rand::rng().fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+/// The binding cookie's name: one per flow (a prefix of the state's hash), so two tabs that
+/// start logins at once do not spoil each other's.
+fn binding_cookie(secure: bool, state_hash: &str) -> String {
+    let short = &state_hash[..12.min(state_hash.len())];
+    if secure {
+        format!("__Host-moodle-edge-oidc-{short}")
+    } else {
+        format!("moodle-edge-oidc-{short}")
+    }
+}
+
+/// The redirect URI for this browser: the host it came on, so the binding cookie comes back.
+fn redirect_uri(browser: &BrowserRequest) -> String {
+    let scheme = if browser.secure { "https" } else { "http" };
+    format!("{scheme}://{}/auth/oidc/callback", browser.authority)
+}
+
+/// The person chose this OIDC provider: redirect to its authorization endpoint.
+pub(crate) async fn start(
+    sso: &SsoState,
+    browser: &BrowserRequest,
+    provider: &OidcProvider,
+    start: LoginStart,
+) -> Response<ProxyBody> {
+    let id = start.provider.clone();
+    let meta = match provider.metadata(&sso.http).await {
+        Ok(m) => m,
+        Err(e) => return login_failed(sso, browser, &id, FailureReason::Provider, &e.to_string()),
+    };
+    let Ok(redirect) = RedirectUrl::new(redirect_uri(browser)) else {
+        return login_failed(
+            sso,
+            browser,
+            &id,
+            FailureReason::Protocol,
+            "bad redirect URI",
+        );
+    };
+    let client = CoreClient::from_provider_metadata(
+        meta,
+        provider.client_id.clone(),
+        Some(provider.client_secret.clone()),
+    )
+    .set_redirect_uri(redirect);
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let mut req = client.authorize_url(
+        CoreAuthenticationFlow::AuthorizationCode,
+        CsrfToken::new_random,
+        Nonce::new_random,
+    );
+    for s in provider.cfg.scopes.iter().filter(|s| *s != "openid") {
+        req = req.add_scope(Scope::new(s.clone()));
+    }
+    let (url, state, nonce) = req.set_pkce_challenge(challenge).url();
+    let binding = random_hex();
+    let state_hash = hash(state.secret());
+    let entry = FlowState {
+        start,
+        nonce: nonce.secret().clone(),
+        pkce_verifier: verifier.secret().clone(),
+        binding: hash(&binding),
+    };
+    let stored = match serde_json::to_vec(&entry) {
+        Ok(v) => sso
+            .store
+            .set(&format!("sso:oidc:state:{state_hash}"), &v, FLOW_TTL)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = stored {
+        return login_failed(sso, browser, &id, FailureReason::Provider, &e);
+    }
+    let cookie = format!(
+        "{}={binding}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
+        binding_cookie(browser.secure, &state_hash),
+        FLOW_TTL.as_secs(),
+        if browser.secure { "; Secure" } else { "" }
+    );
+    redirect_with_cookies(url.as_str(), &[cookie])
+}
+
+/// A 303 with the given Set-Cookie values, not cached.
+pub(crate) fn redirect_with_cookies(location: &str, cookies: &[String]) -> Response<ProxyBody> {
+    let mut resp = Response::new(body::empty());
+    *resp.status_mut() = StatusCode::SEE_OTHER;
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        h.insert(LOCATION, v);
+    }
+    for c in cookies {
+        if let Ok(v) = HeaderValue::from_str(c) {
+            h.append(SET_COOKIE, v);
+        }
+    }
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// GET /auth/oidc/callback.
+pub(crate) async fn callback(sso: &SsoState, browser: &BrowserRequest) -> Response<ProxyBody> {
+    // Before the state is known, failures are counted under "-" (no provider yet).
+    let unknown = "-";
+    if let Some(err) = browser.query_param("error") {
+        let code: String = err
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .take(64)
+            .collect();
+        return login_failed(sso, browser, unknown, FailureReason::Provider, &code);
+    }
+    let (Some(state), Some(code)) = (browser.query_param("state"), browser.query_param("code"))
+    else {
+        return login_failed(
+            sso,
+            browser,
+            unknown,
+            FailureReason::State,
+            "no state or code",
+        );
+    };
+    let state_hash = hash(&state);
+    let key = format!("sso:oidc:state:{state_hash}");
+    let entry: FlowState = match sso.store.get(&key).await {
+        Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
+            Ok(e) => e,
+            Err(_) => {
+                return login_failed(sso, browser, unknown, FailureReason::State, "bad entry")
+            }
+        },
+        Ok(None) => {
+            return login_failed(
+                sso,
+                browser,
+                unknown,
+                FailureReason::State,
+                "unknown or used state",
+            )
+        }
+        Err(e) => {
+            return login_failed(
+                sso,
+                browser,
+                unknown,
+                FailureReason::Provider,
+                &e.to_string(),
+            )
+        }
+    };
+    let id = entry.start.provider.clone();
+    // Exactly once, even for two callbacks racing (a replayed callback URL).
+    match sso
+        .store
+        .set_if_absent(&format!("sso:oidc:used:{state_hash}"), b"1", FLOW_TTL)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            return login_failed(sso, browser, &id, FailureReason::Replay, "state used twice")
+        }
+        Err(e) => return login_failed(sso, browser, &id, FailureReason::Provider, &e.to_string()),
+    }
+    let _ = sso.store.delete(&key).await;
+    let cookie_name = binding_cookie(browser.secure, &state_hash);
+    let bound = browser
+        .cookie(&cookie_name)
+        .is_some_and(|v| hash(v) == entry.binding);
+    if !bound {
+        return login_failed(
+            sso,
+            browser,
+            &id,
+            FailureReason::State,
+            "state not bound to this browser",
+        );
+    }
+    let Some(provider) = sso.oidc.get(&id) else {
+        return login_failed(
+            sso,
+            browser,
+            &id,
+            FailureReason::State,
+            "provider no longer configured",
+        );
+    };
+    let identity = match verify(sso, browser, provider, &entry, code).await {
+        Ok(i) => i,
+        Err((reason, detail)) => return login_failed(sso, browser, &id, reason, &detail),
+    };
+    let mut resp = finish_login(sso, browser, entry.start, identity).await;
+    let clear = format!(
+        "{cookie_name}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}",
+        if browser.secure { "; Secure" } else { "" }
+    );
+    if let Ok(v) = HeaderValue::from_str(&clear) {
+        resp.headers_mut().append(SET_COOKIE, v);
+    }
+    resp
+}
+
+type Refusal = (FailureReason, String);
+
+/// Code exchange and ID-token verification; the identity it vouches for.
+async fn verify(
+    sso: &SsoState,
+    browser: &BrowserRequest,
+    provider: &OidcProvider,
+    entry: &FlowState,
+    code: String,
+) -> Result<Identity, Refusal> {
+    let provider_err = |e: String| (FailureReason::Provider, e);
+    let meta = provider
+        .metadata(&sso.http)
+        .await
+        .map_err(|e| provider_err(e.to_string()))?;
+    let redirect = RedirectUrl::new(redirect_uri(browser))
+        .map_err(|e| (FailureReason::Protocol, e.to_string()))?;
+    let auth_type = match provider.cfg.client_auth {
+        ClientAuth::ClientSecretBasic => AuthType::BasicAuth,
+        ClientAuth::ClientSecretPost => AuthType::RequestBody,
+    };
+    let client = CoreClient::from_provider_metadata(
+        meta,
+        provider.client_id.clone(),
+        Some(provider.client_secret.clone()),
+    )
+    .set_redirect_uri(redirect)
+    .set_auth_type(auth_type);
+    let token = client
+        .exchange_code(AuthorizationCode::new(code))
+        .map_err(|e| provider_err(e.to_string()))?
+        .set_pkce_verifier(PkceCodeVerifier::new(entry.pkce_verifier.clone()))
+        .request_async(&CrateHttp(&sso.http))
+        .await
+        .map_err(|e| provider_err(format!("token endpoint: {e}")))?;
+    let id_token = token
+        .id_token()
+        .ok_or_else(|| (FailureReason::Protocol, "no id_token".to_string()))?
+        .clone();
+    let nonce = Nonce::new(entry.nonce.clone());
+    let mut result = check_id_token(
+        provider,
+        &client_jwks(provider, sso).await?,
+        &id_token,
+        &nonce,
+    );
+    if matches!(
+        result,
+        Err(ClaimsVerificationError::SignatureVerification(
+            SignatureVerificationError::NoMatchingKey
+        ))
+    ) && provider.refetch_jwks(&sso.http).await
+    {
+        result = check_id_token(
+            provider,
+            &client_jwks(provider, sso).await?,
+            &id_token,
+            &nonce,
+        );
+    }
+    result.map_err(refusal_for)?;
+    let mut claims = payload_claims(&id_token.to_string()).ok_or_else(|| {
+        (
+            FailureReason::Protocol,
+            "ID token payload unreadable".to_string(),
+        )
+    })?;
+    if provider.cfg.userinfo {
+        let info: Option<openidconnect::core::CoreUserInfoClaims> =
+            match client.user_info(token.access_token().clone(), None) {
+                Ok(req) => req.request_async(&CrateHttp(&sso.http)).await.ok(),
+                Err(_) => None,
+            };
+        if let Some(Value::Object(map)) = info.and_then(|i| serde_json::to_value(i).ok()) {
+            // userinfo's sub must be the ID token's (OIDC Core 5.3.2).
+            if map.get("sub") != claims.get("sub") {
+                return Err((FailureReason::Protocol, "userinfo sub differs".into()));
+            }
+            claims.extend(map);
+        }
+    }
+    identity_from_claims(provider, &entry.start, &claims, id_token.to_string())
+}
+
+async fn client_jwks(
+    provider: &OidcProvider,
+    sso: &SsoState,
+) -> Result<openidconnect::core::CoreJsonWebKeySet, Refusal> {
+    provider
+        .jwks(&sso.http)
+        .await
+        .map_err(|e| (FailureReason::Provider, e.to_string()))
+}
+
+/// Signature (allow-listed algorithms only), iss, aud, azp, exp and iat with the skew, nonce.
+fn check_id_token(
+    provider: &OidcProvider,
+    jwks: &openidconnect::core::CoreJsonWebKeySet,
+    id_token: &CoreIdToken,
+    nonce: &Nonce,
+) -> Result<(), ClaimsVerificationError> {
+    let skew = chrono::Duration::from_std(provider.skew).unwrap_or(chrono::Duration::zero());
+    let verifier = openidconnect::core::CoreIdTokenVerifier::new_public_client(
+        provider.client_id.clone(),
+        provider.issuer.clone(),
+        jwks.clone(),
+    )
+    .set_allowed_algs(provider.algs.clone())
+    // exp is compared with "now - skew": a token up to `skew` past exp still passes.
+    .set_time_fn(move || chrono::Utc::now() - skew)
+    .set_issue_time_verifier_fn(move |iat| {
+        let now = chrono::Utc::now();
+        if iat > now + skew {
+            Err(format!("iat {iat} is in the future"))
+        } else if iat < now - chrono::Duration::seconds(FLOW_TTL.as_secs() as i64) - skew {
+            Err(format!("iat {iat} is too old"))
+        } else {
+            Ok(())
+        }
+    });
+    id_token.claims(&verifier, nonce).map(|_| ())
+}
+
+fn refusal_for(e: ClaimsVerificationError) -> Refusal {
+    let reason = match &e {
+        ClaimsVerificationError::SignatureVerification(_) => FailureReason::BadSignature,
+        ClaimsVerificationError::Expired(_) => FailureReason::Expired,
+        ClaimsVerificationError::InvalidAudience(_) => FailureReason::Audience,
+        ClaimsVerificationError::InvalidNonce(_) => FailureReason::Nonce,
+        _ => FailureReason::Protocol,
+    };
+    (reason, e.to_string())
+}
+
+/// The JWT's payload as JSON. Read only after the crate verified the signature over it.
+pub(crate) fn payload_claims(jwt: &str) -> Option<Map<String, Value>> {
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    match serde_json::from_slice(&bytes).ok()? {
+        Value::Object(m) => Some(m),
+        _ => None,
+    }
+}
+
+/// A claim as text values (strings, numbers and booleans; arrays of them).
+fn claim_texts(v: &Value) -> Vec<String> {
+    match v {
+        Value::String(s) => vec![s.clone()],
+        Value::Number(n) => vec![n.to_string()],
+        Value::Bool(b) => vec![b.to_string()],
+        Value::Array(a) => a.iter().flat_map(claim_texts).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn identity_from_claims(
+    provider: &OidcProvider,
+    start: &LoginStart,
+    claims: &Map<String, Value>,
+    id_token: String,
+) -> Result<Identity, Refusal> {
+    let first = |name: &str| {
+        claims
+            .get(name)
+            .and_then(|v| claim_texts(v).into_iter().next())
+    };
+    let user_claim = provider.cfg.user_claim.as_deref().unwrap_or("sub");
+    let user = first(user_claim)
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| (FailureReason::Protocol, format!("no {user_claim} claim")))?;
+    let sub = first("sub").ok_or_else(|| (FailureReason::Protocol, "no sub".to_string()))?;
+    Ok(Identity {
+        provider: start.provider.clone(),
+        tenant: start.tenant.clone(),
+        user,
+        firstname: first(&provider.cfg.firstname_claim),
+        lastname: first(&provider.cfg.lastname_claim),
+        email: first(&provider.cfg.email_claim),
+        attributes: claims
+            .iter()
+            .map(|(k, v)| (k.clone(), claim_texts(v)))
+            .collect(),
+        handle: ProtocolHandle::Oidc {
+            sub,
+            sid: first("sid"),
+            id_token,
+        },
+    })
+}

@@ -1,0 +1,49 @@
+//! Optional rules a login must meet before it is handed to Moodle (as oauth2-proxy's
+//! allowed groups and email domains, or mod_auth_mellon's MellonCond).
+
+use serde::Deserialize;
+
+use super::identity::Identity;
+
+/// One rule: the claim/attribute must have one of the values, or (for `email_domains`) the
+/// identity's email must end in `@` + one of the domains. Every rule must hold.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// The claim or attribute to look at (e.g. `groups`, `eduPersonAffiliation`).
+    #[serde(default)]
+    pub claim: Option<String>,
+    /// Values of which at least one must be present.
+    #[serde(default)]
+    pub any_of: Vec<String>,
+    /// Email domains of which the identity's email must be in one (exact, not a suffix).
+    #[serde(default)]
+    pub email_domains: Vec<String>,
+}
+
+/// Ok when every rule holds; Err says which did not (for the log, not the page).
+pub(crate) fn check(rules: &[Rule], id: &Identity) -> Result<(), String> {
+    for (i, r) in rules.iter().enumerate() {
+        if let Some(claim) = &r.claim {
+            let values = id.attributes.get(claim).map(Vec::as_slice).unwrap_or(&[]);
+            if !values.iter().any(|v| r.any_of.contains(v)) {
+                return Err(format!(
+                    "rules[{i}]: {claim} has none of the required values"
+                ));
+            }
+        }
+        if !r.email_domains.is_empty() {
+            let domain = id
+                .email
+                .as_deref()
+                .and_then(|e| e.rsplit_once('@'))
+                .map(|(_, d)| d.to_ascii_lowercase());
+            let ok =
+                domain.is_some_and(|d| r.email_domains.iter().any(|x| x.eq_ignore_ascii_case(&d)));
+            if !ok {
+                return Err(format!("rules[{i}]: email domain not allowed"));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! The SSO stage's entry: which handler answers an SSO path, and the check every other request
+//! with an edge session cookie gets.
+//!
+//! Order: `browser_request` (tenant by host/path, or a `tenant` parameter on this host) ->
+//! for SSO paths `answer` dispatches to the login page, a protocol or logout; for every other
+//! path `check_session` costs one cookie scan when there is no edge cookie, and one store
+//! lookup when there is one.
+
+use std::net::IpAddr;
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, HOST, LOCATION, SET_COOKIE};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
+
+use crate::body::{self, ProxyBody};
+use crate::route::SsoRoute;
+
+use super::browser::BrowserRequest;
+use super::failure::simple_page;
+use super::login_page::{self, LoginOutcome};
+use super::logout::clearing_cookies;
+use super::session::cookie_session_alive;
+use super::{logout, oidc, saml, SsoState};
+
+/// The largest POST body an SSO path reads (a SAML Response with an encrypted assertion fits).
+pub(crate) const MAX_FORM: usize = 512 * 1024;
+
+/// What the stage knows about the request, whoever calls it.
+pub(crate) struct RequestFacts<'a> {
+    pub request_id: &'a str,
+    pub client_ip: IpAddr,
+    /// The browser reached the edge over TLS (or a trusted proxy said so).
+    pub secure: bool,
+    pub method: &'a Method,
+    pub uri: &'a Uri,
+    pub headers: &'a HeaderMap,
+}
+
+/// The Host as sent, lower-cased (with port) and without port.
+fn host_of(facts: &RequestFacts<'_>) -> (String, String) {
+    let authority = facts
+        .headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| facts.uri.authority().map(|a| a.as_str()))
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default().to_string(),
+        None => authority.split(':').next().unwrap_or_default().to_string(),
+    };
+    (authority, host)
+}
+
+pub(crate) fn browser_request(sso: &SsoState, facts: &RequestFacts<'_>) -> BrowserRequest {
+    let (authority, host) = host_of(facts);
+    let mut b = BrowserRequest {
+        request_id: facts.request_id.to_string(),
+        client_ip: facts.client_ip,
+        secure: facts.secure,
+        host,
+        authority,
+        method: facts.method.clone(),
+        uri: facts.uri.clone(),
+        headers: facts.headers.clone(),
+        tenant: None,
+    };
+    b.tenant = sso.tenants.resolve(&b.host, facts.uri.path()).or_else(|| {
+        b.query_param("tenant")
+            .and_then(|t| sso.tenants.by_id_on_host(&t, &b.host))
+    });
+    b
+}
+
+/// Answers a request on an SSO path; None when it goes on to Moodle (the local-account bypass
+/// on an intercepted login page). `body` is the request body read up to `MAX_FORM`.
+pub(crate) async fn answer(
+    sso: &SsoState,
+    route: SsoRoute,
+    facts: &RequestFacts<'_>,
+    body: Bytes,
+) -> Option<Response<ProxyBody>> {
+    let browser = browser_request(sso, facts);
+    let post_only = |b: &BrowserRequest| b.method != Method::POST;
+    let resp = match route {
+        SsoRoute::Login | SsoRoute::Intercepted => {
+            match login_page::handle(sso, &browser, route).await {
+                LoginOutcome::Answer(r) => r,
+                LoginOutcome::ToMoodle => return None,
+            }
+        }
+        SsoRoute::OidcCallback => oidc::flow::callback(sso, &browser).await,
+        SsoRoute::BackchannelLogout if post_only(&browser) => not_allowed(&browser),
+        SsoRoute::BackchannelLogout => oidc::backchannel::handle(sso, &browser, body).await,
+        SsoRoute::SamlMetadata => saml::metadata(sso, &browser).await,
+        SsoRoute::SamlAcs if post_only(&browser) => not_allowed(&browser),
+        SsoRoute::SamlAcs => saml::acs(sso, &browser, body).await,
+        SsoRoute::SamlSlo => saml::slo(sso, &browser, body).await,
+        SsoRoute::Logout => logout::handle(sso, &browser, &body).await,
+    };
+    Some(resp)
+}
+
+fn not_allowed(b: &BrowserRequest) -> Response<ProxyBody> {
+    simple_page(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Not allowed",
+        "This address takes POST.",
+        &b.request_id,
+    )
+}
+
+/// For a request going to Moodle: None when it may go on. A browser whose edge session has
+/// ended (logout elsewhere, back-channel logout, idle or absolute lifetime) is sent back to the
+/// same address with both the edge and the Moodle session cookies removed, so its Moodle
+/// session ends with the edge session. No edge cookie: one header scan, nothing else.
+pub(crate) async fn check_session(
+    sso: &SsoState,
+    facts: &RequestFacts<'_>,
+) -> Option<Response<ProxyBody>> {
+    let alive = match cookie_session_alive(&sso.sessions, facts.headers, facts.secure).await? {
+        Ok(alive) => alive,
+        // A store outage must not log everyone out: let the request go on.
+        Err(e) => {
+            tracing::warn!(request_id = facts.request_id, error = %e, "sso: session check failed");
+            true
+        }
+    };
+    if alive {
+        return None;
+    }
+    let mut resp = Response::new(body::empty());
+    // 307 keeps the method, so a POST is not silently turned into a GET.
+    *resp.status_mut() = if facts.method == Method::GET || facts.method == Method::HEAD {
+        StatusCode::SEE_OTHER
+    } else {
+        StatusCode::TEMPORARY_REDIRECT
+    };
+    let h = resp.headers_mut();
+    let target = facts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    if let Ok(v) = HeaderValue::from_str(target) {
+        h.insert(LOCATION, v);
+    }
+    for c in clearing_cookies(sso, facts.secure) {
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            h.append(SET_COOKIE, v);
+        }
+    }
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Some(resp)
+}

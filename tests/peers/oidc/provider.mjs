@@ -1,0 +1,70 @@
+// The real OpenID provider for the SSO tests: npm oidc-provider v9 on 127.0.0.1.
+// Usage: node provider.mjs PORT CONFIG.json
+// CONFIG: { client_id, client_secret, redirect_uris, post_logout_redirect_uris,
+//           backchannel_logout_uri, token_endpoint_auth_method }
+// Any login name signs in as that subject; consent is granted without a page (first-party).
+// Prints "ready" once it listens.
+import fs from 'node:fs';
+import Provider from 'oidc-provider';
+
+const port = Number(process.argv[2]);
+const cfg = JSON.parse(fs.readFileSync(process.argv[3], 'utf8'));
+const issuer = `http://127.0.0.1:${port}`;
+
+const provider = new Provider(issuer, {
+  clients: [{
+    client_id: cfg.client_id,
+    client_secret: cfg.client_secret,
+    redirect_uris: cfg.redirect_uris,
+    post_logout_redirect_uris: cfg.post_logout_redirect_uris,
+    backchannel_logout_uri: cfg.backchannel_logout_uri,
+    backchannel_logout_session_required: true,
+    grant_types: ['authorization_code'],
+    response_types: ['code'],
+    token_endpoint_auth_method: cfg.token_endpoint_auth_method || 'client_secret_basic',
+  }],
+  pkce: { required: () => true },
+  // The provider refuses outgoing calls to loopback addresses (SSRF protection); the edge it
+  // calls back (back-channel logout) is on 127.0.0.1 here, so the tests use a plain fetch.
+  fetch: (url, options) => {
+    const { dispatcher, ...rest } = options;
+    return globalThis.fetch(url, rest);
+  },
+  cookies: { keys: ['moodle-edge-test-cookie-key'] },
+  claims: { openid: ['sub', 'sid'], email: ['email', 'email_verified'], profile: ['preferred_username', 'given_name', 'family_name'] },
+  features: {
+    devInteractions: { enabled: true },
+    rpInitiatedLogout: { enabled: true },
+    backchannelLogout: { enabled: true },
+  },
+  async findAccount(ctx, sub) {
+    return {
+      accountId: sub,
+      async claims() {
+        return {
+          sub,
+          preferred_username: sub,
+          given_name: `Given ${sub}`,
+          family_name: `Family ${sub}`,
+          email: `${sub}@example.edu`,
+          email_verified: true,
+        };
+      },
+    };
+  },
+  async loadExistingGrant(ctx) {
+    const grantId = ctx.oidc.result?.consent?.grantId
+      || ctx.oidc.session.grantIdFor(ctx.oidc.client.clientId);
+    if (grantId) return ctx.oidc.provider.Grant.find(grantId);
+    const grant = new ctx.oidc.provider.Grant({
+      clientId: ctx.oidc.client.clientId,
+      accountId: ctx.oidc.session.accountId,
+    });
+    grant.addOIDCScope('openid email profile');
+    await grant.save();
+    return grant;
+  },
+});
+provider.on('backchannel.error', (ctx, err, client) => console.error('backchannel.error', client.clientId, err.message, err.cause && (err.cause.stack || err.cause)));
+provider.on('backchannel.success', (ctx, client) => console.error('backchannel.success', client.clientId));
+provider.listen(port, '127.0.0.1', () => console.log('ready'));
