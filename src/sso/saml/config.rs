@@ -83,7 +83,8 @@ fn default_request_lifetime() -> Duration {
     Duration::from_secs(600)
 }
 fn default_after_logout() -> String {
-    "/".to_string()
+    // The login page's "signed out" notice, as after every other logout.
+    "/auth/login?logged_out=1".to_string()
 }
 
 /// Config-time checks for one SAML provider: presence and shape, reported with the key path
