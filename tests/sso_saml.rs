@@ -53,6 +53,11 @@ fn sso_section(
 }
 
 async fn world_with(opts: IdpOptions, extra: Value) -> World {
+    world_from(opts, extra, false).await
+}
+
+/// `by_url`: the edge fetches the IdP metadata from the IdP instead of reading a file.
+async fn world_from(opts: IdpOptions, mut extra: Value, by_url: bool) -> World {
     let moodle = Moodle::start(&[USER]);
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
@@ -68,13 +73,22 @@ async fn world_with(opts: IdpOptions, extra: Value) -> World {
         .unwrap();
     let md_file = idp.dir.path().join("idp-metadata.xml");
     std::fs::write(&md_file, metadata).unwrap();
-    let sso = sso_section(
+    if by_url {
+        extra["idp_metadata_url"] = json!(idp.metadata_url());
+    }
+    let mut sso = sso_section(
         md_file.to_str().unwrap(),
         sp_cert.to_str().unwrap(),
         sp_key.to_str().unwrap(),
         &entity_id,
         extra,
     );
+    if by_url {
+        sso["providers"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("idp_metadata_file");
+    }
     let edge = Edge::start(port, &moodle.url(), sso);
     World {
         moodle,
@@ -515,7 +529,108 @@ async fn a_forged_logout_request_ends_nothing() {
     w.edge
         .wait_log(&["saml: logout message refused", "signature"])
         .await;
-    let _ = w.sp_key;
     let still = b.get(&w.edge.url(WANTS)).await;
     assert_eq!(still.text, format!("Logged in as {USER} at {WANTS}"));
+}
+
+#[tokio::test]
+async fn idp_metadata_can_come_from_a_url() {
+    let w = world_from(IdpOptions::default(), json!({}), true).await;
+    // Fetched in the background at start: poll until the login can start.
+    let b = Browser::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let p = b.get(&w.start_url()).await;
+        if p.status == 303 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "metadata never fetched: {}",
+            w.edge.output()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let posted = w.idp_response(&b).await;
+    let pages = w.post_acs(&b, &posted.response, None).await;
+    assert_eq!(
+        pages.last().unwrap().text,
+        format!("Logged in as {USER} at {WANTS}")
+    );
+}
+
+/// `moodle-edge check` on a config whose SAML provider is `provider`; its stderr and success.
+fn check(provider: Value) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), USERKEY_TOKEN).unwrap();
+    let mut sso = sso_section("", "", "", "https://lms.test/auth/saml/metadata", json!({}));
+    sso["moodle_handoff"]["token_file"] = json!(dir.path().join("token"));
+    sso["providers"][0] = provider;
+    let config = json!({
+        "server": { "listen": [{ "addr": format!("127.0.0.1:{}", free_port()) }] },
+        "upstream": { "url": "http://127.0.0.1:9" },
+        "moodle": { "wwwroot": "https://lms.test", "dataroot": dir.path() },
+        "sso": sso,
+    });
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, serde_json::to_string(&config).unwrap()).unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn config_errors_name_the_key() {
+    let w = world().await;
+    let metadata = reqwest::get(w.idp.metadata_url())
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // IdP metadata without its signing certificate: samael would read responses unverified.
+    let start = metadata.find("<md:KeyDescriptor").unwrap();
+    let end = metadata.rfind("</md:KeyDescriptor>").unwrap() + "</md:KeyDescriptor>".len();
+    let no_key = format!("{}{}", &metadata[..start], &metadata[end..]);
+    let md = dir.path().join("no-key.xml");
+    std::fs::write(&md, no_key).unwrap();
+    let (ok, err) = check(json!({
+        "id": "partner", "kind": "saml", "idp_metadata_file": md, "user_attribute": "uid",
+    }));
+    assert!(!ok);
+    assert!(
+        err.contains("sso.providers[0].idp_metadata_file") && err.contains("signing certificate"),
+        "{err}"
+    );
+    // No metadata at all, a key without its certificate, an unknown key.
+    let (ok, err) = check(json!({ "id": "partner", "kind": "saml", "user_attribute": "uid" }));
+    assert!(
+        !ok && err.contains("sso.providers[0].idp_metadata_file"),
+        "{err}"
+    );
+    let good = dir.path().join("good.xml");
+    std::fs::write(&good, &metadata).unwrap();
+    let (ok, err) = check(json!({
+        "id": "partner", "kind": "saml", "idp_metadata_file": good, "user_attribute": "uid",
+        "sp_key_file": w.sp_key,
+    }));
+    assert!(!ok && err.contains("sso.providers[0].sp_key_file"), "{err}");
+    let (ok, err) = check(json!({
+        "id": "partner", "kind": "saml", "idp_metadata_file": good, "user_attribute": "uid",
+        "saml": { "allow_sha-1": true },
+    }));
+    assert!(!ok && err.contains("allow_sha-1"), "{err}");
+    // And the good one passes.
+    let (ok, err) = check(json!({
+        "id": "partner", "kind": "saml", "idp_metadata_file": good, "user_attribute": "uid",
+    }));
+    assert!(ok, "{err}");
 }
