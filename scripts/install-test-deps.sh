@@ -23,6 +23,14 @@ NEEDED=(
     "php          php-cli"        # MNet test peers: Moodle's openssl_seal/openssl_sign envelope work (tests/mnet_php)
     "node         nodejs"         # the OpenID providers of the SSO tests (tests/peers/oidc)
     "npm          npm"            # installs oidc-provider for them
+    "php          php-cli"        # runs SimpleSAMLphp, the SAML IdP of tests/sso_saml*.rs
+    "xmlsec1      xmlsec1"        # checking SAML signatures by hand (docs/sso-saml.md)
+)
+
+# Packages with no command of their own (build libraries, PHP modules), checked with dpkg.
+NEEDED_PACKAGES=(
+    libxml2-dev libxmlsec1-dev libclang-dev pkg-config   # build deps of samael's xmlsec feature
+    simplesamlphp php8.2-xml php8.2-mbstring             # the SAML IdP the SAML tests start
 )
 
 # python3's `h2` package (PyPI `h2`, Debian python3-h2) for the HTTP/2 abuse test: Debian's
@@ -59,6 +67,11 @@ for entry in "${NEEDED[@]}"; do
         missing+=("$pkg")
     fi
 done
+for pkg in "${NEEDED_PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed'; then
+        missing+=("$pkg")
+    fi
+done
 
 if [[ ${#missing[@]} -eq 0 ]]; then
     install_h2
@@ -91,4 +104,10 @@ for entry in "${NEEDED[@]}"; do
 done
 install_h2
 install_npm_peers
+for pkg in "${NEEDED_PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed'; then
+        echo "install-test-deps: package $pkg still missing after install" >&2
+        exit 1
+    fi
+done
 echo "install-test-deps: done"

@@ -414,13 +414,7 @@ impl Config {
                         need("client_secret_file", p.client_secret_file.is_some());
                         need("user_claim", p.user_claim.is_some());
                     }
-                    ProviderKind::Saml => {
-                        need("idp_metadata_file", p.idp_metadata_file.is_some());
-                        need("sp_entity_id", p.sp_entity_id.is_some());
-                        need("sp_cert_file", p.sp_cert_file.is_some());
-                        need("sp_key_file", p.sp_key_file.is_some());
-                        need("user_attribute", p.user_attribute.is_some());
-                    }
+                    ProviderKind::Saml => crate::sso::saml::config::check(&key, p, &mut err),
                 }
                 for (name, file) in [
                     ("client_secret_file", &p.client_secret_file),

@@ -187,6 +187,9 @@ pub struct ProviderConfig {
     pub sp_key_file: Option<PathBuf>,
     #[serde(default)]
     pub user_attribute: Option<String>,
+    /// SAML keys beyond the contract's (see `sso::saml::config`).
+    #[serde(default)]
+    pub saml: Option<crate::sso::saml::config::SamlOptions>,
     /// Rules the identity must meet before the hand-off (all must hold).
     #[serde(default)]
     pub rules: Vec<crate::sso::rules::Rule>,

@@ -26,7 +26,7 @@ pub(crate) mod oidc;
 pub(crate) mod outbound;
 pub(crate) mod return_url;
 pub mod rules;
-pub(crate) mod saml;
+pub mod saml;
 pub mod session;
 pub(crate) mod stage;
 pub(crate) mod tenant;
@@ -109,7 +109,7 @@ impl SsoState {
             handoff: Handoff::build(&sso.moodle_handoff, upstream_url, &wwwroot)?,
             http: outbound::HttpClient::new(CONTROL_CALL_TIMEOUT)?,
             oidc: OidcProviders::build(sso)?,
-            saml: SamlProviders::build(sso)?,
+            saml: SamlProviders::build(sso, &wwwroot.prefix)?,
             store,
             metrics,
             wwwroot,

@@ -1,91 +1,67 @@
-//! SAML 2.0 service provider: built on branch wip/saml. This file is the contract the SSO stage
-//! calls; the SAML branch replaces the bodies (keep the signatures, or agree a change).
+//! SAML 2.0 service provider (samael with xmlsec underneath). The phases of a login:
 //!
-//! Until then every SAML path answers 501, and building rejects no config.
+//! 1. `login`: an AuthnRequest over HTTP-Redirect, remembered in the store (`pending`);
+//! 2. `acs`: the Response POSTed back is shape-checked (`response_shape`), verified by samael
+//!    against the IdP's metadata key (`idp_metadata`, `signature_policy`), held to our own
+//!    rules (audience, encryption), accepted once (`replay`) and read (`attributes`);
+//! 3. `endpoints`: the identity goes to `sso::finish::finish_login` (the hand-off into Moodle).
+//!
+//! Logout both ways is `slo` (with `logout_message` and `redirect_binding`); the SP metadata
+//! is `sp_metadata`; where the IdP metadata comes from and how it stays fresh is
+//! `metadata_source`. Nothing here logs a SAML message, only why one was refused.
 
-use bytes::Bytes;
-use http::{Response, StatusCode};
-use thiserror::Error;
+pub mod config;
 
-use crate::body::ProxyBody;
-use crate::sso::browser::BrowserRequest;
-use crate::sso::config::{ProviderConfig, SsoConfig};
-use crate::sso::failure::simple_page;
-use crate::sso::identity::LoginStart;
-use crate::sso::session::Session;
-use crate::sso::SsoState;
+pub(crate) mod acs;
+pub(crate) mod attributes;
+mod endpoints;
+pub(crate) mod idp_metadata;
+pub(crate) mod login;
+pub(crate) mod logout_message;
+pub(crate) mod metadata_source;
+pub(crate) mod pending;
+pub(crate) mod provider;
+pub(crate) mod redirect_binding;
+pub(crate) mod replay;
+pub(crate) mod response_shape;
+pub(crate) mod signature_policy;
+pub(crate) mod slo;
+pub(crate) mod sp_keys;
+pub(crate) mod sp_metadata;
 
-#[derive(Debug, Error)]
-pub enum SamlBuildError {
-    #[error("{key}: {message}")]
-    Config { key: String, message: String },
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+// Called by the SSO stage (src/sso/mod.rs) once it is wired into the pipeline.
+#[allow(unused_imports)]
+pub(crate) use endpoints::{acs, logout_redirect, metadata, slo, start_login};
+pub use provider::SamlBuildError;
+use provider::SamlProvider;
+
+use crate::sso::config::{ProviderKind, SsoConfig};
+
+/// Every SAML provider of the config, built.
+#[derive(Debug, Default)]
+pub(crate) struct SamlProviders {
+    pub providers: Vec<Arc<SamlProvider>>,
 }
-
-/// Every SAML provider's built state (parsed IdP metadata, SP keys), made once per config.
-#[derive(Default)]
-pub(crate) struct SamlProviders {}
 
 impl SamlProviders {
-    /// Builds from the `kind: saml` providers; a config error names its key path.
-    pub(crate) fn build(_cfg: &SsoConfig) -> Result<SamlProviders, SamlBuildError> {
-        Ok(SamlProviders {})
+    /// Builds the `kind: saml` providers of `sso` (keys are reported as `sso.providers[i]...`).
+    pub(crate) fn build(sso: &SsoConfig, wwwroot: &str) -> Result<SamlProviders, SamlBuildError> {
+        let providers = sso
+            .providers
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.kind == ProviderKind::Saml)
+            .map(|(i, p)| SamlProvider::build(&format!("sso.providers[{i}]"), p, wwwroot))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(SamlProviders { providers })
     }
-}
 
-fn not_built(browser: &BrowserRequest) -> Response<ProxyBody> {
-    simple_page(
-        StatusCode::NOT_IMPLEMENTED,
-        "SAML sign-in unavailable",
-        "SAML sign-in is not available in this build.",
-        &browser.request_id,
-    )
-}
-
-/// The person chose this SAML provider on the login page: answer with the HTTP-Redirect
-/// AuthnRequest, keeping `start` (for `finish_login`) under the request's ID in the store.
-pub(crate) async fn start_login(
-    _sso: &SsoState,
-    browser: &BrowserRequest,
-    _provider: &ProviderConfig,
-    _start: LoginStart,
-) -> Response<ProxyBody> {
-    not_built(browser)
-}
-
-/// GET /auth/saml/metadata.
-pub(crate) async fn metadata(_sso: &SsoState, browser: &BrowserRequest) -> Response<ProxyBody> {
-    not_built(browser)
-}
-
-/// POST /auth/saml/acs: `body` is the whole form (the stage reads it, bounded). Verify, then
-/// `crate::sso::finish::finish_login(sso, browser, start, identity)`; refusals through
-/// `crate::sso::failure::login_failed`.
-pub(crate) async fn acs(
-    _sso: &SsoState,
-    browser: &BrowserRequest,
-    _body: Bytes,
-) -> Response<ProxyBody> {
-    not_built(browser)
-}
-
-/// GET|POST /auth/saml/slo: a LogoutRequest from the IdP (end sessions with
-/// `crate::sso::session::end_sessions`, answer a LogoutResponse), or the IdP's LogoutResponse
-/// to ours (then `crate::sso::logout::logged_out_page`).
-pub(crate) async fn slo(
-    _sso: &SsoState,
-    browser: &BrowserRequest,
-    _body: Bytes,
-) -> Response<ProxyBody> {
-    not_built(browser)
-}
-
-/// The edge session of a SAML login was just ended at the edge (POST /auth/logout or a logout
-/// in Moodle): the redirect that sends a LogoutRequest to the IdP, or None when the IdP has no
-/// SLO endpoint (the edge then shows its own logged-out page).
-pub(crate) async fn logout_redirect(
-    _sso: &SsoState,
-    _browser: &BrowserRequest,
-    _session: &Session,
-) -> Option<Response<ProxyBody>> {
-    None
+    pub(crate) fn provider(&self, id: &str) -> Option<&Arc<SamlProvider>> {
+        self.providers.iter().find(|p| p.id == id)
+    }
 }
