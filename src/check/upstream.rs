@@ -184,6 +184,7 @@ pub(super) fn docs_version(page: &str) -> Option<String> {
 /// The web-service token the config names, if any (today: the auth_userkey hand-off's).
 fn configured_token(config: &Config) -> Option<(String, std::path::PathBuf)> {
     let sso = config.sso.as_ref()?;
+    // Without a file the token comes from the environment; `check --online` reads files only.
     let path = sso.moodle_handoff.token_file.clone()?;
     Some(("sso.moodle_handoff.token_file".to_string(), path))
 }

@@ -47,3 +47,50 @@ pub(crate) fn check(rules: &[Rule], id: &Identity) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sso::identity::ProtocolHandle;
+
+    fn id(groups: &[&str], email: &str) -> Identity {
+        Identity {
+            provider: "p".into(),
+            tenant: None,
+            user: "u".into(),
+            firstname: None,
+            lastname: None,
+            email: Some(email.into()),
+            attributes: [(
+                "groups".to_string(),
+                groups.iter().map(|g| g.to_string()).collect(),
+            )]
+            .into_iter()
+            .collect(),
+            handle: ProtocolHandle::OAuth2 {
+                subject: "u".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn claim_values_and_email_domains_must_match() {
+        let rules = vec![
+            Rule {
+                claim: Some("groups".into()),
+                any_of: vec!["staff".into()],
+                email_domains: vec![],
+            },
+            Rule {
+                claim: None,
+                any_of: vec![],
+                email_domains: vec!["example.edu".into()],
+            },
+        ];
+        assert!(check(&rules, &id(&["staff"], "a@example.edu")).is_ok());
+        assert!(check(&rules, &id(&["students"], "a@example.edu")).is_err());
+        // Exact domain, not a suffix.
+        assert!(check(&rules, &id(&["staff"], "a@evilexample.edu")).is_err());
+        assert!(check(&rules, &id(&["staff"], "a@sub.example.edu")).is_err());
+    }
+}

@@ -241,3 +241,112 @@ fn check_claims(provider: &OidcProvider, c: &Map<String, Value>) -> Result<(), S
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sso::config::ProviderConfig;
+
+    fn provider() -> (OidcProvider, tempfile::NamedTempFile) {
+        let secret = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(secret.path(), "s3cret").unwrap();
+        let cfg: ProviderConfig = serde_saphyr::from_str(&format!(
+            "{{id: campus, kind: oidc, issuer: 'https://op.example', client_id: edge, client_secret_file: '{}', user_claim: sub}}",
+            secret.path().display()
+        ))
+        .unwrap();
+        (OidcProvider::build(0, &cfg).unwrap(), secret)
+    }
+
+    fn good() -> Map<String, Value> {
+        let now = chrono::Utc::now().timestamp();
+        match serde_json::json!({
+            "iss": "https://op.example", "aud": ["edge"], "iat": now, "exp": now + 120,
+            "jti": "j1", "sid": "s1", "events": { EVENT: {} }
+        }) {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn a_well_formed_logout_token_passes() {
+        let (p, _f) = provider();
+        assert_eq!(check_claims(&p, &good()), Ok(()));
+    }
+
+    #[test]
+    fn each_required_property_is_enforced() {
+        let (p, _f) = provider();
+        let now = chrono::Utc::now().timestamp();
+        type Spoil = Box<dyn Fn(&mut Map<String, Value>)>;
+        let cases: Vec<(&str, Spoil)> = vec![
+            (
+                "iss",
+                Box::new(|c| {
+                    c.insert("iss".into(), "https://other".into());
+                }),
+            ),
+            (
+                "aud",
+                Box::new(|c| {
+                    c.insert("aud".into(), "someone-else".into());
+                }),
+            ),
+            (
+                "iat",
+                Box::new(move |c| {
+                    c.insert("iat".into(), (now + 3600).into());
+                }),
+            ),
+            (
+                "old",
+                Box::new(move |c| {
+                    c.insert("iat".into(), (now - 3600).into());
+                }),
+            ),
+            (
+                "exp",
+                Box::new(move |c| {
+                    c.insert("exp".into(), (now - 3600).into());
+                }),
+            ),
+            (
+                "events",
+                Box::new(|c| {
+                    c.remove("events");
+                }),
+            ),
+            (
+                "event",
+                Box::new(|c| {
+                    c.insert("events".into(), serde_json::json!({"x": {}}));
+                }),
+            ),
+            (
+                "nonce",
+                Box::new(|c| {
+                    c.insert("nonce".into(), "n".into());
+                }),
+            ),
+            (
+                "jti",
+                Box::new(|c| {
+                    c.remove("jti");
+                }),
+            ),
+        ];
+        for (what, spoil) in cases {
+            let mut c = good();
+            spoil(&mut c);
+            assert!(check_claims(&p, &c).is_err(), "{what} not enforced");
+        }
+    }
+
+    #[test]
+    fn unknown_algorithms_and_none_are_not_parsed() {
+        assert!(parse_alg("none").is_none());
+        assert!(parse_alg("HS256").is_none());
+        assert!(parse_alg("RS256").is_some());
+    }
+}
