@@ -202,24 +202,45 @@ impl<'a> Text<'a> {
 
 impl fmt::Display for Text<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut left = self.max;
+        // Whole runs of valid text at once: the JSON escaper's cost is per call, not per byte.
+        let mut out = Cap { f, left: self.max };
         for chunk in self.bytes.utf8_chunks() {
-            for c in chunk.valid().chars() {
-                if left == 0 {
-                    return Ok(());
-                }
-                f.write_char(c)?;
-                left -= 1;
-            }
+            out.write_str(chunk.valid())?;
             if !chunk.invalid().is_empty() {
-                if left == 0 {
-                    return Ok(());
-                }
-                f.write_char(char::REPLACEMENT_CHARACTER)?;
-                left -= 1;
+                out.write_str("\u{fffd}")?;
             }
         }
         Ok(())
+    }
+}
+
+/// Writes through to a formatter until `left` characters have been written, then drops the
+/// rest (whole runs at once while they fit).
+struct Cap<'f, 'g> {
+    f: &'f mut fmt::Formatter<'g>,
+    left: usize,
+}
+
+impl fmt::Write for Cap<'_, '_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if self.left == usize::MAX {
+            return self.f.write_str(s);
+        }
+        // A str has at least as many bytes as characters: a short one fits whole.
+        if s.len() <= self.left {
+            self.left -= s.chars().count();
+            return self.f.write_str(s);
+        }
+        match s.char_indices().nth(self.left) {
+            Some((cut, _)) => {
+                self.left = 0;
+                self.f.write_str(&s[..cut])
+            }
+            None => {
+                self.left -= s.chars().count();
+                self.f.write_str(s)
+            }
+        }
     }
 }
 
@@ -257,22 +278,6 @@ struct Capped<D>(D, usize);
 
 impl<D: fmt::Display> fmt::Display for Capped<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        struct Cap<'f, 'g> {
-            f: &'f mut fmt::Formatter<'g>,
-            left: usize,
-        }
-        impl fmt::Write for Cap<'_, '_> {
-            fn write_str(&mut self, s: &str) -> fmt::Result {
-                for c in s.chars() {
-                    if self.left == 0 {
-                        return Ok(());
-                    }
-                    self.f.write_char(c)?;
-                    self.left -= 1;
-                }
-                Ok(())
-            }
-        }
         write!(Cap { f, left: self.1 }, "{}", self.0)
     }
 }
