@@ -6,7 +6,6 @@
 //! Run: `cargo bench --bench mnet` (needs php-cli; RC4 through the bench's own OPENSSL_CONF).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code may panic
 
-
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::sync::Arc;

@@ -4,7 +4,6 @@
 //! refused at the edge with its fault while nothing reaches Moodle.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code may panic
 
-
 #[path = "common/mod.rs"]
 mod common;
 mod mnet_common;

@@ -3,7 +3,6 @@
 //! and PHP opens and verifies; the 7025 old-key answer; Moodle's signed answer re-sealed.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code may panic
 
-
 mod mnet_common;
 
 use std::net::{IpAddr, Ipv4Addr};
