@@ -4,7 +4,6 @@
 //! work (tests/mnet_php/bench.php) in the same run. Target: within 1.3x of the primitives.
 //!
 //! Run: `cargo bench --bench mnet` (needs php-cli; RC4 through the bench's own OPENSSL_CONF).
-
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code may panic
 
 use std::net::{IpAddr, Ipv4Addr};

@@ -2,7 +2,6 @@
 //! call goes through (opened, verified, forwarded signed and unencrypted from the proxy's
 //! address, Moodle's answer re-sealed for the peer), and every attack in the bar is
 //! refused at the edge with its fault while nothing reaches Moodle.
-
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code may panic
 
 #[path = "common/mod.rs"]

@@ -1,7 +1,6 @@
 //! MNet envelopes against PHP's openssl functions, both ways, without a server: PHP seals and
 //! signs as a Moodle peer does and the gateway opens and verifies; the gateway signs and seals
 //! and PHP opens and verifies; the 7025 old-key answer; Moodle's signed answer re-sealed.
-
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code may panic
 
 mod mnet_common;
