@@ -71,7 +71,7 @@ fi
 # --all-targets: lib, bins, tests/ and benches/ in one build (plain `cargo test` skips benches,
 # and `cargo test --benches` would run the lib's unit tests a second time); it leaves out doc
 # tests, hence the second step.
-run_step tests cargo test --workspace --all-targets
+run_step tests cargo test --workspace --all-targets --no-fail-fast
 run_step doctests cargo test --workspace --doc
 if [[ "${MOODLE_EDGE_LINT:-}" == "1" ]]; then
     run_step clippy cargo clippy --workspace --all-targets -- -D warnings
