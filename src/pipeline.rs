@@ -99,11 +99,10 @@ async fn run_stages(
 
     // forward
     let method = req.parts.method.clone();
-    let conn = ctx.conn.clone();
     let exchange = state
         .upstream
         .send(
-            &conn.response_timer,
+            &ctx.conn.response_timer,
             UpstreamRequest {
                 parts: req.parts,
                 body: req.body,

@@ -3,7 +3,7 @@
 //! proxy's pooled upstream, so the check needs nothing from the running pipeline and can send
 //! a POST body (the token) as a browser would.
 
-use std::sync::Arc;
+use crate::proxy::upstream::connector::{client_tls, web_roots};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -20,8 +20,7 @@ pub(super) fn build(cfg: &UpstreamConfig) -> Result<CheckClient, String> {
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(cfg.connect_timeout.get()));
     http.enforce_http(false);
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut roots = web_roots();
     if let Some(ca_file) = &cfg.ca_file {
         let pem = std::fs::read(ca_file)
             .map_err(|e| format!("upstream.ca_file: cannot read {}: {e}", ca_file.display()))?;
@@ -32,13 +31,7 @@ pub(super) fn build(cfg: &UpstreamConfig) -> Result<CheckClient, String> {
                 .map_err(|e| format!("upstream.ca_file: {e}"))?;
         }
     }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let tls = client_tls(roots).map_err(|e| e.to_string())?;
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()

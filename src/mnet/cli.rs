@@ -1,6 +1,7 @@
 //! The `moodle-edge mnet ...` subcommands: key import and generation (one truth for the site's
 //! key pair), a diagnostic call to a peer, and the peer list. main.rs only dispatches here.
 
+use crate::proxy::upstream::connector::{client_tls, web_roots};
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -278,15 +279,7 @@ fn post(url: &str, body: String) -> Result<(http::StatusCode, Vec<u8>), CliError
         .build()
         .map_err(|e| fail(&e))?;
     rt.block_on(async {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| fail(&e))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let tls = client_tls(web_roots()).map_err(|e| fail(&e))?;
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()

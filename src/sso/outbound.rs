@@ -3,7 +3,7 @@
 //! upstream client because these are the edge's own requests, with their own small timeout and
 //! body limit, and never follow redirects (the OIDC crate requires that of its client).
 
-use std::sync::Arc;
+use crate::proxy::upstream::connector::{client_tls, web_roots};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -40,14 +40,7 @@ impl HttpClient {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(timeout));
         http.enforce_http(false);
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let tls = client_tls(web_roots())?;
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()

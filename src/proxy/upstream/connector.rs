@@ -66,6 +66,27 @@ impl UpstreamTarget {
     }
 }
 
+/// The public web PKI's roots (webpki-roots), for outbound HTTPS that names no CA file.
+pub(crate) fn web_roots() -> rustls::RootCertStore {
+    rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    }
+}
+
+/// The TLS client config every outbound HTTPS call uses (the upstream, identity providers,
+/// metadata, MNet peers, `check --online`): ring, the safe protocol versions, `roots`, no
+/// client certificate.
+pub(crate) fn client_tls(
+    roots: rustls::RootCertStore,
+) -> Result<rustls::ClientConfig, rustls::Error> {
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth())
+}
+
 pub fn build(
     cfg: &UpstreamConfig,
     metrics: Arc<CoreMetrics>,
@@ -78,8 +99,7 @@ pub fn build(
     // The https wrapper decides the scheme; the inner connector must accept https URIs too.
     http.enforce_http(false);
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut roots = web_roots();
     if let Some(ca_file) = &cfg.ca_file {
         let pem = std::fs::read(ca_file)
             .map_err(|e| ClientError::CaFile(format!("{}: {e}", ca_file.display())))?;
@@ -91,12 +111,7 @@ pub fn build(
                 .map_err(|e| ClientError::CaFile(format!("{}: {e}", ca_file.display())))?;
         }
     }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let tls = client_tls(roots)?;
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()

@@ -3,6 +3,7 @@
 //! on the network); both are read again every `saml.idp_metadata_refresh`. A reading that fails
 //! (unreachable, bad signature, no signing key) keeps the last good metadata and is logged.
 
+use crate::proxy::upstream::connector::{client_tls, web_roots};
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -39,16 +40,7 @@ impl MetadataSource {
 
 async fn fetch(url: &str) -> Result<String, String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let tls = client_tls(web_roots()).map_err(|e| e.to_string())?;
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
