@@ -315,9 +315,9 @@ fn garbage_on_the_tls_port_counts_a_handshake_failure() {
     assert!(s.up.seen().is_empty());
 }
 
-/// A TLS stand-in upstream on its own thread: answers every request with `tls-upstream` and the
-/// Host it saw. Returns its port and the CA (its own self-signed certificate) to trust.
-fn tls_upstream(dir: &Path) -> (u16, std::path::PathBuf) {
+/// A TLS stand-in upstream (the shared stand-in server behind TLS): answers every request with `tls-upstream` and the
+/// Host it saw. Returns it and the CA (its own self-signed certificate) to trust.
+fn tls_upstream(dir: &Path) -> (StandinServer, std::path::PathBuf) {
     let (crt, key, _) = write_cert(dir, "upstream", &["127.0.0.1", "localhost"]);
     let certs: Vec<CertificateDer<'static>> =
         rustls_pemfile::certs(&mut std::fs::read(&crt).unwrap().as_slice())
@@ -335,54 +335,29 @@ fn tls_upstream(dir: &Path) -> (u16, std::path::PathBuf) {
     .with_single_cert(certs, key)
     .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = std_listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            std_listener.set_nonblocking(true).unwrap();
-            let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    continue;
-                };
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let service = hyper::service::service_fn(
-                        |req: Request<hyper::body::Incoming>| async move {
-                            let host = req
-                                .headers()
-                                .get("host")
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or("")
-                                .to_string();
-                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                                http_body_util::Full::new(Bytes::from(format!(
-                                    "tls-upstream {host}"
-                                ))),
-                            ))
-                        },
-                    );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), service)
-                        .await;
-                });
-            }
-        });
-    });
-    (port, crt)
+    let server = StandinServer::start_tls(
+        1,
+        acceptor,
+        |req: Request<hyper::body::Incoming>, _| async move {
+            let host = req
+                .headers()
+                .get("host")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                Bytes::from(format!("tls-upstream {host}")),
+            )))
+        },
+    );
+    (server, crt)
 }
 
 #[test]
 fn an_https_upstream_is_verified_against_ca_file() {
     let dir = tempfile::tempdir().unwrap();
-    let (port, ca) = tls_upstream(dir.path());
+    let (upstream, ca) = tls_upstream(dir.path());
+    let port = upstream.addr.port();
     let url = format!("https://127.0.0.1:{port}");
     let proxy = Proxy::start(&url, |c, _| {
         c["upstream"]["ca_file"] = json!(ca);

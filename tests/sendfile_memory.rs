@@ -253,7 +253,7 @@ async fn slow_downloads_hold_little_memory_and_no_upstream() {
         total >> 20,
         baseline,
         standin.open(),
-        standin.stats.accepted.load(Ordering::SeqCst),
+        standin.accepted(),
     );
     eprintln!("proxy at its peak: {peak_status}");
     assert_eq!(active_seen, Some(CLIENTS as f64), "active streams gauge");

@@ -13,14 +13,19 @@
 //!   a fixed time to let something happen), sha256, VmRSS, metric lines.
 //! * [`raw`]: [`Raw`], hand-written HTTP/1.x over a plain TCP socket, read back with a timeout.
 //! * [`process`]: [`EdgeProcess`], the binary with its config in a temp dir, killed by PID.
+//! * [`standin`]: [`StandinServer`], the accept loop and runtime under every hyper stand-in
+//!   upstream (this one, the file-offload, web-service and SSO harnesses', the TLS upstream):
+//!   each supplies only its handler.
 #![allow(dead_code)]
 
 pub mod process;
 pub mod raw;
+pub mod standin;
 pub mod util;
 
 pub use process::{EdgeProcess, BIN};
 pub use raw::*;
+pub use standin::StandinServer;
 pub use util::*;
 
 use std::convert::Infallible;
@@ -39,7 +44,6 @@ use http_body::{Body, Frame};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -188,7 +192,6 @@ struct UpState {
     name: String,
     routes: Mutex<Vec<(String, Reply)>>,
     seen: Mutex<Vec<Seen>>,
-    connections: AtomicU64,
     probes: AtomicU64,
 }
 
@@ -204,11 +207,11 @@ impl UpState {
     }
 }
 
-/// The stand-in Moodle: a hyper HTTP/1.1 server on 127.0.0.1 with its own runtime.
+/// The stand-in Moodle: its handler on the shared [`StandinServer`].
 pub struct Upstream {
     pub addr: SocketAddr,
     state: Arc<UpState>,
-    runtime: Option<tokio::runtime::Runtime>,
+    server: StandinServer,
 }
 
 impl Upstream {
@@ -218,43 +221,19 @@ impl Upstream {
 
     /// `name` comes back in every echo, to tell two stand-ins apart.
     pub fn named(name: &str) -> Upstream {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        std_listener.set_nonblocking(true).unwrap();
-        let addr = std_listener.local_addr().unwrap();
         let state = Arc::new(UpState {
             name: name.to_string(),
             routes: Mutex::new(Vec::new()),
             seen: Mutex::new(Vec::new()),
-            connections: AtomicU64::new(0),
             probes: AtomicU64::new(0),
         });
         let st = state.clone();
-        runtime.spawn(async move {
-            let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let id = st.connections.fetch_add(1, Ordering::SeqCst) + 1;
-                let st = st.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| handle_upstream(req, id, st.clone()));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .with_upgrades()
-                        .await;
-                });
-            }
-        });
+        let server =
+            StandinServer::start(2, move |req, conn| handle_upstream(req, conn, st.clone()));
         Upstream {
-            addr,
+            addr: server.addr,
             state,
-            runtime: Some(runtime),
+            server,
         }
     }
 
@@ -286,7 +265,7 @@ impl Upstream {
 
     /// TCP connections accepted so far (the health probe's included).
     pub fn connections(&self) -> u64 {
-        self.state.connections.load(Ordering::SeqCst)
+        self.server.accepted()
     }
 
     pub fn probes(&self) -> u64 {
@@ -295,15 +274,7 @@ impl Upstream {
 
     /// Stops listening and drops every open connection.
     pub fn stop(&mut self) {
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        self.stop();
+        self.server.stop();
     }
 }
 

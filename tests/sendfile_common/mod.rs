@@ -20,11 +20,14 @@
 pub mod process;
 #[path = "../common/raw.rs"]
 pub mod raw;
+#[path = "../common/standin.rs"]
+pub mod standin;
 #[path = "../common/util.rs"]
 pub mod util;
 
 pub use process::{EdgeProcess, BIN};
 pub use raw::*;
+pub use standin::StandinServer;
 pub use util::*;
 
 /// What [`request`] returns: status, headers in wire order (repeats kept), body.
@@ -42,8 +45,6 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 use tempfile::TempDir;
 
@@ -90,10 +91,6 @@ pub fn find_nginx() -> Option<PathBuf> {
 
 #[derive(Default)]
 pub struct StandinStats {
-    /// Connections accepted and not yet closed.
-    pub open: AtomicI64,
-    /// Connections ever accepted.
-    pub accepted: AtomicU64,
     /// Requests the stand-in is still answering (health probes excluded).
     pub in_flight: AtomicI64,
     /// Requests answered (health probes excluded).
@@ -112,8 +109,7 @@ impl Drop for Dec<'_> {
 pub struct Standin {
     pub addr: SocketAddr,
     pub stats: Arc<StandinStats>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    server: StandinServer,
 }
 
 impl Standin {
@@ -124,54 +120,24 @@ impl Standin {
     ///   is, with the same Moodle headers: for hostile values.
     /// - anything else: 200 `stand-in`.
     pub fn start() -> Standin {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind stand-in");
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
         let stats = Arc::new(StandinStats::default());
-        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread_stats = stats.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                loop {
-                    let (stream, _) = tokio::select! {
-                        accepted = listener.accept() => match accepted {
-                            Ok(a) => a,
-                            Err(_) => continue,
-                        },
-                        _ = &mut stop_rx => return,
-                    };
-                    let stats = thread_stats.clone();
-                    stats.open.fetch_add(1, Ordering::SeqCst);
-                    stats.accepted.fetch_add(1, Ordering::SeqCst);
-                    tokio::spawn(async move {
-                        let svc_stats = stats.clone();
-                        let service = service_fn(move |req| answer(svc_stats.clone(), req));
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .keep_alive(true)
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
-                        stats.open.fetch_sub(1, Ordering::SeqCst);
-                    });
-                }
-            });
-            rt.shutdown_timeout(Duration::from_millis(100));
-        });
+        let st = stats.clone();
+        let server = StandinServer::start(1, move |req, _conn| answer(st.clone(), req));
         Standin {
-            addr,
+            addr: server.addr,
             stats,
-            stop: Some(stop_tx),
-            thread: Some(thread),
+            server,
         }
     }
 
+    /// Upstream connections open now.
     pub fn open(&self) -> i64 {
-        self.stats.open.load(Ordering::SeqCst)
+        self.server.open()
+    }
+
+    /// Upstream connections ever accepted.
+    pub fn accepted(&self) -> u64 {
+        self.server.accepted()
     }
 
     pub fn in_flight(&self) -> i64 {
@@ -180,17 +146,6 @@ impl Standin {
 
     pub fn requests(&self) -> u64 {
         self.stats.requests.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Standin {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

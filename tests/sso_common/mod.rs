@@ -17,12 +17,15 @@ pub mod moodle;
 #[path = "../common/process.rs"]
 #[allow(unused_macros, unused_imports)]
 pub mod process;
+#[path = "../common/standin.rs"]
+pub mod standin;
 #[path = "../common/util.rs"]
 pub mod util;
 
 pub use browser::{Browser, Page};
 pub use moodle::Moodle;
 pub use process::{EdgeProcess, BIN};
+pub use standin::StandinServer;
 pub use util::*;
 
 use std::io::{BufRead, BufReader};

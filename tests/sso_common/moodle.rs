@@ -9,11 +9,9 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::json;
 
-use super::USERKEY_TOKEN;
+use super::{StandinServer, USERKEY_TOKEN};
 
 #[derive(Default)]
 pub struct State {
@@ -37,7 +35,7 @@ pub struct State {
 pub struct Moodle {
     pub addr: SocketAddr,
     pub state: Arc<Mutex<State>>,
-    runtime: Option<tokio::runtime::Runtime>,
+    _server: StandinServer,
 }
 
 fn counter() -> String {
@@ -53,38 +51,16 @@ fn counter() -> String {
 
 impl Moodle {
     pub fn start(users: &[&str]) -> Moodle {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State {
             users: users.iter().map(|u| u.to_string()).collect(),
             ..Default::default()
         }));
         let st = state.clone();
-        runtime.spawn(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let st = st.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| answer(req, st.clone()));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        let server = StandinServer::start(1, move |req, _conn| answer(req, st.clone()));
         Moodle {
-            addr,
+            addr: server.addr,
             state,
-            runtime: Some(runtime),
+            _server: server,
         }
     }
 
@@ -98,14 +74,6 @@ impl Moodle {
 
     pub fn session_count(&self) -> usize {
         self.with(|s| s.sessions.len())
-    }
-}
-
-impl Drop for Moodle {
-    fn drop(&mut self) {
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
     }
 }
 

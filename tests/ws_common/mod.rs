@@ -16,10 +16,13 @@
 
 #[path = "../common/process.rs"]
 pub mod process;
+#[path = "../common/standin.rs"]
+pub mod standin;
 #[path = "../common/util.rs"]
 pub mod util;
 
 pub use process::{EdgeProcess, BIN};
+pub use standin::StandinServer;
 pub use util::*;
 
 use std::collections::HashMap;
@@ -32,8 +35,6 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
@@ -175,40 +176,18 @@ struct MoodleState {
 pub struct Moodle {
     pub addr: SocketAddr,
     state: Arc<MoodleState>,
-    runtime: Option<tokio::runtime::Runtime>,
+    _server: StandinServer,
 }
 
 impl Moodle {
     pub fn start() -> Moodle {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
         let state = Arc::new(MoodleState::default());
         let st = state.clone();
-        runtime.spawn(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let st = st.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| answer(req, st.clone()));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        let server = StandinServer::start(1, move |req, _conn| answer(req, st.clone()));
         Moodle {
-            addr,
+            addr: server.addr,
             state,
-            runtime: Some(runtime),
+            _server: server,
         }
     }
 
@@ -249,14 +228,6 @@ impl Moodle {
             .iter()
             .filter(|r| r.function.as_deref() == Some(function))
             .count()
-    }
-}
-
-impl Drop for Moodle {
-    fn drop(&mut self) {
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
     }
 }
 
