@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The project's test command: unit and integration tests, the criterion benches run once each
 # (test mode: `cargo test --all-targets` builds benches in the debug test profile and criterion
-# runs every benchmark a single time, so they cost no release build), doc tests, and with
-# MOODLE_EDGE_LINT=1 also rustfmt and clippy; scripts/check-docs.sh checks docs/metrics.md names every metric. Integration tests start their own nginx / redis on 127.0.0.1, so this only
+# runs every benchmark a single time, so they cost no release build), doc tests, the docs check
+# (scripts/check-docs.sh: docs/metrics.md names every metric), and with MOODLE_EDGE_LINT=1 also
+# rustfmt and clippy. Integration tests start their own nginx / redis on 127.0.0.1, so this only
 # makes sure those programs are on PATH.
 #
 # Every step runs even when an earlier one failed; a summary follows; the exit code is non-zero
