@@ -5,7 +5,7 @@
 //! the stack's and how much is moodle-edge's own work. Not a product: never deploy it.
 //!
 //! With `DIRECT=1` in the environment, requests without a body go upstream over moodle-edge's
-//! direct path (`moodle_edge::proxy::direct`) instead of hyper's pooled client: the floor of
+//! direct path (`moodle_edge::proxy::upstream::direct`) instead of hyper's pooled client: the floor of
 //! the stack moodle-edge actually uses (`bench/load.sh EDGE=direct-floor`).
 //!
 //!     cargo run --release --example hyper_floor -- HTTP_ADDR TLS_ADDR CERT KEY UPSTREAM_URL

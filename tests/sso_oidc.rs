@@ -80,10 +80,11 @@ async fn login_walks_from_the_edge_through_the_provider_into_moodle_at_wantsurl(
         set.contains("HttpOnly") && set.contains("SameSite=Lax"),
         "{set}"
     );
-    // Moodle was asked for alice, with her profile from the claims.
+    // Moodle was asked for alice and nothing else: the plugin's IP restriction and profile
+    // updates are off here (its defaults), and Moodle refuses fields it does not expect.
     let call = w.moodle.with(|s| s.ws_calls.last().cloned()).unwrap();
     assert_eq!(call["user[username]"], "alice");
-    assert_eq!(call["user[email]"], "alice@example.edu");
+    assert!(!call.contains_key("user[email]"));
     assert!(!call.contains_key("user[ip]"));
     let (_, wants) = w.moodle.with(|s| s.logins.last().cloned()).unwrap();
     assert_eq!(wants, w.edge.url(WANTS));
@@ -99,6 +100,71 @@ async fn login_walks_from_the_edge_through_the_provider_into_moodle_at_wantsurl(
     for secret in [USERKEY_TOKEN, CLIENT_SECRET, sid.as_str()] {
         assert!(!out.contains(secret), "log holds a secret");
     }
+}
+
+#[tokio::test]
+async fn a_page_that_needs_a_login_is_where_the_sign_in_ends() {
+    // Moodle's require_login() keeps the page in its own session and redirects to a bare
+    // /login/index.php; the edge adds the page as wantsurl on the way.
+    let w = world(&["alice"]);
+    let b = Browser::new();
+    let pages = b.follow(b.get(&w.edge.url(WANTS)).await).await;
+    let page = pages.last().unwrap();
+    assert_eq!(page.url.path(), "/login/index.php", "{:?}", page.url);
+    let wantsurl = page
+        .url
+        .query_pairs()
+        .find(|(k, _)| k == "wantsurl")
+        .map(|(_, v)| v.into_owned());
+    assert_eq!(wantsurl.as_deref(), Some(WANTS));
+    let ret = format!("name=\"return\" value=\"{}\"", WANTS.replace('&', "&amp;"));
+    assert!(page.text.contains(&ret), "{}", page.text);
+    let start = format!(
+        "{}?provider=campus&return={}",
+        w.edge.url("/auth/login"),
+        urlencode(WANTS)
+    );
+    let pages = b.oidc_login(&start, "alice").await;
+    assert_eq!(
+        pages.last().unwrap().text,
+        format!("Logged in as alice at {WANTS}")
+    );
+}
+
+#[tokio::test]
+async fn a_handoff_with_fields_the_plugin_does_not_expect_is_a_clear_page() {
+    // send_profile on while the plugin's Create/Update user is off: Moodle refuses the call.
+    let moodle = Moodle::start(&["alice"]);
+    let port = free_port();
+    let op = OidcPeer::real(port);
+    let mut sso = oidc_sso("campus", &op.issuer());
+    sso["moodle_handoff"]["send_profile"] = true.into();
+    let edge = Edge::start(port, &moodle.url(), sso);
+    let b = Browser::new();
+    let start = format!(
+        "{}?provider=campus&return={}",
+        edge.url("/auth/login"),
+        urlencode(WANTS)
+    );
+    let pages = b.oidc_login(&start, "alice").await;
+    let last = pages.last().unwrap();
+    assert!(
+        last.status >= 500 && last.text.contains("Moodle did not accept the sign-in"),
+        "{}",
+        last.text
+    );
+    assert!(moodle.with(|s| s.logins.is_empty()));
+    edge.wait_log(&["sso: login refused", "Invalid parameter value detected"])
+        .await;
+    // With the plugin's profile updates on, the same call goes through with the profile.
+    moodle.with(|s| s.profile_fields = true);
+    let pages = b.oidc_login(&start, "alice").await;
+    assert_eq!(
+        pages.last().unwrap().text,
+        format!("Logged in as alice at {WANTS}")
+    );
+    let call = moodle.with(|s| s.ws_calls.last().cloned()).unwrap();
+    assert_eq!(call["user[email]"], "alice@example.edu");
 }
 
 #[tokio::test]

@@ -37,7 +37,8 @@ fn sso_section(
 ) -> Value {
     json!({
         "intercept": ["/login/index.php"],
-        "moodle_handoff": { "token_file": "{DIR}/userkey-token", "mapping_field": "username" },
+        // This site has the plugin's "Update user" on, so the profile goes along.
+        "moodle_handoff": { "token_file": "{DIR}/userkey-token", "mapping_field": "username", "send_profile": true },
         "providers": [{
             "id": PROVIDER,
             "kind": "saml",
@@ -59,6 +60,7 @@ async fn world_with(opts: IdpOptions, extra: Value) -> World {
 /// `by_url`: the edge fetches the IdP metadata from the IdP instead of reading a file.
 async fn world_from(opts: IdpOptions, mut extra: Value, by_url: bool) -> World {
     let moodle = Moodle::start(&[USER]);
+    moodle.with(|s| s.profile_fields = true);
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let entity_id = format!("{base}/auth/saml/metadata");

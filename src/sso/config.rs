@@ -107,6 +107,10 @@ pub struct MoodleHandoffConfig {
     pub mapping_field: MappingField,
     #[serde(default)]
     pub send_client_ip: bool,
+    /// Send firstname, lastname and email from the claims. The plugin accepts them only when its
+    /// "Create user" or "Update user" setting is on and refuses the whole call otherwise.
+    #[serde(default)]
+    pub send_profile: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

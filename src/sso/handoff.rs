@@ -66,7 +66,10 @@ pub(crate) struct Handoff {
     /// The web-service token of the auth_userkey service. Never logged.
     token: String,
     mapping_field: MappingField,
+    /// The plugin's "Restrict by IP": it then requires `user[ip]`.
     send_client_ip: bool,
+    /// The plugin's "Create user" / "Update user": it refuses profile fields otherwise.
+    send_profile: bool,
     wwwroot: Wwwroot,
 }
 
@@ -119,6 +122,7 @@ impl Handoff {
             token,
             mapping_field: cfg.mapping_field,
             send_client_ip: cfg.send_client_ip,
+            send_profile: cfg.send_profile,
             wwwroot: wwwroot.clone(),
         })
     }
@@ -144,11 +148,12 @@ impl Handoff {
             if self.send_client_ip {
                 form.append_pair("user[ip]", &who.ip.to_string());
             }
-            for (name, value) in [
+            let profile = [
                 ("firstname", who.firstname),
                 ("lastname", who.lastname),
                 ("email", who.email),
-            ] {
+            ];
+            for (name, value) in profile.into_iter().filter(|_| self.send_profile) {
                 if let Some(v) = value.filter(|_| name != field) {
                     form.append_pair(&format!("user[{name}]"), v);
                 }

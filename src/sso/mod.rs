@@ -25,6 +25,7 @@ pub mod metrics;
 pub(crate) mod oidc;
 pub(crate) mod outbound;
 pub(crate) mod return_url;
+mod return_watch;
 pub mod rules;
 pub mod saml;
 pub mod session;
@@ -35,7 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::StatusCode;
+use http::{Method, StatusCode};
 use thiserror::Error;
 
 use crate::context::RequestContext;
@@ -49,6 +50,7 @@ use handoff::{Handoff, HandoffConfigError};
 use metrics::SsoMetrics;
 use oidc::{OidcConfigError, OidcProviders};
 use return_url::Wwwroot;
+use return_watch::ReturnWatch;
 use saml::{SamlBuildError, SamlProviders};
 use session::Sessions;
 use tenant::Tenants;
@@ -171,6 +173,14 @@ impl Stage for SsoStage {
                 _ => (stage::check_session(sso, &facts).await, "sso_session_ended"),
             }
         };
+        if answer.is_none() && ctx.route == Route::Page && req.parts.method == Method::GET {
+            let wanted = req.parts.uri.path_and_query().map(|p| p.as_str());
+            if let (Some(wanted), Some(sso)) = (wanted, state.sso.as_ref()) {
+                if ReturnWatch::wanted_for(req.parts.uri.path()) {
+                    ctx.watch(Box::new(ReturnWatch::new(wanted, sso.clone())));
+                }
+            }
+        }
         match answer {
             Some(resp) => {
                 ctx.note = Some(note);

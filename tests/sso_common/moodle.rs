@@ -17,8 +17,11 @@ use super::{StandinServer, USERKEY_TOKEN};
 pub struct State {
     /// Users Moodle knows (the mapping field's values).
     pub users: HashSet<String>,
-    /// auth_userkey's "Restrict by IP".
+    /// auth_userkey's "Restrict by IP": `user[ip]` is then required.
     pub ip_restriction: bool,
+    /// auth_userkey's "Create user" / "Update user": only then may the call carry
+    /// firstname, lastname and email.
+    pub profile_fields: bool,
     /// key -> (user, bound ip, issued)
     keys: HashMap<String, (String, Option<String>, Instant)>,
     /// MoodleSession -> (user, sesskey)
@@ -138,13 +141,29 @@ async fn answer(
             if f.get("wsfunction").map(String::as_str) != Some("auth_userkey_request_login_url") {
                 return Ok(reply(200, &[], json!({"exception":"moodle_exception","errorcode":"accessexception","message":"Access control exception"}).to_string()));
             }
+            // As Moodle's external API validates the plugin's parameters: an unexpected key
+            // or a missing required one refuses the whole call.
+            let mut allowed = vec!["user[username]"];
+            if s.ip_restriction {
+                allowed.push("user[ip]");
+            }
+            if s.profile_fields {
+                allowed.extend(["user[firstname]", "user[lastname]", "user[email]"]);
+            }
+            let unexpected = f
+                .keys()
+                .any(|k| k.starts_with("user[") && !allowed.contains(&k.as_str()));
+            let missing = s.ip_restriction && !f.contains_key("user[ip]");
+            if unexpected || missing {
+                return Ok(reply(200, &[], json!({"exception":"invalid_parameter_exception","errorcode":"invalidparameter","message":"Invalid parameter value detected"}).to_string()));
+            }
             let user = f.get("user[username]").cloned().unwrap_or_default();
             if !s.users.contains(&user) {
                 return Ok(reply(200, &[], json!({"exception":"invalid_parameter_exception","errorcode":"invalidparameter","message":"User is not exist"}).to_string()));
             }
             let ip = s
                 .ip_restriction
-                .then(|| f.get("user[ip]").cloned().unwrap_or(client_ip));
+                .then(|| f.get("user[ip]").cloned().unwrap_or_default());
             let key = counter();
             s.keys.insert(key.clone(), (user, ip, Instant::now()));
             Ok(reply(

@@ -421,9 +421,19 @@ fn identity_from_claims(
             .and_then(|v| claim_texts(v).into_iter().next())
     };
     let user_claim = provider.cfg.user_claim.as_deref().unwrap_or("sub");
-    let user = first(user_claim)
-        .filter(|u| !u.is_empty())
-        .ok_or_else(|| (FailureReason::Protocol, format!("no {user_claim} claim")))?;
+    let user = first(user_claim).filter(|u| !u.is_empty()).ok_or_else(|| {
+        // The usual cause: a provider (oidc-provider, Keycloak's defaults) that keeps
+        // profile claims out of the ID token and serves them from userinfo only.
+        let hint = if provider.cfg.userinfo {
+            ""
+        } else {
+            " in the ID token (set userinfo: true if the provider serves it from userinfo)"
+        };
+        (
+            FailureReason::Protocol,
+            format!("no {user_claim} claim{hint}"),
+        )
+    })?;
     let sub = first("sub").ok_or_else(|| (FailureReason::Protocol, "no sub".to_string()))?;
     Ok(Identity {
         provider: start.provider.clone(),
