@@ -26,6 +26,9 @@ pub struct MnetConfig {
     /// 2 x max_clock_skew (the default), see docs/mnet.md for why longer is stronger.
     #[serde(default)]
     pub replay_ttl: Option<Duration>,
+    /// What makes two messages the same for the replay cache (docs/mnet.md).
+    #[serde(default)]
+    pub replay_key: ReplayKey,
     /// Largest envelope read; larger gets a fault (Moodle's calls are a few KB).
     #[serde(default = "default_max_message")]
     pub max_message_size: Size,
@@ -40,6 +43,18 @@ pub struct MnetConfig {
     pub expiry_warning_days: u32,
     #[serde(default)]
     pub peers: Vec<MnetPeerConfig>,
+}
+
+/// `content`: the signed XML-RPC text alone, so an identical call is refused for `replay_ttl`
+/// however its unsigned timestamp was changed. `content_and_timestamp`: the text and its
+/// timestamp, so a peer may repeat an identical call a second later (Moodle's admin pages and
+/// logouts do), at the price of a replay whose timestamp was rewritten inside the RC4 stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayKey {
+    #[default]
+    Content,
+    ContentAndTimestamp,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

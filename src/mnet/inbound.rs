@@ -73,9 +73,18 @@ pub async fn decide(
             Some(peer),
         )
     };
-    match super::replay::first_sighting(store, &peer.wwwroot, &checked.signature, state.replay_ttl)
-        .await
-    {
+    let timestamp = match state.replay_key {
+        super::config::ReplayKey::Content => None,
+        super::config::ReplayKey::ContentAndTimestamp => Some(checked.pending.request_ts),
+    };
+    let seen = super::replay::first_sighting(
+        store,
+        &peer.wwwroot,
+        &checked.signature,
+        timestamp,
+        state.replay_ttl,
+    );
+    match seen.await {
         Ok(true) => Decision::Forward {
             body: checked.signed_xml,
             pending: checked.pending,

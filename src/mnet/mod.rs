@@ -59,6 +59,8 @@ pub struct MnetState {
     pub peers: Peers,
     pub max_clock_skew: Duration,
     pub replay_ttl: Duration,
+    /// Whether the message's timestamp is part of the replay key.
+    pub replay_key: config::ReplayKey,
     /// Bounds for every XML document read (envelope and XML-RPC alike).
     pub limits: XmlLimits,
     /// The largest answer from Moodle that is re-sealed.
@@ -99,6 +101,7 @@ impl MnetState {
             },
             max_answer: 16 << 20,
             keyswap: cfg.keyswap,
+            replay_key: cfg.replay_key,
             expiry_warning_days: cfg.expiry_warning_days,
             metrics,
         };
