@@ -51,6 +51,7 @@ fn state(dir: &Path, me: &str, my_wwwroot: &str, them: &str, their_wwwroot: &str
         key_history_dir: None,
         max_clock_skew: Duration::from_secs(60),
         replay_ttl: None,
+        replay_key: Default::default(),
         max_message_size: Size(1 << 20),
         max_xml_depth: 32,
         keyswap: KeyswapPolicy::Peers,

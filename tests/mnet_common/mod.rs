@@ -100,6 +100,7 @@ pub fn mnet_config(keys: &Keys, history: Option<PathBuf>, allow: &[&str]) -> Mne
         key_history_dir: history,
         max_clock_skew: Duration::from_secs(60),
         replay_ttl: None,
+        replay_key: Default::default(),
         max_message_size: Size(256 * 1024),
         max_xml_depth: 32,
         keyswap: KeyswapPolicy::Peers,
