@@ -32,6 +32,9 @@ if [[ ! -x "$bin" ]]; then
 fi
 
 dir="$(mktemp -d)"
+# nginx started as root serves as `nobody`, which must be able to read the pages (a 0700 temp
+# dir made every normal request a 403).
+chmod 755 "$dir"
 pids=()
 cleanup() {
     local p

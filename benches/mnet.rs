@@ -19,7 +19,7 @@ use rc4::consts::U16;
 use rc4::{KeyInit, Rc4, StreamCipher};
 
 use moodle_edge::config::units::{Duration, Size};
-use moodle_edge::mnet::config::{KeyswapPolicy, MnetConfig, MnetPeerConfig};
+use moodle_edge::mnet::config::{KeyChangePolicy, KeyswapPolicy, MnetConfig, MnetPeerConfig};
 use moodle_edge::mnet::keys::{self, Subject};
 use moodle_edge::mnet::metrics::MnetMetrics;
 use moodle_edge::mnet::xmlrpc::{MethodCall, Value};
@@ -61,6 +61,7 @@ fn state(dir: &Path, me: &str, my_wwwroot: &str, them: &str, their_wwwroot: &str
             cert_file: dir.join(format!("{them}.pem")),
             allow: vec!["system/*".into()],
             networks: vec![],
+            on_key_change: KeyChangePolicy::Hold,
         }],
     };
     let metrics = MnetMetrics::register(&prometheus::Registry::new()).unwrap();
@@ -97,11 +98,12 @@ fn bench(c: &mut Criterion) {
     // the sealed call, SHA-1 verify over the call, SHA-1 sign over the answer, RSA public
     // encrypt of a new key, RC4 over the sealed answer.
     let site_key = &site.current.key;
-    let peer_pub = &site.peers.get(PEER).unwrap().cert.key;
+    let peer_cert = site.peers.get(PEER).unwrap().cert.load_full();
+    let peer_pub = &peer_cert.key;
     let peer_key =
         PKey::private_key_from_pem(&std::fs::read(dir.path().join("peer.key")).unwrap()).unwrap();
     let rsa_site = site_key.rsa().unwrap();
-    let rsa_peer_pub = site.peers.get(PEER).unwrap().cert.key.rsa().unwrap();
+    let rsa_peer_pub = site.peers.get(PEER).unwrap().cert.load().key.rsa().unwrap();
     let mut wrapped = vec![0u8; 256];
     rsa_site
         .public_encrypt(&[7u8; 16], &mut wrapped, Padding::PKCS1)

@@ -334,8 +334,8 @@ fn peers(config: &Path, admin: Option<String>) -> Result<(), CliError> {
         println!(
             "peer {}  key {}  expires in {} days  last call {}  allow [{}]  networks [{}]",
             p.wwwroot,
-            &p.cert.fingerprint[..16],
-            (p.cert.not_after - now).div_euclid(86_400),
+            &p.cert.load().fingerprint[..16],
+            (p.cert.load().not_after - now).div_euclid(86_400),
             last,
             p.allow.join(", "),
             p.networks

@@ -26,7 +26,8 @@ pub fn seal_call(
     let crypto = |e: &dyn std::fmt::Display| CallError::Crypto(e.to_string());
     let sig = sign::sign(payload.as_bytes(), &state.current.key).map_err(|e| crypto(&e))?;
     let signed = envelope::write_signed(payload.as_bytes(), &sig, &state.site_wwwroot, now);
-    let (data, key) = seal::seal(signed.as_bytes(), &peer.cert.key).map_err(|e| crypto(&e))?;
+    let (data, key) =
+        seal::seal(signed.as_bytes(), &peer.cert.load().key).map_err(|e| crypto(&e))?;
     Ok(envelope::write_encrypted(&data, &key, &state.site_wwwroot))
 }
 
@@ -76,7 +77,7 @@ pub fn open_answer(state: &MnetState, peer: &Peer, body: &[u8]) -> Result<Answer
     let signed_text = xml::decode(&signed_bytes);
     let (payload, timestamp) = if envelope::kind(&signed_text) == Kind::Signed {
         let m = envelope::parse_signed(&signed_text, &state.limits).map_err(|e| bad(&e))?;
-        if !sign::verify(&m.payload, &m.signature, &peer.cert.key) {
+        if !sign::verify(&m.payload, &m.signature, &peer.cert.load().key) {
             return Err(bad(&"the signature does not match the peer's certificate"));
         }
         (m.payload, Some(m.timestamp))

@@ -76,6 +76,20 @@ pub struct MnetPeerConfig {
     /// Source CIDRs; empty = any.
     #[serde(default)]
     pub networks: Vec<IpNet>,
+    /// What a changed key of this peer (offered by keyswap, or fetched when a call's signature
+    /// fails) does: `hold` for the operator, or `accept` it as Moodle does.
+    #[serde(default)]
+    pub on_key_change: KeyChangePolicy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyChangePolicy {
+    /// Logged, counted and saved beside `cert_file` as `.offered`; the pinned key stays.
+    #[default]
+    Hold,
+    /// Logged, counted, written over `cert_file` and used at once (Moodle's behaviour).
+    Accept,
 }
 
 fn default_skew() -> Duration {

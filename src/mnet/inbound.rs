@@ -61,7 +61,26 @@ pub async fn decide(
 ) -> Decision {
     let checked = match check(state, client_ip, body, complete, now) {
         Ok(c) => c,
-        Err(answer) => return answer,
+        Err(answer) => match signature_failed_for(&answer) {
+            // The peer's key may have changed: fetch it (bounded) and, when the policy took
+            // a new one, check the call again.
+            Some(peer) if super::key_change::refetch(state, &peer, now).await => {
+                match check(state, client_ip, body, complete, now) {
+                    Ok(c) => c,
+                    Err(answer) => return answer,
+                }
+            }
+            _ => {
+                let mut answer = answer;
+                if let Some(peer) = keyswap_to_confirm(&answer) {
+                    super::key_change::refetch(state, &peer, now).await;
+                    if let Decision::Answer { outcome, .. } = &mut answer {
+                        *outcome = "keyswap";
+                    }
+                }
+                return answer;
+            }
+        },
     };
     let peer = &checked.pending.peer;
     let refuse = |r: Refusal| {
@@ -94,6 +113,34 @@ pub async fn decide(
             tracing::warn!(error = %e, "mnet: replay cache unavailable; refusing the call");
             refuse(fault::STORE_DOWN)
         }
+    }
+}
+
+/// The peer whose keyswap offered a changed key under `accept` (to be confirmed by a fetch).
+fn keyswap_to_confirm(answer: &Decision) -> Option<Arc<Peer>> {
+    match answer {
+        Decision::Answer {
+            outcome,
+            peer: Some(peer),
+            ..
+        } if *outcome == KEYSWAP_CONFIRM => Some(peer.clone()),
+        _ => None,
+    }
+}
+
+/// What `check` answers for a keyswap whose changed key is to be confirmed; `decide` fetches
+/// the peer's key and reports it as "keyswap".
+pub(crate) const KEYSWAP_CONFIRM: &str = "keyswap_changed";
+
+/// The peer whose signature failed, when `answer` is that refusal.
+fn signature_failed_for(answer: &Decision) -> Option<Arc<Peer>> {
+    match answer {
+        Decision::Answer {
+            outcome,
+            peer: Some(peer),
+            ..
+        } if *outcome == fault::BAD_SIGNATURE.reason => Some(peer.clone()),
+        _ => None,
     }
 }
 
@@ -206,7 +253,7 @@ pub fn check(
         return Err(refuse(fault::WWWROOT_MISMATCH));
     }
     let started = Instant::now();
-    let verified = sign::verify(&signed.payload, &signed.signature, &peer.cert.key);
+    let verified = sign::verify(&signed.payload, &signed.signature, &peer.cert.load().key);
     observe(state, "verify", started);
     if !verified {
         return Err(refuse(fault::BAD_SIGNATURE));
@@ -315,17 +362,15 @@ fn plain_call(state: &MnetState, text: &str, now: i64) -> Decision {
     if peer.is_none() && state.keyswap == super::config::KeyswapPolicy::Peers {
         return plain(fault::WRONG_WWWROOT);
     }
+    let mut outcome = "keyswap";
     if let (Some(peer), Some(Value::String(pem))) = (peer, call.params.get(1)) {
-        let offered = super::keys::PeerCert::from_pem(pem, "keyswap").ok();
-        match offered {
-            Some(c) if c.fingerprint == peer.cert.fingerprint => {}
-            Some(c) => tracing::warn!(
-                peer = %peer.wwwroot,
-                offered = %c.fingerprint,
-                configured = %peer.cert.fingerprint,
-                "mnet: a peer offered a changed key by keyswap; held for the operator (update its cert_file)"
-            ),
-            None => {
+        match super::keys::PeerCert::from_pem(pem, "keyswap") {
+            Ok(c) => {
+                if super::key_change::offered_by_keyswap(state, peer, c) {
+                    outcome = KEYSWAP_CONFIRM;
+                }
+            }
+            Err(_) => {
                 tracing::warn!(peer = %peer.wwwroot, "mnet: keyswap offered no valid certificate")
             }
         }
@@ -335,7 +380,7 @@ fn plain_call(state: &MnetState, text: &str, now: i64) -> Decision {
             state.current.cert_pem.clone(),
         )))
         .into_bytes(),
-        outcome: "keyswap",
+        outcome,
         peer: peer.cloned(),
     }
 }

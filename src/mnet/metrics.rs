@@ -16,6 +16,9 @@ pub struct MnetMetrics {
     pub key_age_days: IntGaugeVec,
     /// Unix time of each peer's last call that passed the gateway.
     pub last_call: IntGaugeVec,
+    /// Changed peer keys seen, by peer and action (held, accepted): a held one waits for
+    /// the operator.
+    pub key_changes: IntCounterVec,
 }
 
 impl MnetMetrics {
@@ -66,6 +69,13 @@ impl MnetMetrics {
                 ),
                 &["peer"],
             )?,
+            key_changes: IntCounterVec::new(
+                Opts::new(
+                    "moodle_edge_mnet_peer_key_changes_total",
+                    "Changed MNet peer keys seen, by peer and action (held or accepted).",
+                ),
+                &["peer", "action"],
+            )?,
         };
         registry.register(Box::new(m.calls.clone()))?;
         registry.register(Box::new(m.refusals.clone()))?;
@@ -73,6 +83,7 @@ impl MnetMetrics {
         registry.register(Box::new(m.days_to_expiry.clone()))?;
         registry.register(Box::new(m.key_age_days.clone()))?;
         registry.register(Box::new(m.last_call.clone()))?;
+        registry.register(Box::new(m.key_changes.clone()))?;
         Ok(m)
     }
 }

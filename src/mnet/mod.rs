@@ -5,7 +5,8 @@
 //!    `system/keyswap` are refused, keyswap is answered here (`keyswap`);
 //! 2. the peer named by the envelope (`peers`) and its source network;
 //! 3. open the seal with the current key, then the history (`seal`, `keys`);
-//! 4. verify the signature against the peer's certificate (`sign`); an old key gets 7025;
+//! 4. verify the signature against the peer's certificate (`sign`); an old key gets 7025; a
+//!    failed signature may fetch the peer's changed key (`key_change`, per-peer policy);
 //! 5. timestamp within `max_clock_skew`, method name and allow list (`xmlrpc`);
 //! 6. first sighting in the replay cache (`replay`, in the store);
 //! 7. forward the still-signed message to Moodle from the proxy's address, then re-sign and
@@ -20,6 +21,7 @@ pub mod config;
 pub(crate) mod envelope;
 pub(crate) mod fault;
 pub mod inbound;
+pub(crate) mod key_change;
 pub mod keys;
 pub mod metrics;
 #[cfg(test)]
@@ -123,7 +125,7 @@ impl MnetState {
         for p in self.peers.iter() {
             m.days_to_expiry
                 .with_label_values(&[p.wwwroot.as_str()])
-                .set((p.cert.not_after - now).div_euclid(86_400));
+                .set((p.cert.load().not_after - now).div_euclid(86_400));
         }
     }
 

@@ -1,8 +1,8 @@
-//! A deterministic, stable-toolchain stand-in for fuzzing the MNet readers until the hardening
-//! issue's cargo-fuzz setup lands: thousands of mutations (byte flips, cuts, duplicated and
+//! A deterministic, stable-toolchain companion to the cargo-fuzz targets `mnet_envelope` and
+//! `mnet_xmlrpc` (src/fuzzing.rs): thousands of mutations (byte flips, cuts, duplicated and
 //! spliced ranges, XML tokens dropped in) of valid envelopes and XML-RPC texts through every
 //! reader. Nothing may panic, and whatever a reader accepts must survive writing and reading
-//! again unchanged. `parse_any` is the entry point a cargo-fuzz target would call.
+//! again unchanged.
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};

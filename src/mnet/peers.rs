@@ -2,18 +2,29 @@
 //! methods and source networks. Looked up by the wwwroot a message names.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use ipnet::IpNet;
 
-use super::config::MnetPeerConfig;
+use super::config::{KeyChangePolicy, MnetPeerConfig};
 use super::keys::{self, KeyError, PeerCert};
 
 pub struct Peer {
     /// As configured, without a trailing slash (Moodle's mnet_host.wwwroot form).
     pub wwwroot: String,
-    /// Verifies the peer's signatures and receives our sealed answers.
-    pub cert: PeerCert,
+    /// Verifies the peer's signatures and receives our sealed answers; swapped when a changed
+    /// key is accepted (`on_key_change: accept`).
+    pub cert: ArcSwap<PeerCert>,
+    /// Where an accepted key is written, so that a reload keeps it.
+    pub cert_file: PathBuf,
+    /// Hold or accept a changed key.
+    pub on_key_change: KeyChangePolicy,
+    /// Unix seconds of the last fetch of its publickey.php: bounds the fetches that forged
+    /// calls can cause (see `key_change`).
+    pub last_key_fetch: AtomicI64,
     /// Methods it may call (a trailing `*` matches a prefix).
     pub allow: Vec<String>,
     /// Where it may call from (empty: anywhere).
@@ -48,7 +59,10 @@ impl Peers {
             .map(|c| {
                 Ok(Arc::new(Peer {
                     wwwroot: normalize(&c.wwwroot).to_string(),
-                    cert: keys::load_peer_cert(&c.cert_file)?,
+                    cert: ArcSwap::from_pointee(keys::load_peer_cert(&c.cert_file)?),
+                    cert_file: c.cert_file.clone(),
+                    on_key_change: c.on_key_change,
+                    last_key_fetch: AtomicI64::new(i64::MIN),
                     allow: c.allow.clone(),
                     networks: c.networks.clone(),
                 }))
@@ -86,7 +100,10 @@ mod tests {
         .unwrap();
         let peer = Peer {
             wwwroot: "https://p.example".into(),
-            cert: PeerCert::from_pem(&pair.cert_pem, "t").unwrap(),
+            cert: ArcSwap::from_pointee(PeerCert::from_pem(&pair.cert_pem, "t").unwrap()),
+            cert_file: PathBuf::new(),
+            on_key_change: KeyChangePolicy::Hold,
+            last_key_fetch: AtomicI64::new(i64::MIN),
             allow: vec!["system/listMethods".into(), "auth/mnet/*".into()],
             networks: vec!["10.0.0.0/8".parse().unwrap()],
         };

@@ -46,7 +46,7 @@ pub(crate) fn wrap(state: &MnetState, wrap: &Wrap<'_>, answer: &[u8], timestamp:
         None => answer.to_vec(),
     };
     let started = Instant::now();
-    let sealed = seal::seal(&inner, &peer.cert.key);
+    let sealed = seal::seal(&inner, &peer.cert.load().key);
     observe(state, "seal", started);
     match sealed {
         Ok((data, key)) => envelope::write_encrypted(&data, &key, &state.site_wwwroot).into_bytes(),

@@ -162,9 +162,11 @@ pub(crate) fn text(node: Node<'_, '_>) -> Result<String, XmlError> {
     Ok(out)
 }
 
-/// Escapes text for an element's content or an attribute.
+/// Escapes text for an element's content or an attribute. A CR is written as a character
+/// reference: a parser turns a literal one into LF (XML's line-end rule), so the value would
+/// not read back the same.
 pub(crate) fn escape(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.contains(['<', '>', '&', '"', '\'']) {
+    if !text.contains(['<', '>', '&', '"', '\'', '\r']) {
         return std::borrow::Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 16);
@@ -175,6 +177,7 @@ pub(crate) fn escape(text: &str) -> std::borrow::Cow<'_, str> {
             '&' => out.push_str("&amp;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
+            '\r' => out.push_str("&#13;"),
             c => out.push(c),
         }
     }

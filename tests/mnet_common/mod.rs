@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use moodle_edge::config::units::{Duration, Size};
-use moodle_edge::mnet::config::{KeyswapPolicy, MnetConfig, MnetPeerConfig};
+use moodle_edge::mnet::config::{KeyChangePolicy, KeyswapPolicy, MnetConfig, MnetPeerConfig};
 use moodle_edge::mnet::metrics::MnetMetrics;
 use moodle_edge::mnet::MnetState;
 
@@ -110,6 +110,7 @@ pub fn mnet_config(keys: &Keys, history: Option<PathBuf>, allow: &[&str]) -> Mne
             cert_file: keys.peer.cert.clone(),
             allow: allow.iter().map(|s| s.to_string()).collect(),
             networks: vec![],
+            on_key_change: KeyChangePolicy::Hold,
         }],
     }
 }
