@@ -12,6 +12,8 @@
 #   PROFILE [bench]  dev reuses the debug build (no optimised build at all): the RSA work is
 #                    still OpenSSL's, but the gateway's own Rust (XML, base64, RC4) runs
 #                    unoptimised, so its ratio to the primitives is an upper bound.
+#   CRITERION_ARGS [--noplot]  e.g. "--noplot --sample-size 30 --nresamples 2000" where
+#                    criterion's own analysis is slow (an unoptimised build, a loaded machine)
 #
 # Needs php-cli (scripts/install-test-deps.sh); RC4 for PHP through tests/mnet_php's own
 # OPENSSL_CONF, the system's config untouched. Nothing listens; nothing is started but cargo.
@@ -27,7 +29,8 @@ out="$(mktemp)"
 trap 'rm -f "$out"' EXIT
 echo "$me: load before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
 echo "$me: profile ${PROFILE:-bench}"
-(cd "$repo" && cargo bench --profile "${PROFILE:-bench}" --bench mnet -- --noplot) | tee "$out"
+# shellcheck disable=SC2086 # CRITERION_ARGS is split into arguments on purpose
+(cd "$repo" && cargo bench --profile "${PROFILE:-bench}" --bench mnet -- ${CRITERION_ARGS:---noplot}) | tee "$out"
 echo "$me: load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 python3 - "$repo/target/criterion/mnet_inbound_2KB" "$out" <<'EOF'
