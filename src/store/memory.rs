@@ -70,6 +70,14 @@ impl MemoryStore {
     pub fn delete(&self, key: &str) {
         self.cache.invalidate(key);
     }
+
+    /// Live keys that start with `prefix` (a walk over every entry: for a gauge, not a request).
+    pub fn count_prefix(&self, prefix: &str) -> u64 {
+        self.cache
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .count() as u64
+    }
 }
 
 #[cfg(test)]

@@ -1,13 +1,18 @@
 //! Where state that outlives a request lives: in memory for one machine (moka), or in Redis so
 //! several replicas share it. One enum over both back ends, so callers never care which.
 //!
-//! Single sign-on sessions and replay caches (later issues) are its first users; `/readyz`
-//! checks that it answers.
+//! Its users: single sign-on sessions (with a per-replica cache in front, `sso::session`),
+//! OIDC login state and back-channel `jti`s, the SAML replay cache and pending requests, the
+//! MNet replay cache. `/readyz` checks that it answers. docs/scale-out.md has the keys and the
+//! fault policy.
 
 pub mod config;
 mod memory;
+pub mod metrics;
+mod redis_connect;
 mod redis_store;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
@@ -16,18 +21,24 @@ pub use memory::MemoryStore;
 pub use redis_store::RedisStore;
 
 use config::{StoreBackend, StoreConfig};
+use metrics::StoreMetrics;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
-    #[error("cannot read store.redis_password_file {path}: {source}")]
-    PasswordFile {
+    #[error("cannot read {key} {path}: {source}")]
+    File {
+        key: &'static str,
         path: String,
         source: std::io::Error,
     },
     #[error("store.redis_url: {0}")]
     Url(String),
+    #[error("redis: {0} did not answer in time")]
+    Timeout(&'static str),
+    #[error("store metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 /// The store chosen by `store.backend`.
@@ -41,9 +52,14 @@ impl Store {
     /// Builds the store. For Redis this does not connect yet: the connection is made lazily and
     /// re-made after failures, so a Redis restart does not need a proxy restart.
     pub fn build(cfg: &StoreConfig) -> Result<Store, StoreError> {
+        Self::build_with(cfg, Arc::new(StoreMetrics::unregistered()?))
+    }
+
+    /// Builds the store recording into the process's metrics.
+    pub fn build_with(cfg: &StoreConfig, metrics: Arc<StoreMetrics>) -> Result<Store, StoreError> {
         match cfg.backend {
             StoreBackend::Memory => Ok(Store::Memory(MemoryStore::new(1_000_000))),
-            StoreBackend::Redis => Ok(Store::Redis(RedisStore::new(cfg)?)),
+            StoreBackend::Redis => Ok(Store::Redis(RedisStore::new(cfg, metrics)?)),
         }
     }
 
@@ -92,6 +108,14 @@ impl Store {
                 Ok(())
             }
             Store::Redis(r) => r.delete(key).await,
+        }
+    }
+
+    /// How many keys start with `prefix` (the active-sessions gauge).
+    pub async fn count_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(m.count_prefix(prefix)),
+            Store::Redis(r) => r.count_prefix(prefix).await,
         }
     }
 
