@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code may panic
 
 mod common;
-mod redis_common;
+mod store_common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use moodle_edge::store::config::{StoreBackend, StoreConfig};
 use moodle_edge::store::Store;
-use redis_common::Redis;
+use store_common::Redis;
 use serde_json::json;
 
 fn store_config(port: u16, password_file: std::path::PathBuf) -> StoreConfig {
@@ -250,7 +250,7 @@ async fn sentinel_names_the_master_and_follows_a_failover() {
         ),
     )
     .unwrap();
-    let sentinel_port = redis_common::redis_free_port();
+    let sentinel_port = store_common::redis_free_port();
     let mut sentinel = std::process::Command::new("redis-server")
         .arg(&conf)
         .args([

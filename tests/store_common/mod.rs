@@ -1,9 +1,9 @@
-//! A redis-server of the test's own (Debian's binary) on a free loopback port: started, stopped,
+//! The store tests' redis-server (Debian's binary, with TLS, a password or persistence when asked) on a free loopback port: started, stopped,
 //! restarted on the same port and data directory, frozen with SIGSTOP and thawed, always by its
 //! PID. A missing redis-server fails the test: scripts/install-test-deps.sh installs it.
 //!
 //! Self-contained (std, tempfile), so any harness can mount it with
-//! `#[path = "../redis_common/mod.rs"] mod redis_common;`.
+//! `#[path = "../store_common/mod.rs"] mod store_common;`.
 #![allow(dead_code)]
 
 use std::net::TcpListener;
