@@ -18,12 +18,15 @@ use redis::{AsyncCommands, SetExpiry, SetOptions};
 
 use super::config::StoreConfig;
 use super::metrics::StoreMetrics;
+use super::pubsub::Hub;
 use super::redis_connect::Target;
 use super::StoreError;
 
 #[derive(Clone)]
 pub struct RedisStore {
     inner: Arc<Inner>,
+    /// Publish and subscribe across replicas, over its own connection.
+    pub(super) hub: Hub,
 }
 
 struct Inner {
@@ -39,9 +42,11 @@ struct Inner {
 
 impl RedisStore {
     pub fn new(cfg: &StoreConfig, metrics: Arc<StoreMetrics>) -> Result<Self, StoreError> {
+        let target = Target::build(cfg)?;
         Ok(RedisStore {
+            hub: Hub::redis(&cfg.redis_key_prefix, target.pubsub_client()),
             inner: Arc::new(Inner {
-                target: Target::build(cfg)?,
+                target,
                 prefix: cfg.redis_key_prefix.clone(),
                 connect_timeout: cfg.redis_connect_timeout.get(),
                 command_timeout: cfg.redis_command_timeout.get(),
@@ -52,11 +57,11 @@ impl RedisStore {
     }
 
     /// The prefixed key.
-    pub(crate) fn key(&self, key: &str) -> String {
+    pub(super) fn key(&self, key: &str) -> String {
         format!("{}{}", self.inner.prefix, key)
     }
 
-    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
+    pub(super) async fn conn(&self) -> Result<ConnectionManager, StoreError> {
         if let Some(c) = self.slot().clone() {
             return Ok(c);
         }
