@@ -160,6 +160,7 @@ impl State {
                 &config.upstream.url,
                 store.clone(),
                 process.sso.clone(),
+                (&config.store, process.store.clone()),
             )?)),
             None => None,
         };

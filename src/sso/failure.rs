@@ -83,6 +83,9 @@ pub(crate) fn login_failed(
 ) -> Response<ProxyBody> {
     sso.metrics
         .login_failed(provider, browser.tenant_id(), reason);
+    if reason == FailureReason::StoreUnavailable {
+        sso.store_metrics.fallback("login", "refuse");
+    }
     tracing::warn!(
         request_id = %browser.request_id,
         provider,

@@ -84,4 +84,19 @@ impl StoreMetrics {
             self.errors.with_label_values(&[op]).inc();
         }
     }
+
+    pub(crate) fn fallback(&self, usage: &str, action: &str) {
+        self.fallbacks.with_label_values(&[usage, action]).inc();
+    }
+
+    pub(crate) fn cache(&self, hit: bool) {
+        self.session_cache
+            .with_label_values(&[if hit { "hit" } else { "miss" }])
+            .inc();
+    }
+
+    pub(crate) fn set_active_sessions(&self, n: u64) {
+        self.active_sessions
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
 }

@@ -19,8 +19,9 @@ use super::StoreError;
 pub(crate) enum Target {
     /// One server, as `store.redis_url` names it.
     Fixed(Client),
-    /// The master the sentinels name; asked again after every connection failure.
-    Sentinel(Mutex<SentinelClient>),
+    /// The master the sentinels name; asked again after every connection failure. The client
+    /// is `store.redis_url`'s server, for the pub/sub connection (see `pubsub_client`).
+    Sentinel(Box<Mutex<SentinelClient>>, Client),
 }
 
 impl Target {
@@ -50,12 +51,12 @@ impl Target {
             }),
             None => None,
         };
+        let fixed = match certificates.clone() {
+            Some(c) => Client::build_with_tls(info, c)?,
+            None => Client::open(info)?,
+        };
         let Some(sentinel) = &cfg.redis_sentinel else {
-            let client = match certificates {
-                Some(c) => Client::build_with_tls(info, c)?,
-                None => Client::open(info)?,
-            };
-            return Ok(Target::Fixed(client));
+            return Ok(Target::Fixed(fixed));
         };
         let addrs = sentinel
             .addrs
@@ -80,7 +81,7 @@ impl Target {
                 b = b.set_client_to_redis_certificates(c);
             }
         }
-        Ok(Target::Sentinel(Mutex::new(b.build()?)))
+        Ok(Target::Sentinel(Box::new(Mutex::new(b.build()?)), fixed))
     }
 
     /// A client for a new connection; with Sentinel, to the master named now (bounded by
@@ -88,7 +89,7 @@ impl Target {
     pub(crate) async fn client(&self, timeout: Duration) -> Result<Client, StoreError> {
         match self {
             Target::Fixed(c) => Ok(c.clone()),
-            Target::Sentinel(s) => {
+            Target::Sentinel(s, _) => {
                 let mut s = tokio::time::timeout(timeout, s.lock())
                     .await
                     .map_err(|_| StoreError::Timeout("sentinel"))?;
@@ -101,7 +102,17 @@ impl Target {
     }
 
     pub(crate) fn is_sentinel(&self) -> bool {
-        matches!(self, Target::Sentinel(_))
+        matches!(self, Target::Sentinel(..))
+    }
+
+    /// The server the pub/sub connection subscribes on. With Sentinel it is `store.redis_url`'s
+    /// (any node of the group: Redis replicates every PUBLISH to the replicas), because the
+    /// hub keeps one client for its reconnections; if that node is lost, logouts still hold
+    /// within `store.session_cache.ttl` on the other replicas.
+    pub(crate) fn pubsub_client(&self) -> Client {
+        match self {
+            Target::Fixed(c) | Target::Sentinel(_, c) => c.clone(),
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! (`create`), so an id planted before login is worthless after it. Logout messages find
 //! sessions through the protocol handle index (`end_sessions`).
 
+mod cache;
 pub(crate) mod cookie;
 mod record;
 mod store;
