@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use moodle_edge::store::config::{StoreBackend, StoreConfig};
 use moodle_edge::store::Store;
-use store_common::Redis;
 use serde_json::json;
+use store_common::Redis;
 
 fn store_config(port: u16, password_file: std::path::PathBuf) -> StoreConfig {
     StoreConfig {
