@@ -44,6 +44,11 @@
 #   LOGS ["file pipe off"]  the access-log variants measured (see above)
 #   MOODLE_EDGE_BEFORE []   a second moodle-edge binary measured beside (see above)
 #   NGINX_BARE [0]      also measure nginx-bare (see above; no access log)
+#   SESSIONS []         "redis": every request (to every proxy) carries a logged-in edge session
+#                       cookie, and two more variants check it against a redis-server started
+#                       here: moodle-edge-redis (replica cache on, the default) and
+#                       moodle-edge-redis-nocache (one Redis round trip per request); both log
+#                       nothing, so compare them with moodle-edge-off (docs/scale-out.md)
 #   KEEP_DIR [0]        1 keeps the temp dir (configs, logs, raw tool output) for inspection
 #   IDLE_WAIT [120]     seconds to wait for an otherwise idle machine before starting
 #
@@ -66,6 +71,8 @@ NGINX_BARE="${NGINX_BARE:-0}"
 LOGS="${LOGS:-file pipe off}"
 MOODLE_EDGE_BEFORE="${MOODLE_EDGE_BEFORE:-}"
 IDLE_WAIT="${IDLE_WAIT:-120}"
+SESSIONS="${SESSIONS:-}"
+[[ -z "$SESSIONS" || "$SESSIONS" == redis ]] || bad_setting "SESSIONS must be empty or redis"
 LAYOUT="${LAYOUT:-client-alone}"
 MOODLE_EDGE_BIN="${MOODLE_EDGE_BIN:-$repo/target/release/moodle-edge}"
 
@@ -148,6 +155,40 @@ EOF
     } >"$dir/$label.yaml"
 }
 
+# session_variants: a redis-server on BASE_PORT+90 holding one live edge session (written as
+# the proxy writes it: under the sha256 of the id), and the two moodle-edge-redis variants.
+session_hdr=()
+session_variants() {
+    local rport=$((BASE_PORT + 90)) id now ttl label
+    require_cmds redis-server redis-cli sha256sum
+    check_ports_free "$rport"
+    start redis "${pin_upstream[@]}" redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no
+    for _ in $(seq 100); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    id="$(openssl rand -hex 32)" now="$(date +%s)"
+    redis-cli -p "$rport" set "moodle-edge:sso:s:$(printf %s "$id" | sha256sum | cut -c1-64)" \
+        "{\"tenant\":null,\"provider\":\"campus\",\"user\":\"bench\",\"firstname\":null,\"lastname\":null,\"email\":null,\"handle\":{\"kind\":\"oidc\",\"sub\":\"bench\",\"sid\":null,\"id_token\":\"x\"},\"csrf\":\"00\",\"created\":$now,\"last_seen\":$now}" \
+        px 7200000 >/dev/null
+    session_hdr=(-H "cookie: moodle-edge-sso=$id; __Host-moodle-edge-sso=$id")
+    echo "x" >"$dir/secret"
+    for ttl in 5s 0s; do
+        label=moodle-edge-redis
+        [[ "$ttl" == 0s ]] && label=moodle-edge-redis-nocache
+        edge_config "$label" "$MOODLE_EDGE_BIN" off "$next_port"
+        cat >>"$dir/$label.yaml" <<EOF
+store:
+  backend: redis
+  redis_url: "redis://127.0.0.1:$rport/0"
+  session_cache: { ttl: "$ttl" }
+sso:
+  moodle_handoff: { token_file: "$dir/secret" }
+  providers:
+    - { id: campus, kind: oidc, label: { en: Campus }, issuer: "http://127.0.0.1:9", client_id: bench, client_secret_file: "$dir/secret", user_claim: sub }
+EOF
+        variants+=("$label:edge-off:$next_port:$((next_port + 1))")
+        next_port=$((next_port + 10))
+    done
+}
+
 next_port=$((BASE_PORT + 30))
 if [[ "$EDGE" == nginx ]]; then
     proxy_nginx_conf nginx-b "$next_port" "$((next_port + 1))" same "$( ((logging)) && echo on || echo off)" >"$dir/nginx-b.conf"
@@ -160,6 +201,7 @@ else
         variants+=("moodle-edge-$mode:edge-$mode:$next_port:$((next_port + 1))")
         next_port=$((next_port + 10))
     done
+    [[ -n "$SESSIONS" ]] && session_variants
     if [[ -n "$MOODLE_EDGE_BEFORE" ]]; then
         for mode in $LOGS; do
             edge_config "before-$mode" "$MOODLE_EDGE_BEFORE" "$mode" "$next_port"
@@ -265,9 +307,9 @@ load() {
     local scenario="$1" hp="$2" tp="$3" secs="$4" out="$5"
     local -a cmd
     case "$scenario" in
-    http) cmd=(wrk -t1 -c"$CONNS" -d"${secs}s" --latency "http://127.0.0.1:$hp/") ;;
-    https) cmd=(h2load --h1 -t1 -c"$CONNS" -D "$secs" --log-file "$out.log" "https://127.0.0.1:$tp/") ;;
-    h2) cmd=(h2load -t1 -c"$CONNS" -m1 -D "$secs" --log-file "$out.log" "https://127.0.0.1:$tp/") ;;
+    http) cmd=(wrk -t1 -c"$CONNS" -d"${secs}s" --latency "${session_hdr[@]}" "http://127.0.0.1:$hp/") ;;
+    https) cmd=(h2load --h1 -t1 -c"$CONNS" -D "$secs" --log-file "$out.log" "${session_hdr[@]}" "https://127.0.0.1:$tp/") ;;
+    h2) cmd=(h2load -t1 -c"$CONNS" -m1 -D "$secs" --log-file "$out.log" "${session_hdr[@]}" "https://127.0.0.1:$tp/") ;;
     esac
     local c0 c1
     c0="$(self_child_ticks)"

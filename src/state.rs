@@ -20,7 +20,7 @@ use crate::proxy::upstream::{ClientError, Upstream};
 use crate::sendfile::{Offloader, SendfileMetrics};
 use crate::server::tls::{self, TlsError};
 use crate::sso::{metrics::SsoMetrics, SsoBuildError, SsoState};
-use crate::store::{Store, StoreError};
+use crate::store::{metrics::StoreMetrics, Store, StoreError};
 use crate::webservice::{Guard, GuardConfigError, WebserviceMetrics};
 
 /// Built once per process, kept across reloads.
@@ -31,6 +31,7 @@ pub struct Process {
     pub webservice: Arc<WebserviceMetrics>,
     pub mnet: Arc<MnetMetrics>,
     pub sso: Arc<SsoMetrics>,
+    pub store: Arc<StoreMetrics>,
     pub upstream_health: UpstreamHealth,
 }
 
@@ -47,6 +48,7 @@ impl Process {
             webservice: Arc::new(WebserviceMetrics::register(&registry)?),
             mnet: Arc::new(MnetMetrics::register(&registry)?),
             sso: Arc::new(SsoMetrics::register(&registry)?),
+            store: Arc::new(StoreMetrics::register(&registry)?),
             upstream_health: UpstreamHealth::default(),
             registry,
         }))
@@ -142,7 +144,7 @@ impl State {
             Some(running) => running,
             None => Arc::new(Guard::new(&config.webservice, process.webservice.clone())?),
         };
-        let store = Store::build(&config.store)?;
+        let store = Store::build_with(&config.store, process.store.clone())?;
         let mnet = match &config.mnet {
             Some(m) => Some(Arc::new(MnetState::build(
                 m,
@@ -158,6 +160,7 @@ impl State {
                 &config.upstream.url,
                 store.clone(),
                 process.sso.clone(),
+                (&config.store, process.store.clone()),
             )?)),
             None => None,
         };

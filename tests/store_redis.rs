@@ -4,75 +4,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code may panic
 
 mod common;
+mod store_common;
 
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use common::*;
 use moodle_edge::store::config::{StoreBackend, StoreConfig};
 use moodle_edge::store::Store;
 use serde_json::json;
-
-/// A redis-server of our own, killed on drop.
-struct Redis {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Redis {
-    /// A missing redis-server fails the test: scripts/install-test-deps.sh installs it.
-    fn start() -> Redis {
-        assert!(
-            Command::new("redis-server")
-                .arg("--version")
-                .output()
-                .is_ok(),
-            "redis-server is not installed: run scripts/install-test-deps.sh"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(dir.path())
-            .arg("--requirepass")
-            .arg("s3cret-for-tests")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        let redis = Redis {
-            child,
-            port,
-            _dir: dir,
-        };
-        wait_for("redis-server to listen", Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        redis
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+use store_common::Redis;
 
 fn store_config(port: u16, password_file: std::path::PathBuf) -> StoreConfig {
     StoreConfig {
@@ -80,12 +21,13 @@ fn store_config(port: u16, password_file: std::path::PathBuf) -> StoreConfig {
         redis_url: format!("redis://127.0.0.1:{port}/0"),
         redis_key_prefix: "moodle-edge-test:".into(),
         redis_password_file: Some(password_file),
+        ..StoreConfig::default()
     }
 }
 
 #[tokio::test]
 async fn redis_store_sets_gets_expires_and_refuses_replays() {
-    let redis = Redis::start();
+    let redis = Redis::start_with_password("s3cret-for-tests");
     let dir = tempfile::tempdir().unwrap();
     let pw = dir.path().join("redis-password");
     std::fs::write(&pw, "s3cret-for-tests\n").unwrap();
@@ -144,7 +86,7 @@ async fn redis_store_sets_gets_expires_and_refuses_replays() {
 
 #[tokio::test]
 async fn a_wrong_password_is_an_error_not_a_panic() {
-    let redis = Redis::start();
+    let redis = Redis::start_with_password("s3cret-for-tests");
     let dir = tempfile::tempdir().unwrap();
     let pw = dir.path().join("redis-password");
     std::fs::write(&pw, "wrong").unwrap();
@@ -152,50 +94,224 @@ async fn a_wrong_password_is_an_error_not_a_panic() {
     assert!(store.ping().await.is_err());
 }
 
+fn store_check(r: &RawResponse) -> Option<(bool, bool)> {
+    let v = r.json();
+    let checks = v["checks"].as_array()?;
+    let store_ok = checks
+        .iter()
+        .any(|c| c["name"] == "store" && c["ok"] == true);
+    let upstream_ok = checks
+        .iter()
+        .any(|c| c["name"] == "upstream" && c["ok"] == true);
+    Some((store_ok, upstream_ok))
+}
+
+/// Default policy: a Redis outage leaves /readyz at 200 with the store marked degraded (so a
+/// load balancer does not pull every replica at once); `on_error.readiness: unready` makes it 503.
 #[test]
-fn readyz_follows_the_redis_store() {
-    let mut redis = Redis::start();
-    let up = Upstream::start();
-    let port = redis.port;
-    let proxy = Proxy::start(&up.url(), |c, dir| {
-        let pw = dir.join("redis-password");
-        std::fs::write(&pw, "s3cret-for-tests").unwrap();
-        c["store"] = json!({
-            "backend": "redis",
-            "redis_url": format!("redis://127.0.0.1:{port}/0"),
-            "redis_password_file": pw,
+fn readyz_reports_a_lost_redis_as_degraded_or_unready() {
+    for (policy, down_status) in [("degraded", 200), ("unready", 503)] {
+        let mut redis = Redis::start_with_password("s3cret-for-tests");
+        let up = Upstream::start();
+        let port = redis.port;
+        let proxy = Proxy::start(&up.url(), |c, dir| {
+            let pw = dir.join("redis-password");
+            std::fs::write(&pw, "s3cret-for-tests").unwrap();
+            c["store"] = json!({
+                "backend": "redis",
+                "redis_url": format!("redis://127.0.0.1:{port}/0"),
+                "redis_password_file": pw,
+                "on_error": { "readiness": policy },
+            });
         });
-    });
-    wait_for("ready with redis up", Duration::from_secs(10), || {
-        proxy
-            .admin_get("/readyz")
-            .map(|r| r.status == 200)
-            .unwrap_or(false)
-    });
-    redis.stop();
-    wait_for(
-        "not ready with redis down",
-        Duration::from_secs(15),
-        || match proxy.admin_get("/readyz") {
-            Ok(r) if r.status == 503 => {
-                let v = r.json();
-                v["checks"]
-                    .as_array()
-                    .map(|checks| {
-                        checks
-                            .iter()
-                            .any(|c| c["name"] == "store" && c["ok"] == false)
-                            && checks
-                                .iter()
-                                .any(|c| c["name"] == "upstream" && c["ok"] == true)
-                    })
+        wait_for("ready with redis up", Duration::from_secs(10), || {
+            proxy
+                .admin_get("/readyz")
+                .map(|r| r.status == 200 && store_check(&r) == Some((true, true)))
+                .unwrap_or(false)
+        });
+        redis.stop();
+        wait_for(
+            &format!("{policy}: store failing, status {down_status}"),
+            Duration::from_secs(15),
+            || match proxy.admin_get("/readyz") {
+                Ok(r) => r.status == down_status && store_check(&r) == Some((false, true)),
+                _ => false,
+            },
+        );
+        // Back without a proxy restart.
+        redis.restart();
+        wait_for(
+            "ready again after redis restart",
+            Duration::from_secs(15),
+            || {
+                proxy
+                    .admin_get("/readyz")
+                    .map(|r| r.status == 200 && store_check(&r) == Some((true, true)))
                     .unwrap_or(false)
-            }
-            _ => false,
-        },
+            },
+        );
+        assert!(
+            !proxy.output().contains("s3cret-for-tests"),
+            "the password is never logged"
+        );
+    }
+}
+
+/// `rediss://` through rustls with a private CA (`redis_ca_file`), an ACL user
+/// (`redis_username`) and its password from a file.
+#[tokio::test]
+async fn tls_and_an_acl_user_from_files() {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key, _) = write_cert(certs.path(), "redis", &["127.0.0.1", "localhost"]);
+    let redis = Redis::start_tls(&cert, &key, &[]);
+    let acl = redis.cli(&[
+        "ACL",
+        "SETUSER",
+        "edge",
+        "on",
+        ">edge-pass",
+        "~moodle-edge-test:*",
+        "+@all",
+    ]);
+    assert!(acl.contains("OK"), "{acl}");
+    let pw = certs.path().join("pw");
+    std::fs::write(&pw, "edge-pass\n").unwrap();
+    let mut cfg = store_config(redis.port, pw);
+    cfg.redis_url = format!("rediss://127.0.0.1:{}/0", redis.port);
+    cfg.redis_username = Some("edge".into());
+    cfg.redis_ca_file = Some(cert.clone());
+    let store = Store::build(&cfg).unwrap();
+    store.ping().await.unwrap();
+    store.set("k", b"v", Duration::from_secs(60)).await.unwrap();
+    assert_eq!(store.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+
+    // Without the private CA the server is not trusted: an error, not a panic.
+    cfg.redis_ca_file = None;
+    let untrusted = Store::build(&cfg).unwrap();
+    assert!(untrusted.ping().await.is_err());
+    // The wrong user's password is refused.
+    cfg.redis_ca_file = Some(cert);
+    cfg.redis_username = Some("nobody".into());
+    assert!(Store::build(&cfg).unwrap().ping().await.is_err());
+}
+
+/// A frozen Redis (SIGSTOP: the socket is open, nothing answers) holds no operation past
+/// connect + command timeout; after SIGCONT the same store answers again.
+#[tokio::test]
+async fn a_frozen_redis_costs_at_most_the_timeout() {
+    let redis = Redis::start(&[]);
+    let mut cfg = StoreConfig {
+        backend: StoreBackend::Redis,
+        redis_url: format!("redis://127.0.0.1:{}/0", redis.port),
+        ..StoreConfig::default()
+    };
+    cfg.redis_command_timeout = moodle_edge::config::units::Duration::from_millis(200);
+    cfg.redis_connect_timeout = moodle_edge::config::units::Duration::from_millis(200);
+    let store = Store::build(&cfg).unwrap();
+    store.set("k", b"v", Duration::from_secs(60)).await.unwrap();
+    redis.freeze();
+    for _ in 0..3 {
+        let start = Instant::now();
+        let r = tokio::time::timeout(Duration::from_secs(10), store.get("k"))
+            .await
+            .expect("bounded by the store's own timeouts");
+        assert!(r.is_err(), "a frozen redis gives an error");
+        println!("frozen get answered in {:?}", start.elapsed());
+    }
+    redis.thaw();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Some(v)) = store.get("k").await {
+            assert_eq!(v, b"v");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "store did not recover after SIGCONT"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Redis Sentinel through the redis crate: the store finds the master by name, and after a
+/// failover (`SENTINEL FAILOVER`) it writes to the new master without a restart.
+#[tokio::test]
+async fn sentinel_names_the_master_and_follows_a_failover() {
+    let master = Redis::start(&[]);
+    let replica = Redis::start(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+    let conf_dir = tempfile::tempdir().unwrap();
+    let conf = conf_dir.path().join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "sentinel monitor edge 127.0.0.1 {} 1\nsentinel down-after-milliseconds edge 1000\nsentinel failover-timeout edge 5000\n",
+            master.port
+        ),
+    )
+    .unwrap();
+    let sentinel_port = store_common::redis_free_port();
+    let mut sentinel = std::process::Command::new("redis-server")
+        .arg(&conf)
+        .args([
+            "--sentinel",
+            "--port",
+            &sentinel_port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server --sentinel");
+    let sentinel_cli = |args: &[&str]| {
+        let out = Command::new("redis-cli")
+            .args(["-p", &sentinel_port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // The sentinel learns of the replica from the master's INFO (every 10s at first).
+    wait_for(
+        "sentinel to see the replica",
+        Duration::from_secs(30),
+        || sentinel_cli(&["sentinel", "replicas", "edge"]).contains(&replica.port.to_string()),
     );
-    assert!(
-        !proxy.output().contains("s3cret-for-tests"),
-        "the password is never logged"
-    );
+    let cfg = StoreConfig {
+        backend: StoreBackend::Redis,
+        redis_url: "redis://127.0.0.1:1/0".into(),
+        redis_sentinel: Some(moodle_edge::store::config::SentinelConfig {
+            addrs: vec![format!("127.0.0.1:{sentinel_port}")],
+            master_name: "edge".into(),
+        }),
+        ..StoreConfig::default()
+    };
+    let store = Store::build(&cfg).unwrap();
+    store
+        .set("before", b"1", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(master.cli(&["get", "moodle-edge:before"]).contains('1'));
+
+    let out = sentinel_cli(&["sentinel", "failover", "edge"]);
+    assert!(out.contains("OK"), "{out}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut failed = 0;
+    loop {
+        if store
+            .set("after", b"2", Duration::from_secs(60))
+            .await
+            .is_ok()
+            && replica.cli(&["get", "moodle-edge:after"]).contains('2')
+        {
+            break;
+        }
+        failed += 1;
+        assert!(Instant::now() < deadline, "no write reached the new master");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("sentinel failover: {failed} failed writes before the new master took them");
+    let _ = sentinel.kill();
+    let _ = sentinel.wait();
 }

@@ -22,7 +22,7 @@ use crate::proxy::config::UpstreamConfig;
 use crate::sendfile::config::SendfileConfig;
 use crate::server::config::ServerConfig;
 use crate::sso::config::{Availability, ProviderKind, SsoConfig};
-use crate::store::config::{StoreBackend, StoreConfig};
+use crate::store::config::StoreConfig;
 use crate::webservice::config::WebserviceConfig;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -360,24 +360,14 @@ impl Config {
         }
 
         // store
-        if self.store.backend == StoreBackend::Redis {
-            match Url::parse(&self.store.redis_url) {
-                Ok(u) if u.scheme() == "redis" || u.scheme() == "rediss" => {
-                    if !u.password().unwrap_or("").is_empty() {
-                        err(
-                            "store.redis_url".into(),
-                            "must not carry a password; use store.redis_password_file".into(),
-                        );
-                    }
-                }
-                _ => err(
-                    "store.redis_url".into(),
-                    format!("{:?} is not a redis:// URL", self.store.redis_url),
-                ),
-            }
+        for (key, message) in self.store.problems() {
+            err(key, message);
         }
         if let Some(f) = &self.store.redis_password_file {
             file_must_exist(&mut err, "store.redis_password_file", f);
+        }
+        if let Some(f) = &self.store.redis_ca_file {
+            file_must_exist(&mut err, "store.redis_ca_file", f);
         }
 
         // sso

@@ -34,6 +34,8 @@ pub(crate) enum FailureReason {
     Handoff,
     /// The identity did not meet the provider's or tenant's rules.
     RuleRefused,
+    /// The shared store (Redis) failed: new logins fail closed (store.on_error).
+    StoreUnavailable,
 }
 
 impl FailureReason {
@@ -49,6 +51,7 @@ impl FailureReason {
             FailureReason::Provider => "provider",
             FailureReason::Handoff => "handoff",
             FailureReason::RuleRefused => "rule_refused",
+            FailureReason::StoreUnavailable => "store_unavailable",
         }
     }
 
@@ -58,6 +61,9 @@ impl FailureReason {
             FailureReason::Handoff => "Moodle did not accept the sign-in.",
             FailureReason::RuleRefused => "Your account is not allowed to sign in here.",
             FailureReason::Provider => "The identity provider could not complete the sign-in.",
+            FailureReason::StoreUnavailable => {
+                "Sign-in is unavailable for a moment. Pages that need no sign-in still work; please try again in a few minutes."
+            }
             FailureReason::Expired | FailureReason::State => {
                 "The sign-in took too long or was started in another window."
             }
@@ -77,6 +83,9 @@ pub(crate) fn login_failed(
 ) -> Response<ProxyBody> {
     sso.metrics
         .login_failed(provider, browser.tenant_id(), reason);
+    if reason == FailureReason::StoreUnavailable {
+        sso.store_metrics.fallback("login", "refuse");
+    }
     tracing::warn!(
         request_id = %browser.request_id,
         provider,
@@ -88,6 +97,7 @@ pub(crate) fn login_failed(
     let status = match reason {
         FailureReason::Provider | FailureReason::Handoff => StatusCode::BAD_GATEWAY,
         FailureReason::RuleRefused => StatusCode::FORBIDDEN,
+        FailureReason::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::BAD_REQUEST,
     };
     let message = match reason {

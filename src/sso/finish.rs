@@ -92,7 +92,7 @@ pub(crate) async fn finish_login(
         Ok(s) => s,
         Err(e) => {
             tracing::error!(request_id = %browser.request_id, error = %e, "sso: session not stored");
-            return login_failed(sso, browser, provider, FailureReason::Provider, "");
+            return login_failed(sso, browser, provider, FailureReason::StoreUnavailable, "");
         }
     };
     sso.metrics.login_ok(provider, identity.tenant.as_deref());

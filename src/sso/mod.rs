@@ -43,6 +43,8 @@ use crate::context::RequestContext;
 use crate::route::Route;
 use crate::stage::{Flow, Stage, StageRequest};
 use crate::state::State;
+use crate::store::config::{FaultPolicy, StoreConfig};
+use crate::store::metrics::StoreMetrics;
 use crate::store::Store;
 
 use config::{ProviderConfig, SsoConfig};
@@ -85,6 +87,10 @@ pub struct SsoState {
     pub(crate) http: outbound::HttpClient,
     /// The store for flow state (OIDC state, SAML request IDs, replay caches).
     pub(crate) store: Store,
+    /// What a request does while the store fails (`store.on_error`).
+    pub(crate) store_policy: FaultPolicy,
+    /// Counts the policy's fallbacks.
+    pub(crate) store_metrics: Arc<StoreMetrics>,
     pub(crate) oidc: OidcProviders,
     /// The SAML providers' built state (metadata, keys): read by `saml` (branch wip/saml).
     #[allow(dead_code)]
@@ -99,7 +105,9 @@ impl SsoState {
         upstream_url: &str,
         store: Store,
         metrics: Arc<SsoMetrics>,
+        store_use: (&StoreConfig, Arc<StoreMetrics>),
     ) -> Result<SsoState, SsoBuildError> {
+        let (store_cfg, store_metrics) = store_use;
         let wwwroot = Wwwroot::parse(wwwroot).map_err(SsoBuildError::Wwwroot)?;
         Ok(SsoState {
             tenants: Tenants::build(sso),
@@ -107,7 +115,10 @@ impl SsoState {
                 store.clone(),
                 sso.session.idle_timeout.get(),
                 sso.session.absolute_timeout.get(),
-            ),
+            )
+            .with_cache(&store_cfg.session_cache, store_metrics.clone()),
+            store_policy: store_cfg.on_error,
+            store_metrics,
             handoff: Handoff::build(&sso.moodle_handoff, upstream_url, &wwwroot)?,
             http: outbound::HttpClient::new(CONTROL_CALL_TIMEOUT)?,
             oidc: OidcProviders::build(sso)?,

@@ -14,6 +14,7 @@ use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
 
 use crate::body::{self, ProxyBody};
 use crate::route::SsoRoute;
+use crate::store::config::SessionCheckPolicy;
 
 use super::browser::BrowserRequest;
 use super::failure::simple_page;
@@ -120,11 +121,25 @@ pub(crate) async fn check_session(
 ) -> Option<Response<ProxyBody>> {
     let alive = match cookie_session_alive(&sso.sessions, facts.headers, facts.secure).await? {
         Ok(alive) => alive,
-        // A store outage must not log everyone out: let the request go on.
-        Err(e) => {
-            tracing::warn!(request_id = facts.request_id, error = %e, "sso: session check failed");
-            true
-        }
+        // The session is in no cache here and the store failed: `store.on_error.session_check`.
+        Err(e) => match sso.store_policy.session_check {
+            // A store outage must not log everyone out: Moodle's own session still applies.
+            SessionCheckPolicy::Pass => {
+                tracing::warn!(request_id = facts.request_id, error = %e, "sso: session check failed; passed on");
+                sso.store_metrics.fallback("session_check", "pass");
+                true
+            }
+            SessionCheckPolicy::Refuse => {
+                tracing::warn!(request_id = facts.request_id, error = %e, "sso: session check failed; refused");
+                sso.store_metrics.fallback("session_check", "refuse");
+                return Some(simple_page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Sign-in unavailable",
+                    "Your sign-in cannot be checked for a moment. Please try again in a few minutes.",
+                    facts.request_id,
+                ));
+            }
+        },
     };
     if alive {
         return None;

@@ -1,33 +1,47 @@
 //! Where state that outlives a request lives: in memory for one machine (moka), or in Redis so
 //! several replicas share it. One enum over both back ends, so callers never care which.
 //!
-//! Single sign-on sessions and replay caches (later issues) are its first users; `/readyz`
-//! checks that it answers.
+//! Its users: single sign-on sessions (with a per-replica cache in front, `sso::session`),
+//! OIDC login state and back-channel `jti`s, the SAML replay cache and pending requests, the
+//! MNet replay cache. `/readyz` checks that it answers. docs/scale-out.md has the keys and the
+//! fault policy.
 
 pub mod config;
 mod memory;
+pub mod metrics;
+mod pubsub;
+mod redis_connect;
 mod redis_store;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use thiserror::Error;
+use tokio::sync::{broadcast, watch};
 
 pub use memory::MemoryStore;
 pub use redis_store::RedisStore;
 
 use config::{StoreBackend, StoreConfig};
+use metrics::StoreMetrics;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
-    #[error("cannot read store.redis_password_file {path}: {source}")]
-    PasswordFile {
+    #[error("cannot read {key} {path}: {source}")]
+    File {
+        key: &'static str,
         path: String,
         source: std::io::Error,
     },
     #[error("store.redis_url: {0}")]
     Url(String),
+    #[error("redis: {0} did not answer in time")]
+    Timeout(&'static str),
+    #[error("store metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 /// The store chosen by `store.backend`.
@@ -41,9 +55,14 @@ impl Store {
     /// Builds the store. For Redis this does not connect yet: the connection is made lazily and
     /// re-made after failures, so a Redis restart does not need a proxy restart.
     pub fn build(cfg: &StoreConfig) -> Result<Store, StoreError> {
+        Self::build_with(cfg, Arc::new(StoreMetrics::unregistered()?))
+    }
+
+    /// Builds the store recording into the process's metrics.
+    pub fn build_with(cfg: &StoreConfig, metrics: Arc<StoreMetrics>) -> Result<Store, StoreError> {
         match cfg.backend {
             StoreBackend::Memory => Ok(Store::Memory(MemoryStore::new(1_000_000))),
-            StoreBackend::Redis => Ok(Store::Redis(RedisStore::new(cfg)?)),
+            StoreBackend::Redis => Ok(Store::Redis(RedisStore::new(cfg, metrics)?)),
         }
     }
 
@@ -92,6 +111,50 @@ impl Store {
                 Ok(())
             }
             Store::Redis(r) => r.delete(key).await,
+        }
+    }
+
+    /// How many keys start with `prefix` (the active-sessions gauge).
+    pub async fn count_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(m.count_prefix(prefix)),
+            Store::Redis(r) => r.count_prefix(prefix).await,
+        }
+    }
+
+    /// Sends `payload` to every subscriber of `channel` on every replica (this one included).
+    /// The channel's name in Redis is `store.redis_key_prefix` + `channel`. Delivery is at
+    /// most once: a replica whose pub/sub connection is down misses it (see [`Store::epochs`]).
+    pub async fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                m.hub.deliver_local(channel, payload);
+                Ok(())
+            }
+            Store::Redis(r) => {
+                let name = r.hub.full_name(channel);
+                pubsub::publish(&mut r.conn().await?, &name, payload).await
+            }
+        }
+    }
+
+    /// Every later message published on `channel`. One background task per store keeps a
+    /// dedicated pub/sub connection and re-makes it after Redis faults. Needs a tokio runtime.
+    pub fn subscribe(&self, channel: &str) -> broadcast::Receiver<Bytes> {
+        self.hub().subscribe(channel)
+    }
+
+    /// Moves each time the pub/sub subscriptions are (re)established. Messages sent while the
+    /// connection was down are lost, so a subscriber that keeps state also in keys re-reads it
+    /// when this moves. Starts at 0; the memory store never moves it.
+    pub fn epochs(&self) -> watch::Receiver<u64> {
+        self.hub().epochs()
+    }
+
+    fn hub(&self) -> &pubsub::Hub {
+        match self {
+            Store::Memory(m) => &m.hub,
+            Store::Redis(r) => &r.hub,
         }
     }
 

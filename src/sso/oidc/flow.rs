@@ -123,7 +123,7 @@ pub(crate) async fn start(
         Err(e) => Err(e.to_string()),
     };
     if let Err(e) = stored {
-        return login_failed(sso, browser, &id, FailureReason::Provider, &e);
+        return login_failed(sso, browser, &id, FailureReason::StoreUnavailable, &e);
     }
     let cookie = format!(
         "{}={binding}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
@@ -196,7 +196,7 @@ pub(crate) async fn callback(sso: &SsoState, browser: &BrowserRequest) -> Respon
                 sso,
                 browser,
                 unknown,
-                FailureReason::Provider,
+                FailureReason::StoreUnavailable,
                 &e.to_string(),
             )
         }
@@ -212,7 +212,15 @@ pub(crate) async fn callback(sso: &SsoState, browser: &BrowserRequest) -> Respon
         Ok(false) => {
             return login_failed(sso, browser, &id, FailureReason::Replay, "state used twice")
         }
-        Err(e) => return login_failed(sso, browser, &id, FailureReason::Provider, &e.to_string()),
+        Err(e) => {
+            return login_failed(
+                sso,
+                browser,
+                &id,
+                FailureReason::StoreUnavailable,
+                &e.to_string(),
+            )
+        }
     }
     let _ = sso.store.delete(&key).await;
     let cookie_name = binding_cookie(browser.secure, &state_hash);

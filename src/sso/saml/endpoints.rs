@@ -45,7 +45,8 @@ fn failure_reason(reason: &str) -> FailureReason {
         "expired" => FailureReason::Expired,
         "audience" | "recipient" | "destination" => FailureReason::Audience,
         "unknown_request" | "unsolicited" | "in_response_to" => FailureReason::State,
-        "no_metadata" | "store" | "status" => FailureReason::Provider,
+        "store" => FailureReason::StoreUnavailable,
+        "no_metadata" | "status" => FailureReason::Provider,
         _ => FailureReason::Protocol,
     }
 }

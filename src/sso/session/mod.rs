@@ -6,6 +6,7 @@
 //! (`create`), so an id planted before login is worthless after it. Logout messages find
 //! sessions through the protocol handle index (`end_sessions`).
 
+mod cache;
 pub(crate) mod cookie;
 mod record;
 mod store;
@@ -67,8 +68,8 @@ pub(crate) async fn cookie_session_alive(
     Some(sessions.get(&id).await.map(|s| s.is_some()))
 }
 
-/// The per-request session check on its own, for `benches/sso_session.rs`: a memory store
-/// with one live session like a real OIDC login's.
+/// The per-request session check on its own, for `benches/sso_session.rs`: a memory (or
+/// Redis) store with one live session like a real OIDC login's.
 pub struct SessionProbe {
     sessions: Sessions,
 }
@@ -82,6 +83,32 @@ impl SessionProbe {
                 std::time::Duration::from_secs(43200),
             ),
         }
+    }
+
+    /// The same check against Redis at `url` (a server the bench started), with this replica
+    /// cache TTL ("0s": every check is a round trip). Call inside a tokio runtime.
+    pub fn redis(url: &str, cache_ttl: std::time::Duration) -> Result<SessionProbe, String> {
+        use crate::store::config::{StoreBackend, StoreConfig};
+        let mut cfg = StoreConfig {
+            backend: StoreBackend::Redis,
+            redis_url: url.to_string(),
+            redis_key_prefix: "moodle-edge-bench:".into(),
+            ..StoreConfig::default()
+        };
+        cfg.session_cache.ttl = crate::config::units::Duration(cache_ttl);
+        let metrics = std::sync::Arc::new(
+            crate::store::metrics::StoreMetrics::unregistered().map_err(|e| e.to_string())?,
+        );
+        let store =
+            crate::store::Store::build_with(&cfg, metrics.clone()).map_err(|e| e.to_string())?;
+        Ok(SessionProbe {
+            sessions: Sessions::new(
+                store,
+                std::time::Duration::from_secs(7200),
+                std::time::Duration::from_secs(43200),
+            )
+            .with_cache(&cfg.session_cache, metrics),
+        })
     }
 
     /// Logs someone in; the request headers (a browser's usual cookies plus the edge's).

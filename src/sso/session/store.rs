@@ -5,16 +5,33 @@
 //! absolute lifetime, and both are checked again on read (a store may keep an entry a little
 //! past its TTL). The idle clock is refreshed at most once per `REFRESH_EVERY`, so a busy
 //! session is not rewritten on every request.
+//!
+//! With Redis, `get` asks this replica's `SessionCache` first, then Redis. Every end of a
+//! session (logout here, a back-channel or SAML logout, a new login replacing it) deletes the
+//! record and publishes its key on `ENDED_CHANNEL`; each replica's `watch_ended` task drops its
+//! copy. Background tasks hold only a weak token and stop when the sessions are dropped (a
+//! reload builds new ones).
 
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::RngCore;
 use thiserror::Error;
+use tokio::sync::broadcast::error::RecvError;
 
 use crate::sso::identity::{HandleRef, Identity};
+use crate::store::config::SessionCacheConfig;
+use crate::store::metrics::StoreMetrics;
 use crate::store::{Store, StoreError};
 
+use super::cache::SessionCache;
 use super::record::{Session, SessionId};
+
+/// Where ended sessions' store keys are published (under `store.redis_key_prefix`).
+const ENDED_CHANNEL: &str = "sso:ended";
+
+/// How often the active-sessions gauge is counted.
+const COUNT_EVERY: Duration = Duration::from_secs(15);
 
 /// How stale `last_seen` may get before a request rewrites it: the idle timeout is enforced
 /// to within this much.
@@ -34,6 +51,13 @@ pub(crate) struct Sessions {
     store: Store,
     idle: Duration,
     absolute: Duration,
+    /// This replica's copies of sessions read from Redis (None with the memory store, which
+    /// is already local, or with `store.session_cache.ttl: 0s`).
+    cache: Option<SessionCache>,
+    /// Cache hits and misses, the active-sessions gauge.
+    metrics: Option<Arc<StoreMetrics>>,
+    /// Alive while these sessions are in use; the background tasks stop once it is gone.
+    alive: Arc<()>,
 }
 
 fn now_secs() -> u64 {
@@ -49,7 +73,34 @@ impl Sessions {
             store,
             idle,
             absolute,
+            cache: None,
+            metrics: None,
+            alive: Arc::new(()),
         }
+    }
+
+    /// Adds the per-replica cache (Redis only) and the metrics, and, inside a runtime, starts
+    /// the tasks that drop ended sessions from the cache and count the active sessions.
+    pub(crate) fn with_cache(
+        mut self,
+        cfg: &SessionCacheConfig,
+        metrics: Arc<StoreMetrics>,
+    ) -> Sessions {
+        if matches!(self.store, Store::Redis(_)) && !cfg.ttl.get().is_zero() {
+            self.cache = Some(SessionCache::new(cfg.ttl.get(), cfg.max_entries));
+        }
+        self.metrics = Some(metrics.clone());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            if let Some(cache) = &self.cache {
+                rt.spawn(watch_ended(self.store.clone(), cache.clone()));
+            }
+            rt.spawn(count_active(
+                self.store.clone(),
+                metrics,
+                Arc::downgrade(&self.alive),
+            ));
+        }
+        self
     }
 
     /// The absolute lifetime, also the cookie's Max-Age.
@@ -86,27 +137,81 @@ impl Sessions {
         Ok((id, session))
     }
 
-    /// The session if it is alive; refreshes its idle clock when due.
+    /// The session if it is alive; refreshes its idle clock when due. With the cache, a copy
+    /// read here lately answers without a round trip (and while Redis fails).
     pub(crate) async fn get(&self, id: &SessionId) -> Result<Option<Session>, SessionError> {
-        let Some(bytes) = self.store.get(&id.store_key()).await? else {
+        let key = id.store_key();
+        if let Some(cache) = &self.cache {
+            let cached = cache.get(&key);
+            if let Some(m) = &self.metrics {
+                m.cache(cached.is_some());
+            }
+            if let Some(session) = cached {
+                return self.serve_cached(id, &key, cache, &session).await;
+            }
+        }
+        let Some(bytes) = self.store.get(&key).await? else {
             return Ok(None);
         };
         let mut session: Session = serde_json::from_slice(&bytes)?;
         let now = now_secs();
         if self.expired(&session, now) {
-            self.store.delete(&id.store_key()).await?;
+            self.store.delete(&key).await?;
             return Ok(None);
         }
         if now.saturating_sub(session.last_seen) >= REFRESH_EVERY {
             session.last_seen = now;
             self.write(id, &session, now).await?;
         }
+        if let Some(cache) = &self.cache {
+            cache.put(&key, Arc::new(session.clone()));
+        }
         Ok(Some(session))
+    }
+
+    /// A cached copy: its lifetimes are checked like a read's; a due idle refresh is written
+    /// through, and a failed write does not refuse the request (the copy is still good).
+    async fn serve_cached(
+        &self,
+        id: &SessionId,
+        key: &str,
+        cache: &SessionCache,
+        session: &Session,
+    ) -> Result<Option<Session>, SessionError> {
+        let now = now_secs();
+        if self.expired(session, now) {
+            cache.forget(key);
+            return Ok(None);
+        }
+        if now.saturating_sub(session.last_seen) < REFRESH_EVERY {
+            return Ok(Some(session.clone()));
+        }
+        let mut fresh = session.clone();
+        fresh.last_seen = now;
+        match self.write(id, &fresh, now).await {
+            Ok(()) => cache.put(key, Arc::new(fresh.clone())),
+            Err(e) => tracing::debug!(error = %e, "sso: idle refresh of a cached session failed"),
+        }
+        Ok(Some(fresh))
     }
 
     /// Ends one session (logout at the edge).
     pub(crate) async fn end(&self, id: &SessionId) -> Result<(), SessionError> {
-        self.store.delete(&id.store_key()).await?;
+        self.end_key(&id.store_key()).await
+    }
+
+    /// Deletes the record, drops this replica's copy and tells the others to drop theirs.
+    async fn end_key(&self, key: &str) -> Result<(), SessionError> {
+        if let Some(cache) = &self.cache {
+            cache.forget(key);
+        }
+        self.store.delete(key).await?;
+        if self.cache.is_some() {
+            // After the delete: a replica that re-reads on the message finds nothing.
+            if let Err(e) = self.store.publish(ENDED_CHANNEL, key.as_bytes()).await {
+                tracing::warn!(error = %e, "sso: logout not published; other replicas drop the session within store.session_cache.ttl");
+            }
+        }
         Ok(())
     }
 
@@ -125,8 +230,9 @@ impl Sessions {
         for key in &keys {
             if self.store.get(key).await?.is_some() {
                 alive += 1;
-                self.store.delete(key).await?;
             }
+            // Ended even when gone here: another replica may still hold a copy.
+            self.end_key(key).await?;
         }
         self.store.delete(&index).await?;
         Ok(alive)
@@ -168,6 +274,46 @@ impl Sessions {
             .set(&key, &serde_json::to_vec(&live)?, self.absolute)
             .await?;
         Ok(())
+    }
+}
+
+/// Drops ended sessions from this replica's cache as other replicas (and this one) publish
+/// them; after a pub/sub reconnection (messages may have been missed) or a lag, drops all.
+/// Ends when the store's hub is gone (the store was dropped by a reload).
+async fn watch_ended(store: Store, cache: SessionCache) {
+    let mut ended = store.subscribe(ENDED_CHANNEL);
+    let mut epochs = store.epochs();
+    // The store itself is not kept: the hub's channel closing is the signal to stop.
+    drop(store);
+    loop {
+        tokio::select! {
+            m = ended.recv() => match m {
+                Ok(key) => cache.forget(&String::from_utf8_lossy(&key)),
+                Err(RecvError::Lagged(_)) => cache.forget_all(),
+                Err(RecvError::Closed) => return,
+            },
+            changed = epochs.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                cache.forget_all();
+            }
+        }
+    }
+}
+
+/// Counts the sessions in the store for the gauge every `COUNT_EVERY` while `alive` lasts.
+async fn count_active(store: Store, metrics: Arc<StoreMetrics>, alive: Weak<()>) {
+    let mut tick = tokio::time::interval(COUNT_EVERY);
+    loop {
+        tick.tick().await;
+        if alive.upgrade().is_none() {
+            return;
+        }
+        match store.count_prefix("sso:s:").await {
+            Ok(n) => metrics.set_active_sessions(n),
+            Err(e) => tracing::debug!(error = %e, "sso: active sessions not counted"),
+        }
     }
 }
 
