@@ -24,6 +24,7 @@ pub(crate) mod logout;
 pub mod metrics;
 pub(crate) mod oidc;
 pub(crate) mod outbound;
+pub(crate) mod page_look;
 pub(crate) mod return_url;
 mod return_watch;
 pub mod rules;

@@ -22,6 +22,7 @@ pub mod standin;
 #[path = "../common/util.rs"]
 pub mod util;
 
+#[allow(unused_imports)]
 pub use browser::{Browser, Page};
 pub use moodle::Moodle;
 pub use process::{EdgeProcess, BIN};
