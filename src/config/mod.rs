@@ -415,6 +415,7 @@ impl Config {
                         need("user_claim", p.user_claim.is_some());
                     }
                     ProviderKind::Saml => crate::sso::saml::config::check(&key, p, &mut err),
+                    ProviderKind::OAuth2 => crate::sso::oauth2::config::check(&key, p, &mut err),
                 }
                 for (name, file) in [
                     ("client_secret_file", &p.client_secret_file),

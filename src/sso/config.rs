@@ -127,6 +127,9 @@ pub enum MappingField {
 pub enum ProviderKind {
     Oidc,
     Saml,
+    /// Plain OAuth 2 (no OpenID Connect): endpoints and userinfo under `oauth2:`.
+    #[serde(rename = "oauth2")]
+    OAuth2,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -191,6 +194,9 @@ pub struct ProviderConfig {
     pub sp_key_file: Option<PathBuf>,
     #[serde(default)]
     pub user_attribute: Option<String>,
+    /// Plain OAuth 2 endpoints and field mapping (see `sso::oauth2::config`).
+    #[serde(default)]
+    pub oauth2: Option<crate::sso::oauth2::config::OAuth2Options>,
     /// SAML keys beyond the contract's (see `sso::saml::config`).
     #[serde(default)]
     pub saml: Option<crate::sso::saml::config::SamlOptions>,

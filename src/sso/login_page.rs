@@ -23,7 +23,7 @@ use super::language::{choose, words};
 use super::page_look::Look;
 use super::session::{self, Session};
 use super::tenant::provider_available;
-use super::{oidc, return_url, saml, SsoState};
+use super::{oauth2, oidc, return_url, saml, SsoState};
 
 /// Remembers the provider last chosen on this browser (not a secret: a provider id).
 pub(crate) const LAST_PROVIDER_COOKIE: &str = "moodle-edge-sso-last";
@@ -118,6 +118,15 @@ pub(crate) async fn handle(
                 ),
             },
             ProviderKind::Saml => saml::start_login(sso, browser, p, start).await,
+            ProviderKind::OAuth2 => match sso.oauth2.get(&p.id) {
+                Some(op) => oauth2::flow::start(sso, browser, op, start).await,
+                None => simple_page(
+                    StatusCode::NOT_FOUND,
+                    "Unknown",
+                    "No such provider.",
+                    &browser.request_id,
+                ),
+            },
         };
         let remember = format!(
             "{LAST_PROVIDER_COOKIE}={}; Path=/; SameSite=Lax; Max-Age=31536000{}",

@@ -12,9 +12,11 @@
 //! messages end sessions through `session::end_sessions`.
 
 pub(crate) mod browser;
+pub(crate) mod claims;
 pub mod config;
 pub(crate) mod failure;
 pub(crate) mod finish;
+pub(crate) mod flow_state;
 pub(crate) mod handoff;
 pub(crate) mod html;
 pub(crate) mod identity;
@@ -22,6 +24,7 @@ pub(crate) mod language;
 pub(crate) mod login_page;
 pub(crate) mod logout;
 pub mod metrics;
+pub(crate) mod oauth2;
 pub(crate) mod oidc;
 pub(crate) mod outbound;
 pub(crate) mod page_look;
@@ -71,6 +74,8 @@ pub enum SsoBuildError {
     Saml(#[from] SamlBuildError),
     #[error(transparent)]
     Oidc(#[from] OidcConfigError),
+    #[error(transparent)]
+    OAuth2(#[from] oauth2::OAuth2ConfigError),
 }
 
 /// Everything single sign-on needs, built once per config (a reload builds a new one).
@@ -87,6 +92,8 @@ pub struct SsoState {
     /// The store for flow state (OIDC state, SAML request IDs, replay caches).
     pub(crate) store: Store,
     pub(crate) oidc: OidcProviders,
+    /// Plain OAuth 2 providers (userinfo instead of an ID token).
+    pub(crate) oauth2: oauth2::OAuth2Providers,
     /// The SAML providers' built state (metadata, keys): read by `saml` (branch wip/saml).
     #[allow(dead_code)]
     pub(crate) saml: SamlProviders,
@@ -112,6 +119,7 @@ impl SsoState {
             handoff: Handoff::build(&sso.moodle_handoff, upstream_url, &wwwroot)?,
             http: outbound::HttpClient::new(CONTROL_CALL_TIMEOUT)?,
             oidc: OidcProviders::build(sso)?,
+            oauth2: oauth2::OAuth2Providers::build(sso)?,
             saml: SamlProviders::build(sso, &wwwroot.prefix)?,
             store,
             metrics,
