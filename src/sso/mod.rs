@@ -13,6 +13,7 @@
 
 pub(crate) mod browser;
 pub(crate) mod claims;
+pub(crate) mod client_auth;
 pub mod config;
 pub(crate) mod failure;
 pub(crate) mod finish;

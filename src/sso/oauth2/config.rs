@@ -77,12 +77,7 @@ pub(crate) fn check(key: &str, p: &ProviderConfig, err: &mut dyn FnMut(String, S
             );
         }
     }
-    if p.client_secret_file.is_none() {
-        err(
-            format!("{key}.client_secret_file"),
-            "is required for an oauth2 provider".into(),
-        );
-    }
+    crate::sso::config::check_client_auth(key, p, err);
     if p.issuer.is_some() {
         err(
             format!("{key}.issuer"),

@@ -7,14 +7,14 @@ use http::header::SET_COOKIE;
 use http::{HeaderValue, Response};
 use oauth2::basic::BasicClient;
 use openidconnect::{
-    AuthType, AuthorizationCode, CsrfToken, OAuth2TokenResponse, PkceCodeChallenge,
-    PkceCodeVerifier, RedirectUrl, Scope,
+    AuthorizationCode, CsrfToken, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
+    RedirectUrl, Scope,
 };
 
 use super::{userinfo, OAuth2Provider};
 use crate::body::ProxyBody;
 use crate::sso::browser::BrowserRequest;
-use crate::sso::config::ClientAuth;
+use crate::sso::client_auth::ASSERTION_TYPE;
 use crate::sso::failure::{login_failed, FailureReason};
 use crate::sso::finish::finish_login;
 use crate::sso::flow_state::{self, Protocol};
@@ -126,18 +126,26 @@ async fn exchange(
 ) -> Result<serde_json::Map<String, serde_json::Value>, (FailureReason, String)> {
     let redirect = redirect_uri(browser)
         .ok_or_else(|| (FailureReason::Protocol, "bad redirect URI".to_string()))?;
-    let auth_type = match provider.cfg.client_auth {
-        ClientAuth::ClientSecretBasic => AuthType::BasicAuth,
-        ClientAuth::ClientSecretPost => AuthType::RequestBody,
-    };
-    let client = BasicClient::new(provider.client_id.clone())
-        .set_client_secret(provider.client_secret.clone())
+    let mut client = BasicClient::new(provider.client_id.clone())
         .set_token_uri(provider.token_url.clone())
         .set_redirect_uri(redirect)
-        .set_auth_type(auth_type);
+        .set_auth_type(provider.credentials.auth_type());
+    if let Some(secret) = provider.credentials.secret() {
+        client = client.set_client_secret(secret);
+    }
     let mut req = client.exchange_code(AuthorizationCode::new(code));
     if !pkce_verifier.is_empty() {
         req = req.set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_string()));
+    }
+    if let Some(assertion) = provider
+        .credentials
+        .assertion(provider.client_id.as_str(), provider.token_url.as_str())
+    {
+        let jwt =
+            assertion.map_err(|e| (FailureReason::Provider, format!("client assertion: {e}")))?;
+        req = req
+            .add_extra_param("client_assertion_type", ASSERTION_TYPE)
+            .add_extra_param("client_assertion", jwt);
     }
     let token = req
         .request_async(&CrateHttp(&sso.http))

@@ -20,9 +20,10 @@ pub(crate) mod userinfo;
 
 use std::collections::BTreeMap;
 
-use openidconnect::{AuthUrl, ClientId, ClientSecret, TokenUrl};
+use openidconnect::{AuthUrl, ClientId, TokenUrl};
 use thiserror::Error;
 
+use crate::sso::client_auth::ClientCredentials;
 use crate::sso::config::{ProviderConfig, ProviderKind, SsoConfig};
 use config::OAuth2Options;
 
@@ -46,8 +47,8 @@ pub(crate) struct OAuth2Provider {
     pub token_url: TokenUrl,
     pub userinfo_url: url::Url,
     pub client_id: ClientId,
-    /// Read from `client_secret_file` at build time; never logged.
-    pub client_secret: ClientSecret,
+    /// The secret or the private key, read at build time; never logged.
+    pub credentials: ClientCredentials,
 }
 
 impl OAuth2Provider {
@@ -79,16 +80,7 @@ impl OAuth2Provider {
                 format!("{:?}: {e}", opts.userinfo_endpoint),
             )
         })?;
-        let secret = match &cfg.client_secret_file {
-            Some(path) => std::fs::read_to_string(path)
-                .map_err(|e| err("client_secret_file", format!("{}: {e}", path.display())))?
-                .trim()
-                .to_string(),
-            None => String::new(),
-        };
-        if secret.is_empty() {
-            return Err(err("client_secret_file", "is empty".into()));
-        }
+        let credentials = ClientCredentials::load(cfg).map_err(|(key, m)| err(key, m))?;
         Ok(OAuth2Provider {
             cfg: cfg.clone(),
             opts,
@@ -96,7 +88,7 @@ impl OAuth2Provider {
             token_url,
             userinfo_url,
             client_id: ClientId::new(cfg.client_id.clone().unwrap_or_default()),
-            client_secret: ClientSecret::new(secret),
+            credentials,
         })
     }
 }

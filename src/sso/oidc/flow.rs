@@ -8,7 +8,7 @@ use http::header::{CACHE_CONTROL, LOCATION, SET_COOKIE};
 use http::{HeaderValue, Response, StatusCode};
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreIdToken};
 use openidconnect::{
-    AuthType, AuthorizationCode, ClaimsVerificationError, CsrfToken, Nonce, OAuth2TokenResponse,
+    AuthorizationCode, ClaimsVerificationError, CsrfToken, Nonce, OAuth2TokenResponse,
     PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, SignatureVerificationError,
     TokenResponse,
 };
@@ -18,7 +18,7 @@ use super::http_adapter::CrateHttp;
 use super::provider::OidcProvider;
 use crate::body::{self, ProxyBody};
 use crate::sso::browser::BrowserRequest;
-use crate::sso::config::ClientAuth;
+use crate::sso::client_auth::ASSERTION_TYPE;
 use crate::sso::failure::{login_failed, FailureReason};
 use crate::sso::finish::finish_login;
 use crate::sso::flow_state::{self, FlowState, Protocol, FLOW_TTL};
@@ -55,7 +55,7 @@ pub(crate) async fn start(
     let client = CoreClient::from_provider_metadata(
         meta,
         provider.client_id.clone(),
-        Some(provider.client_secret.clone()),
+        provider.credentials.secret(),
     )
     .set_redirect_uri(redirect);
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
@@ -152,21 +152,31 @@ async fn verify(
         .map_err(|e| provider_err(e.to_string()))?;
     let redirect = RedirectUrl::new(redirect_uri(browser))
         .map_err(|e| (FailureReason::Protocol, e.to_string()))?;
-    let auth_type = match provider.cfg.client_auth {
-        ClientAuth::ClientSecretBasic => AuthType::BasicAuth,
-        ClientAuth::ClientSecretPost => AuthType::RequestBody,
-    };
+    let token_endpoint = meta
+        .token_endpoint()
+        .map(|u| u.as_str().to_string())
+        .unwrap_or_default();
     let client = CoreClient::from_provider_metadata(
         meta,
         provider.client_id.clone(),
-        Some(provider.client_secret.clone()),
+        provider.credentials.secret(),
     )
     .set_redirect_uri(redirect)
-    .set_auth_type(auth_type);
-    let token = client
+    .set_auth_type(provider.credentials.auth_type());
+    let mut req = client
         .exchange_code(AuthorizationCode::new(code))
         .map_err(|e| provider_err(e.to_string()))?
-        .set_pkce_verifier(PkceCodeVerifier::new(entry.pkce_verifier.clone()))
+        .set_pkce_verifier(PkceCodeVerifier::new(entry.pkce_verifier.clone()));
+    if let Some(assertion) = provider
+        .credentials
+        .assertion(provider.client_id.as_str(), &token_endpoint)
+    {
+        let jwt = assertion.map_err(|e| provider_err(format!("client assertion: {e}")))?;
+        req = req
+            .add_extra_param("client_assertion_type", ASSERTION_TYPE)
+            .add_extra_param("client_assertion", jwt);
+    }
+    let token = req
         .request_async(&CrateHttp(&sso.http))
         .await
         .map_err(|e| provider_err(format!("token endpoint: {e}")))?;

@@ -1,10 +1,11 @@
 // The real OpenID provider for the SSO tests: npm oidc-provider v9 on 127.0.0.1.
 // Usage: node provider.mjs PORT CONFIG.json
 // CONFIG: { client_id, client_secret, redirect_uris, post_logout_redirect_uris,
-//           backchannel_logout_uri, token_endpoint_auth_method,
+//           backchannel_logout_uri, token_endpoint_auth_method, client_key_file, client_key_id,
 //           oauth2_client?: { client_id, client_secret, redirect_uris } }
 // Any login name signs in as that subject; consent is granted without a page (first-party).
 // Prints "ready" once it listens.
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import Provider from 'oidc-provider';
 
@@ -24,18 +25,26 @@ const oauth2Clients = cfg.oauth2_client ? [{
   token_endpoint_auth_method: cfg.oauth2_client.token_endpoint_auth_method || 'client_secret_basic',
 }] : [];
 
+// private_key_jwt: the client's public key, from the PEM key file the edge signs with.
+const clientAuth = cfg.token_endpoint_auth_method || 'client_secret_basic';
+const clientKeys = cfg.client_key_file ? {
+  jwks: { keys: [{ ...crypto.createPublicKey(fs.readFileSync(cfg.client_key_file)).export({ format: 'jwk' }), kid: cfg.client_key_id }] },
+} : {};
+const clientSecret = clientAuth === 'private_key_jwt' ? {} : { client_secret: cfg.client_secret };
+
 const provider = new Provider(issuer, {
   scopes: ['openid', 'offline_access', 'read:user'],
   clients: [...oauth2Clients, {
     client_id: cfg.client_id,
-    client_secret: cfg.client_secret,
+    ...clientSecret,
+    ...clientKeys,
     redirect_uris: cfg.redirect_uris,
     post_logout_redirect_uris: cfg.post_logout_redirect_uris,
     backchannel_logout_uri: cfg.backchannel_logout_uri,
     backchannel_logout_session_required: true,
     grant_types: ['authorization_code'],
     response_types: ['code'],
-    token_endpoint_auth_method: cfg.token_endpoint_auth_method || 'client_secret_basic',
+    token_endpoint_auth_method: clientAuth,
   }],
   pkce: { required: () => true },
   // The provider refuses outgoing calls to loopback addresses (SSRF protection); the edge it
