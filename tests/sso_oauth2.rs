@@ -19,9 +19,13 @@ struct World {
 
 fn world() -> World {
     let moodle = Moodle::start(&["alice"]);
+    // The plugin's Create/Update user on, so the profile fields are sent and checked.
+    moodle.with(|s| s.profile_fields = true);
     let port = free_port();
     let op = OidcPeer::real_with_oauth2(port);
-    let edge = Edge::start(port, &moodle.url(), oauth2_sso("hub", &op.issuer()));
+    let mut sso = oauth2_sso("hub", &op.issuer());
+    sso["moodle_handoff"]["send_profile"] = true.into();
+    let edge = Edge::start(port, &moodle.url(), sso);
     World {
         moodle,
         _op: op,
