@@ -662,3 +662,40 @@ async fn a_response_to_a_login_started_in_another_browser_is_refused() {
         .iter()
         .all(|n| !n.starts_with("moodle-edge-saml-")));
 }
+
+#[tokio::test]
+async fn an_idp_initiated_relay_state_off_the_site_never_reaches_wantsurl() {
+    let w = world_with(
+        IdpOptions::default(),
+        json!({ "allow_idp_initiated": true }),
+    )
+    .await;
+    let site = w.edge.url("");
+    for bad in [
+        "https://evil.example/",
+        "//evil.example/",
+        "/\\evil.example",
+    ] {
+        let b = Browser::new();
+        let posted = w.idp_response(&b).await;
+        // The same signed Response made unsolicited (no InResponseTo), signed again by the IdP.
+        let xml = forge::decode(&posted.response);
+        let id = forge::attr(&xml, "InResponseTo");
+        let unsolicited = forge::resign_response(
+            &xml.replace(&format!(" InResponseTo=\"{id}\""), ""),
+            &w.idp.key_file,
+        );
+        let pages = w
+            .post_acs(&b, &forge::encode(&unsolicited), Some(bad))
+            .await;
+        let last = pages.last().unwrap();
+        assert!(
+            last.url.as_str().starts_with(&site),
+            "{bad:?} ended at {}",
+            last.url
+        );
+        assert_eq!(last.text, format!("Logged in as {USER} at /"), "{bad:?}");
+        let (_, wants) = w.moodle.with(|s| s.logins.last().cloned()).unwrap();
+        assert_eq!(wants, format!("{site}/"), "{bad:?} became wantsurl {wants}");
+    }
+}
