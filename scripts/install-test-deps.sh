@@ -25,6 +25,7 @@ NEEDED=(
     "npm          npm"            # installs oidc-provider for them
     "php          php-cli"        # runs SimpleSAMLphp, the SAML IdP of tests/sso_saml*.rs
     "xmlsec1      xmlsec1"        # checking SAML signatures by hand (docs/sso-saml.md)
+    "chromium     chromium"       # the real browser of tests/sso_browser.rs (driven by playwright-core)
 )
 
 # Packages with no command of their own (build libraries, PHP modules), checked with dpkg.
@@ -50,14 +51,22 @@ install_h2() {
     }
 }
 
-# npm packages the SSO tests run (oidc-provider v9, jose), from tests/peers/oidc's lock file.
+# npm packages the SSO tests run, each folder from its own lock file: tests/peers/oidc
+# (oidc-provider v9, jose) and tests/peers/browser (playwright-core, which drives Debian's
+# Chromium: it downloads no browser of its own).
 install_npm_peers() {
-    local dir
-    dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/peers/oidc"
-    if [[ ! -d "$dir/node_modules/oidc-provider" || ! -d "$dir/node_modules/jose" ]]; then
-        echo "install-test-deps: npm ci in tests/peers/oidc"
-        (cd "$dir" && npm ci --no-audit --no-fund)
-    fi
+    local root dir
+    root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/peers"
+    for dir in "$root/oidc:oidc-provider jose" "$root/browser:playwright-core"; do
+        local path="${dir%%:*}" mods="${dir#*:}" need=0 m
+        for m in $mods; do
+            [[ -d "$path/node_modules/$m" ]] || need=1
+        done
+        if [[ $need -eq 1 ]]; then
+            echo "install-test-deps: npm ci in ${path#"$root/"}"
+            (cd "$path" && npm ci --no-audit --no-fund)
+        fi
+    done
 }
 
 missing=()

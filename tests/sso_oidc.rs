@@ -560,3 +560,147 @@ async fn backchannel_logout_ends_the_session_and_forged_or_replayed_tokens_are_r
         1.0
     );
 }
+
+// ------------------------------------------------------------------------------------------
+// private_key_jwt client authentication
+
+/// A private key made with the openssl command line: `ec` (P-256, PKCS#8) or `rsa` (PKCS#1).
+fn make_client_key(dir: &std::path::Path, kind: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("client-{kind}.pem"));
+    let args: Vec<&str> = match kind {
+        "ec" => vec![
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ],
+        _ => vec!["genrsa", "-traditional"],
+    };
+    let mut cmd = std::process::Command::new("openssl");
+    cmd.args(&args).arg("-out").arg(&path);
+    if kind != "ec" {
+        cmd.arg("2048");
+    }
+    let status = cmd
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl must be installed (scripts/install-test-deps.sh)");
+    assert!(status.success(), "openssl {kind} key");
+    path
+}
+
+/// The provider registers `registered` as the client's key; the edge signs with `used`.
+fn key_jwt_world(registered: &std::path::Path, used: &std::path::Path) -> World {
+    let moodle = Moodle::start(&["alice"]);
+    let port = free_port();
+    let op = OidcPeer::real_with(
+        port,
+        None,
+        serde_json::json!({
+            "token_endpoint_auth_method": "private_key_jwt",
+            "client_key_file": registered,
+            "client_key_id": "edge-key-1",
+        }),
+    );
+    let mut sso = oidc_sso("campus", &op.issuer());
+    let p = sso["providers"][0].as_object_mut().unwrap();
+    p.remove("client_secret_file");
+    p.insert("client_auth".into(), "private_key_jwt".into());
+    p.insert("client_key_file".into(), serde_json::json!(used));
+    p.insert("client_key_id".into(), "edge-key-1".into());
+    let edge = Edge::start(port, &moodle.url(), sso);
+    World { moodle, op, edge }
+}
+
+#[tokio::test]
+async fn private_key_jwt_authenticates_the_edge_with_its_own_key_rsa_and_ec() {
+    let keys = tempfile::tempdir().unwrap();
+    for kind in ["ec", "rsa"] {
+        let key = make_client_key(keys.path(), kind);
+        let w = key_jwt_world(&key, &key);
+        let b = Browser::new();
+        login(&w, &b, "alice").await;
+        // No secret went anywhere: the provider knows only the public key.
+        assert!(!w.edge.output().contains(CLIENT_SECRET));
+    }
+}
+
+#[tokio::test]
+async fn private_key_jwt_with_a_key_the_provider_does_not_know_is_refused() {
+    let keys = tempfile::tempdir().unwrap();
+    let registered = make_client_key(keys.path(), "ec");
+    let other = keys.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let used = make_client_key(&other, "ec");
+    let w = key_jwt_world(&registered, &used);
+    let b = Browser::new();
+    let pages = b.oidc_login(&w.start_url(), "alice").await;
+    let last = pages.last().unwrap();
+    assert_eq!(last.status, 502, "{}", last.text);
+    w.edge
+        .wait_log(&["login refused", "\"reason\":\"provider\"", "invalid_client"])
+        .await;
+    assert!(w.moodle.with(|s| s.ws_calls.is_empty()));
+}
+
+/// `moodle-edge check` on a config whose OIDC provider is changed by `tweak`.
+fn check_oidc(
+    tweak: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), USERKEY_TOKEN).unwrap();
+    std::fs::write(dir.path().join("junk.pem"), "not a key").unwrap();
+    let mut sso = oidc_sso("campus", "https://op.test");
+    sso["moodle_handoff"]["token_file"] = serde_json::json!(dir.path().join("token"));
+    let p = sso["providers"][0].as_object_mut().unwrap();
+    p.remove("client_secret_file");
+    p.insert("client_auth".into(), "private_key_jwt".into());
+    let junk = dir.path().join("junk.pem");
+    p.insert("client_key_file".into(), serde_json::json!(junk));
+    tweak(p);
+    let config = serde_json::json!({
+        "server": { "listen": [{ "addr": format!("127.0.0.1:{}", free_port()) }] },
+        "upstream": { "url": "http://127.0.0.1:9" },
+        "moodle": { "wwwroot": "https://lms.test", "dataroot": dir.path() },
+        "sso": sso,
+    });
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, serde_json::to_string(&config).unwrap()).unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn private_key_jwt_config_errors_name_the_key() {
+    // A file that holds no key.
+    let (ok, err) = check_oidc(|_| {});
+    assert!(
+        !ok && err.contains("sso.providers[0].client_key_file") && err.contains("no private key"),
+        "{err}"
+    );
+    // No key file at all.
+    let (ok, err) = check_oidc(|p| {
+        p.remove("client_key_file");
+    });
+    assert!(
+        !ok && err.contains("sso.providers[0].client_key_file") && err.contains("required"),
+        "{err}"
+    );
+    // A key that does not exist.
+    let (ok, err) = check_oidc(|p| {
+        p.insert("client_key_file".into(), "/nonexistent/edge.pem".into());
+    });
+    assert!(
+        !ok && err.contains("sso.providers[0].client_key_file"),
+        "{err}"
+    );
+}

@@ -636,3 +636,66 @@ async fn config_errors_name_the_key() {
     }));
     assert!(ok, "{err}");
 }
+
+#[tokio::test]
+async fn a_response_to_a_login_started_in_another_browser_is_refused() {
+    let w = world().await;
+    // Login CSRF: the attacker starts a login in their own browser and gets their own signed
+    // Response, then makes the victim's browser post it to the ACS.
+    let attacker = Browser::new();
+    let posted = w.idp_response(&attacker).await;
+    let victim = Browser::new();
+    let before = w.moodle_logins();
+    let pages = w.post_acs(&victim, &posted.response, None).await;
+    w.assert_refused(&pages, "unbound", before).await;
+    assert!(victim.cookie("127.0.0.1", "moodle-edge-sso").is_none());
+    // The same Response from the browser that started the login is fine: only the binding
+    // refused it.
+    let pages = w.post_acs(&attacker, &posted.response, None).await;
+    assert_eq!(
+        pages.last().unwrap().text,
+        format!("Logged in as {USER} at {WANTS}")
+    );
+    // The binding cookie was HttpOnly and is gone after the login.
+    assert!(attacker
+        .cookie_names("127.0.0.1")
+        .iter()
+        .all(|n| !n.starts_with("moodle-edge-saml-")));
+}
+
+#[tokio::test]
+async fn an_idp_initiated_relay_state_off_the_site_never_reaches_wantsurl() {
+    let w = world_with(
+        IdpOptions::default(),
+        json!({ "allow_idp_initiated": true }),
+    )
+    .await;
+    let site = w.edge.url("");
+    for bad in [
+        "https://evil.example/",
+        "//evil.example/",
+        "/\\evil.example",
+    ] {
+        let b = Browser::new();
+        let posted = w.idp_response(&b).await;
+        // The same signed Response made unsolicited (no InResponseTo), signed again by the IdP.
+        let xml = forge::decode(&posted.response);
+        let id = forge::attr(&xml, "InResponseTo");
+        let unsolicited = forge::resign_response(
+            &xml.replace(&format!(" InResponseTo=\"{id}\""), ""),
+            &w.idp.key_file,
+        );
+        let pages = w
+            .post_acs(&b, &forge::encode(&unsolicited), Some(bad))
+            .await;
+        let last = pages.last().unwrap();
+        assert!(
+            last.url.as_str().starts_with(&site),
+            "{bad:?} ended at {}",
+            last.url
+        );
+        assert_eq!(last.text, format!("Logged in as {USER} at /"), "{bad:?}");
+        let (_, wants) = w.moodle.with(|s| s.logins.last().cloned()).unwrap();
+        assert_eq!(wants, format!("{site}/"), "{bad:?} became wantsurl {wants}");
+    }
+}

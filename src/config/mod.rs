@@ -401,13 +401,15 @@ impl Config {
                     ProviderKind::Oidc => {
                         need("issuer", p.issuer.is_some());
                         need("client_id", p.client_id.is_some());
-                        need("client_secret_file", p.client_secret_file.is_some());
                         need("user_claim", p.user_claim.is_some());
+                        crate::sso::config::check_client_auth(&key, p, &mut err);
                     }
                     ProviderKind::Saml => crate::sso::saml::config::check(&key, p, &mut err),
+                    ProviderKind::OAuth2 => crate::sso::oauth2::config::check(&key, p, &mut err),
                 }
                 for (name, file) in [
                     ("client_secret_file", &p.client_secret_file),
+                    ("client_key_file", &p.client_key_file),
                     ("idp_metadata_file", &p.idp_metadata_file),
                     ("sp_cert_file", &p.sp_cert_file),
                     ("sp_key_file", &p.sp_key_file),

@@ -33,7 +33,7 @@ fn the_example_parses_with_every_section() {
     );
     assert!(c.webservice.circuit_breaker.is_some());
     let sso = c.sso.as_ref().unwrap();
-    assert_eq!(sso.providers.len(), 2);
+    assert_eq!(sso.providers.len(), 3);
     assert_eq!(c.mnet.as_ref().unwrap().peers.len(), 1);
 }
 

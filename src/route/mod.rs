@@ -32,6 +32,8 @@ pub enum EdgeRoute {
 pub enum SsoRoute {
     Login,
     OidcCallback,
+    /// `/auth/oauth2/callback`: the redirect URI of plain OAuth 2 providers.
+    OAuth2Callback,
     SamlMetadata,
     SamlAcs,
     /// `/auth/saml/slo`: SAML single logout, both directions.
@@ -98,6 +100,7 @@ pub fn classify(path: &str, table: &RouteTable<'_>) -> Route {
         let sso = match path {
             "/auth/login" => Some(SsoRoute::Login),
             "/auth/oidc/callback" => Some(SsoRoute::OidcCallback),
+            "/auth/oauth2/callback" => Some(SsoRoute::OAuth2Callback),
             "/auth/saml/metadata" => Some(SsoRoute::SamlMetadata),
             "/auth/saml/acs" => Some(SsoRoute::SamlAcs),
             "/auth/saml/slo" => Some(SsoRoute::SamlSlo),

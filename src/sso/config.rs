@@ -127,6 +127,9 @@ pub enum MappingField {
 pub enum ProviderKind {
     Oidc,
     Saml,
+    /// Plain OAuth 2 (no OpenID Connect): endpoints and userinfo under `oauth2:`.
+    #[serde(rename = "oauth2")]
+    OAuth2,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -161,6 +164,13 @@ pub struct ProviderConfig {
     pub scopes: Vec<String>,
     #[serde(default)]
     pub user_claim: Option<String>,
+    /// The client's private key (PEM: RSA, or P-256 in PKCS#8) for `client_auth:
+    /// private_key_jwt`.
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+    /// The `kid` of that key as registered at the provider (optional).
+    #[serde(default)]
+    pub client_key_id: Option<String>,
     /// How the client authenticates at the token endpoint.
     #[serde(default)]
     pub client_auth: ClientAuth,
@@ -191,6 +201,9 @@ pub struct ProviderConfig {
     pub sp_key_file: Option<PathBuf>,
     #[serde(default)]
     pub user_attribute: Option<String>,
+    /// Plain OAuth 2 endpoints and field mapping (see `sso::oauth2::config`).
+    #[serde(default)]
+    pub oauth2: Option<crate::sso::oauth2::config::OAuth2Options>,
     /// SAML keys beyond the contract's (see `sso::saml::config`).
     #[serde(default)]
     pub saml: Option<crate::sso::saml::config::SamlOptions>,
@@ -224,6 +237,8 @@ pub enum ClientAuth {
     #[default]
     ClientSecretBasic,
     ClientSecretPost,
+    /// A JWT signed with `client_key_file` (RFC 7523): no shared secret.
+    PrivateKeyJwt,
 }
 
 fn default_algs() -> Vec<String> {
@@ -246,4 +261,37 @@ fn default_idle() -> Duration {
 }
 fn default_absolute() -> Duration {
     Duration::from_secs(12 * 3600)
+}
+
+/// The keys `client_auth` needs: a secret file, or with `private_key_jwt` a key file (and then
+/// no secret, which would never be used).
+pub(crate) fn check_client_auth(
+    key: &str,
+    p: &ProviderConfig,
+    err: &mut dyn FnMut(String, String),
+) {
+    match p.client_auth {
+        ClientAuth::PrivateKeyJwt => {
+            if p.client_key_file.is_none() {
+                err(
+                    format!("{key}.client_key_file"),
+                    "is required with client_auth: private_key_jwt".into(),
+                );
+            }
+            if p.client_secret_file.is_some() {
+                err(
+                    format!("{key}.client_secret_file"),
+                    "is not used with client_auth: private_key_jwt (remove it)".into(),
+                );
+            }
+        }
+        ClientAuth::ClientSecretBasic | ClientAuth::ClientSecretPost => {
+            if p.client_secret_file.is_none() {
+                err(
+                    format!("{key}.client_secret_file"),
+                    format!("is required for a {:?} provider (or client_auth: private_key_jwt with client_key_file)", p.kind),
+                );
+            }
+        }
+    }
 }

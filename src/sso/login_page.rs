@@ -20,9 +20,10 @@ use super::finish::finish_login;
 use super::html::escape;
 use super::identity::{Identity, LoginStart};
 use super::language::{choose, words};
+use super::page_look::Look;
 use super::session::{self, Session};
 use super::tenant::provider_available;
-use super::{oidc, return_url, saml, SsoState};
+use super::{oauth2, oidc, return_url, saml, SsoState};
 
 /// Remembers the provider last chosen on this browser (not a secret: a provider id).
 pub(crate) const LAST_PROVIDER_COOKIE: &str = "moodle-edge-sso-last";
@@ -117,6 +118,15 @@ pub(crate) async fn handle(
                 ),
             },
             ProviderKind::Saml => saml::start_login(sso, browser, p, start).await,
+            ProviderKind::OAuth2 => match sso.oauth2.get(&p.id) {
+                Some(op) => oauth2::flow::start(sso, browser, op, start).await,
+                None => simple_page(
+                    StatusCode::NOT_FOUND,
+                    "Unknown",
+                    "No such provider.",
+                    &browser.request_id,
+                ),
+            },
         };
         let remember = format!(
             "{LAST_PROVIDER_COOKIE}={}; Path=/; SameSite=Lax; Max-Age=31536000{}",
@@ -158,13 +168,6 @@ fn identity_of(s: &Session) -> Identity {
     }
 }
 
-/// A `#rrggbb` colour, or None (anything else never reaches the style sheet).
-fn colour(c: Option<&String>) -> Option<&str> {
-    c.map(String::as_str).filter(|c| {
-        c.len() == 7 && c.starts_with('#') && c[1..].bytes().all(|b| b.is_ascii_hexdigit())
-    })
-}
-
 fn label_in<'a>(
     map: &'a std::collections::BTreeMap<String, String>,
     lang: &str,
@@ -204,12 +207,7 @@ fn render(sso: &SsoState, browser: &BrowserRequest, return_to: &str) -> Response
         .and_then(|o| label_in(&o.name, &lang))
         .or_else(|| label_in(&site.name, &lang))
         .unwrap_or(w.sign_in);
-    let primary = colour(own.and_then(|o| o.primary_colour.as_ref()))
-        .or(colour(site.primary_colour.as_ref()))
-        .unwrap_or("#1a4d8f");
-    let background = colour(own.and_then(|o| o.background_colour.as_ref()))
-        .or(colour(site.background_colour.as_ref()))
-        .unwrap_or("#f4f6f8");
+    let look = Look::resolve(site, own);
     let logo = own
         .and_then(|o| o.logo_url.as_ref())
         .or(site.logo_url.as_ref());
@@ -218,31 +216,24 @@ fn render(sso: &SsoState, browser: &BrowserRequest, return_to: &str) -> Response
     let mut ordered = providers.clone();
     ordered.sort_by_key(|p| Some(p.id.as_str()) != last);
 
-    let mut html = String::with_capacity(4096);
+    let mut html = String::with_capacity(8192);
     html.push_str(&format!(
         "<!DOCTYPE html>\n<html lang=\"{lang}\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-<title>{title} - {name}</title><style>\
-body{{margin:0;font-family:system-ui,sans-serif;background:{background};color:#1b1b1b}}\
-main{{max-width:28rem;margin:3rem auto;padding:2rem;background:#fff;border-radius:8px;box-shadow:0 1px 4px rgba(0,0,0,.2)}}\
-h1{{color:{primary};font-size:1.6rem;margin-top:0}}img.logo{{max-width:12rem;max-height:5rem}}\
-ul{{list-style:none;padding:0}}li{{margin:.6rem 0}}\
-button{{width:100%;padding:.8rem;font-size:1rem;border:2px solid {primary};border-radius:6px;background:{primary};color:#fff;cursor:pointer}}\
-button:focus-visible,a:focus-visible,select:focus-visible{{outline:3px solid #ffbf47;outline-offset:2px}}\
-.last{{font-size:.85rem;display:block}}a{{color:{primary}}}p.note{{background:#e8f1e8;padding:.6rem;border-radius:4px}}\
-</style></head>\n<body><main>\n",
+<title>{title} - {name}</title><style>{style}</style></head>\n<body>\n<header><div class=\"bar\">",
         lang = escape(&lang),
         title = escape(w.sign_in),
         name = escape(name),
+        style = look.style_sheet(),
     ));
     if let Some(logo) = logo {
-        html.push_str(&format!(
-            "<img class=\"logo\" src=\"{}\" alt=\"{}\">\n",
-            escape(logo),
-            escape(name)
-        ));
+        // The name follows as text, so the logo is decoration for screen readers.
+        html.push_str(&format!("<img src=\"{}\" alt=\"\">", escape(logo)));
     }
-    html.push_str(&format!("<h1>{}</h1>\n", escape(name)));
+    html.push_str(&format!(
+        "<h1>{}</h1></div></header>\n<main>\n",
+        escape(name)
+    ));
     if browser.query_param("logged_out").is_some() {
         html.push_str(&format!(
             "<p class=\"note\" role=\"status\">{}</p>\n",
@@ -268,12 +259,12 @@ button:focus-visible,a:focus-visible,select:focus-visible{{outline:3px solid #ff
     for p in &ordered {
         let label = label_in(&p.label, &lang).unwrap_or(&p.id);
         let mark = if Some(p.id.as_str()) == last {
-            format!(" <span class=\"last\">({})</span>", escape(w.last_used))
+            format!(" <span class=\"last\">{}</span>", escape(w.last_used))
         } else {
             String::new()
         };
         html.push_str(&format!(
-            "<li><button type=\"submit\" name=\"provider\" value=\"{}\">{}{}</button></li>\n",
+            "<li><button class=\"provider\" type=\"submit\" name=\"provider\" value=\"{}\"><span>{}</span>{}</button></li>\n",
             escape(&p.id),
             escape(label),
             mark
@@ -288,7 +279,7 @@ button:focus-visible,a:focus-visible,select:focus-visible{{outline:3px solid #ff
         .collect();
     if !selectable.is_empty() {
         html.push_str(&format!(
-            "<form method=\"get\" action=\"/auth/login\"><label for=\"tenant\">{}</label> \
+            "<form class=\"tenant\" method=\"get\" action=\"/auth/login\"><label for=\"tenant\">{}</label>\
 <select id=\"tenant\" name=\"tenant\">",
             escape(w.tenant)
         ));
@@ -306,19 +297,19 @@ button:focus-visible,a:focus-visible,select:focus-visible{{outline:3px solid #ff
             ));
         }
         html.push_str(&format!(
-            "</select> <input type=\"hidden\" name=\"return\" value=\"{}\"><button type=\"submit\" style=\"width:auto\">{}</button></form>\n",
+            "</select><input type=\"hidden\" name=\"return\" value=\"{}\"><button class=\"secondary\" type=\"submit\">{}</button></form>\n",
             escape(return_to),
             escape(w.go)
         ));
     }
     if local_login_allowed(sso, browser) {
         html.push_str(&format!(
-            "<p><a href=\"{}/login/index.php?local=1\">{}</a></p>\n",
+            "<p class=\"local\"><a href=\"{}/login/index.php?local=1\">{}</a></p>\n",
             escape(&sso.wwwroot.path),
             escape(w.local)
         ));
     }
-    html.push_str("</main></body></html>\n");
+    html.push_str("</main>\n</body></html>\n");
     let mut resp = Response::new(body::full(html));
     let h = resp.headers_mut();
     h.insert(

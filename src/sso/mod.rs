@@ -12,9 +12,12 @@
 //! messages end sessions through `session::end_sessions`.
 
 pub(crate) mod browser;
+pub(crate) mod claims;
+pub(crate) mod client_auth;
 pub mod config;
 pub(crate) mod failure;
 pub(crate) mod finish;
+pub(crate) mod flow_state;
 pub(crate) mod handoff;
 pub(crate) mod html;
 pub(crate) mod identity;
@@ -22,8 +25,10 @@ pub(crate) mod language;
 pub(crate) mod login_page;
 pub(crate) mod logout;
 pub mod metrics;
+pub(crate) mod oauth2;
 pub(crate) mod oidc;
 pub(crate) mod outbound;
+pub(crate) mod page_look;
 pub(crate) mod return_url;
 mod return_watch;
 pub mod rules;
@@ -72,6 +77,8 @@ pub enum SsoBuildError {
     Saml(#[from] SamlBuildError),
     #[error(transparent)]
     Oidc(#[from] OidcConfigError),
+    #[error(transparent)]
+    OAuth2(#[from] oauth2::OAuth2ConfigError),
 }
 
 /// Everything single sign-on needs, built once per config (a reload builds a new one).
@@ -92,6 +99,8 @@ pub struct SsoState {
     /// Counts the policy's fallbacks.
     pub(crate) store_metrics: Arc<StoreMetrics>,
     pub(crate) oidc: OidcProviders,
+    /// Plain OAuth 2 providers (userinfo instead of an ID token).
+    pub(crate) oauth2: oauth2::OAuth2Providers,
     /// The SAML providers' built state (metadata, keys): read by `saml` (branch wip/saml).
     #[allow(dead_code)]
     pub(crate) saml: SamlProviders,
@@ -122,6 +131,7 @@ impl SsoState {
             handoff: Handoff::build(&sso.moodle_handoff, upstream_url, &wwwroot)?,
             http: outbound::HttpClient::new(CONTROL_CALL_TIMEOUT)?,
             oidc: OidcProviders::build(sso)?,
+            oauth2: oauth2::OAuth2Providers::build(sso)?,
             saml: SamlProviders::build(sso, &wwwroot.prefix)?,
             store,
             metrics,

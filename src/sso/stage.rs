@@ -21,7 +21,7 @@ use super::failure::simple_page;
 use super::login_page::{self, LoginOutcome};
 use super::logout::clearing_cookies;
 use super::session::cookie_session_alive;
-use super::{logout, oidc, saml, SsoState};
+use super::{logout, oauth2, oidc, saml, SsoState};
 
 /// The largest POST body an SSO path reads (a SAML Response with an encrypted assertion fits).
 pub(crate) const MAX_FORM: usize = 512 * 1024;
@@ -91,6 +91,7 @@ pub(crate) async fn answer(
             }
         }
         SsoRoute::OidcCallback => oidc::flow::callback(sso, &browser).await,
+        SsoRoute::OAuth2Callback => oauth2::flow::callback(sso, &browser).await,
         SsoRoute::BackchannelLogout if post_only(&browser) => not_allowed(&browser),
         SsoRoute::BackchannelLogout => oidc::backchannel::handle(sso, &browser, body).await,
         SsoRoute::SamlMetadata => saml::metadata(sso, &browser).await,

@@ -22,6 +22,7 @@ pub mod standin;
 #[path = "../common/util.rs"]
 pub mod util;
 
+#[allow(unused_imports)]
 pub use browser::{Browser, Page};
 pub use moodle::Moodle;
 pub use process::{EdgeProcess, BIN};
@@ -38,6 +39,7 @@ use serde_json::{json, Value};
 
 pub const USERKEY_TOKEN: &str = "0123456789abcdef0123456789abcdef";
 pub const CLIENT_ID: &str = "moodle-edge";
+pub const OAUTH2_CLIENT_ID: &str = "moodle-edge-oauth2";
 pub const CLIENT_SECRET: &str = "test-client-secret-of-some-length";
 
 fn peers_dir() -> PathBuf {
@@ -59,15 +61,38 @@ impl OidcPeer {
 
     /// The real provider, its back-channel logout going to `bcl` (default: the edge).
     pub fn real_with_backchannel(edge_port: u16, bcl: Option<String>) -> OidcPeer {
+        Self::real_with(edge_port, bcl, json!({}))
+    }
+
+    /// The real provider with a plain OAuth 2 client too (`OAUTH2_CLIENT_ID`, no openid
+    /// scope, GitHub-shaped userinfo at `/api/user`).
+    pub fn real_with_oauth2(edge_port: u16) -> OidcPeer {
+        let edge = format!("http://127.0.0.1:{edge_port}");
+        Self::real_with(
+            edge_port,
+            None,
+            json!({ "oauth2_client": {
+                "client_id": OAUTH2_CLIENT_ID,
+                "client_secret": CLIENT_SECRET,
+                "redirect_uris": [format!("{edge}/auth/oauth2/callback")],
+            }}),
+        )
+    }
+
+    /// The real provider; `extra`'s keys are added to its config (see provider.mjs).
+    pub fn real_with(edge_port: u16, bcl: Option<String>, extra: Value) -> OidcPeer {
         let dir = tempfile::tempdir().unwrap();
         let edge = format!("http://127.0.0.1:{edge_port}");
-        let cfg = json!({
+        let mut cfg = json!({
             "client_id": CLIENT_ID,
             "client_secret": CLIENT_SECRET,
             "redirect_uris": [format!("{edge}/auth/oidc/callback")],
             "post_logout_redirect_uris": [format!("{edge}/auth/login?logged_out=1")],
             "backchannel_logout_uri": bcl.unwrap_or_else(|| format!("{edge}/auth/oidc/backchannel-logout")),
         });
+        if let (Some(c), Value::Object(extra)) = (cfg.as_object_mut(), extra) {
+            c.extend(extra);
+        }
         let path = dir.path().join("client.json");
         std::fs::write(&path, cfg.to_string()).unwrap();
         Self::spawn("provider.mjs", &[path.to_str().unwrap()], dir)
@@ -238,6 +263,31 @@ fn replace_dir(v: Value, dir: &Path) -> Value {
         ),
         other => other,
     }
+}
+
+/// The `sso:` section for one plain OAuth 2 provider named `id` at the real provider `issuer`
+/// (its GitHub-shaped `/api/user` as userinfo).
+pub fn oauth2_sso(id: &str, issuer: &str) -> Value {
+    json!({
+        "intercept": ["/login/index.php"],
+        "moodle_handoff": { "token_file": "{DIR}/userkey-token", "mapping_field": "username" },
+        "providers": [{
+            "id": id,
+            "kind": "oauth2",
+            "label": { "en": "Code hosting account" },
+            "client_id": OAUTH2_CLIENT_ID,
+            "client_secret_file": "{DIR}/client-secret",
+            "scopes": ["read:user"],
+            "user_claim": "login",
+            "firstname_claim": "name",
+            "oauth2": {
+                "authorization_endpoint": format!("{issuer}/auth"),
+                "token_endpoint": format!("{issuer}/token"),
+                "userinfo_endpoint": format!("{issuer}/api/user"),
+                "subject_field": "id",
+            },
+        }],
+    })
 }
 
 /// The `sso:` section for one OIDC provider named `id` at `issuer`.

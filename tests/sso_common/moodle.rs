@@ -104,6 +104,12 @@ fn cookie(req_headers: &http::HeaderMap, name: &str) -> Option<String> {
         })
 }
 
+/// A small crest for the login page screenshots.
+const LOGO_SVG: &str = "<svg xmlns='http://www.w3.org/2000/svg' width='64' height='72' viewBox='0 0 64 72'>\
+<path d='M4 4h56v30c0 18-13 29-28 34C17 63 4 52 4 34z' fill='#1a3a6b'/>\
+<path d='M10 10h44v24c0 14-10 23-22 27C20 57 10 48 10 34z' fill='none' stroke='#d9b45a' stroke-width='3'/>\
+<path d='M20 26l12-8 12 8v4H20zM22 32h4v14h-4zM30 32h4v14h-4zM38 32h4v14h-4zM19 48h26v4H19z' fill='#d9b45a'/></svg>";
+
 async fn answer(
     req: Request<Incoming>,
     st: Arc<Mutex<State>>,
@@ -253,6 +259,12 @@ async fn answer(
             Ok(reply(status, &[], ""))
         }
         "/login/index.php" => Ok(reply(200, &[], "Moodle's own login form")),
+        // A theme logo, as a site serves its own (the login page's `logo_url`).
+        p if p.starts_with("/theme/") && p.ends_with(".svg") => Ok(reply(
+            200,
+            &[("content-type", "image/svg+xml".to_string())],
+            LOGO_SVG,
+        )),
         _ => {
             let s = st.lock().unwrap();
             let sid = cookie(&parts.headers, "MoodleSession").unwrap_or_default();

@@ -3,65 +3,27 @@
 //! a cookie; `callback` takes them back exactly once, exchanges the code, verifies the ID
 //! token and hands the identity to `finish_login`.
 
-use std::time::Duration;
-
 use base64::Engine;
 use http::header::{CACHE_CONTROL, LOCATION, SET_COOKIE};
 use http::{HeaderValue, Response, StatusCode};
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreIdToken};
 use openidconnect::{
-    AuthType, AuthorizationCode, ClaimsVerificationError, CsrfToken, Nonce, OAuth2TokenResponse,
+    AuthorizationCode, ClaimsVerificationError, CsrfToken, Nonce, OAuth2TokenResponse,
     PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, SignatureVerificationError,
     TokenResponse,
 };
-use rand::RngCore;
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 use super::http_adapter::CrateHttp;
 use super::provider::OidcProvider;
 use crate::body::{self, ProxyBody};
 use crate::sso::browser::BrowserRequest;
-use crate::sso::config::ClientAuth;
+use crate::sso::client_auth::ASSERTION_TYPE;
 use crate::sso::failure::{login_failed, FailureReason};
 use crate::sso::finish::finish_login;
+use crate::sso::flow_state::{self, FlowState, Protocol, FLOW_TTL};
 use crate::sso::identity::{Identity, LoginStart, ProtocolHandle};
 use crate::sso::SsoState;
-
-/// How long a person may take at the provider.
-const FLOW_TTL: Duration = Duration::from_secs(600);
-
-/// What `start` keeps for `callback`, under the hash of the state value.
-#[derive(Serialize, Deserialize)]
-struct FlowState {
-    start: LoginStart,
-    nonce: String,
-    pkce_verifier: String,
-    /// sha256 of the binding cookie's value: the callback must come from the same browser.
-    binding: String,
-}
-
-fn hash(s: &str) -> String {
-    hex::encode(Sha256::digest(s.as_bytes()))
-}
-
-fn random_hex() -> String {
-    let mut b = [0u8; 32];
-    rand::rng().fill_bytes(&mut b);
-    hex::encode(b)
-}
-
-/// The binding cookie's name: one per flow (a prefix of the state's hash), so two tabs that
-/// start logins at once do not spoil each other's.
-fn binding_cookie(secure: bool, state_hash: &str) -> String {
-    let short = &state_hash[..12.min(state_hash.len())];
-    if secure {
-        format!("__Host-moodle-edge-oidc-{short}")
-    } else {
-        format!("moodle-edge-oidc-{short}")
-    }
-}
 
 /// The redirect URI for this browser: the host it came on, so the binding cookie comes back.
 fn redirect_uri(browser: &BrowserRequest) -> String {
@@ -93,7 +55,7 @@ pub(crate) async fn start(
     let client = CoreClient::from_provider_metadata(
         meta,
         provider.client_id.clone(),
-        Some(provider.client_secret.clone()),
+        provider.credentials.secret(),
     )
     .set_redirect_uri(redirect);
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
@@ -106,31 +68,20 @@ pub(crate) async fn start(
         req = req.add_scope(Scope::new(s.clone()));
     }
     let (url, state, nonce) = req.set_pkce_challenge(challenge).url();
-    let binding = random_hex();
-    let state_hash = hash(state.secret());
-    let entry = FlowState {
+    let cookie = match flow_state::begin(
+        sso,
+        browser,
+        Protocol::Oidc,
+        state.secret(),
         start,
-        nonce: nonce.secret().clone(),
-        pkce_verifier: verifier.secret().clone(),
-        binding: hash(&binding),
+        nonce.secret().clone(),
+        verifier.secret().clone(),
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => return login_failed(sso, browser, &id, FailureReason::StoreUnavailable, &e),
     };
-    let stored = match serde_json::to_vec(&entry) {
-        Ok(v) => sso
-            .store
-            .set(&format!("sso:oidc:state:{state_hash}"), &v, FLOW_TTL)
-            .await
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    if let Err(e) = stored {
-        return login_failed(sso, browser, &id, FailureReason::StoreUnavailable, &e);
-    }
-    let cookie = format!(
-        "{}={binding}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
-        binding_cookie(browser.secure, &state_hash),
-        FLOW_TTL.as_secs(),
-        if browser.secure { "; Secure" } else { "" }
-    );
     redirect_with_cookies(url.as_str(), &[cookie])
 }
 
@@ -153,89 +104,17 @@ pub(crate) fn redirect_with_cookies(location: &str, cookies: &[String]) -> Respo
 
 /// GET /auth/oidc/callback.
 pub(crate) async fn callback(sso: &SsoState, browser: &BrowserRequest) -> Response<ProxyBody> {
-    // Before the state is known, failures are counted under "-" (no provider yet).
-    let unknown = "-";
-    if let Some(err) = browser.query_param("error") {
-        let code: String = err
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .take(64)
-            .collect();
-        return login_failed(sso, browser, unknown, FailureReason::Provider, &code);
-    }
-    let (Some(state), Some(code)) = (browser.query_param("state"), browser.query_param("code"))
-    else {
-        return login_failed(
-            sso,
-            browser,
-            unknown,
-            FailureReason::State,
-            "no state or code",
-        );
+    let taken = match flow_state::callback_params(browser) {
+        Ok((state, code)) => flow_state::take(sso, browser, Protocol::Oidc, &state)
+            .await
+            .map(|t| (t, code)),
+        Err(r) => Err(r),
     };
-    let state_hash = hash(&state);
-    let key = format!("sso:oidc:state:{state_hash}");
-    let entry: FlowState = match sso.store.get(&key).await {
-        Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
-            Ok(e) => e,
-            Err(_) => {
-                return login_failed(sso, browser, unknown, FailureReason::State, "bad entry")
-            }
-        },
-        Ok(None) => {
-            return login_failed(
-                sso,
-                browser,
-                unknown,
-                FailureReason::State,
-                "unknown or used state",
-            )
-        }
-        Err(e) => {
-            return login_failed(
-                sso,
-                browser,
-                unknown,
-                FailureReason::StoreUnavailable,
-                &e.to_string(),
-            )
-        }
+    let ((entry, clear), code) = match taken {
+        Ok(t) => t,
+        Err((id, reason, detail)) => return login_failed(sso, browser, &id, reason, &detail),
     };
     let id = entry.start.provider.clone();
-    // Exactly once, even for two callbacks racing (a replayed callback URL).
-    match sso
-        .store
-        .set_if_absent(&format!("sso:oidc:used:{state_hash}"), b"1", FLOW_TTL)
-        .await
-    {
-        Ok(true) => {}
-        Ok(false) => {
-            return login_failed(sso, browser, &id, FailureReason::Replay, "state used twice")
-        }
-        Err(e) => {
-            return login_failed(
-                sso,
-                browser,
-                &id,
-                FailureReason::StoreUnavailable,
-                &e.to_string(),
-            )
-        }
-    }
-    let _ = sso.store.delete(&key).await;
-    let cookie_name = binding_cookie(browser.secure, &state_hash);
-    let bound = browser
-        .cookie(&cookie_name)
-        .is_some_and(|v| hash(v) == entry.binding);
-    if !bound {
-        return login_failed(
-            sso,
-            browser,
-            &id,
-            FailureReason::State,
-            "state not bound to this browser",
-        );
-    }
     let Some(provider) = sso.oidc.get(&id) else {
         return login_failed(
             sso,
@@ -250,10 +129,6 @@ pub(crate) async fn callback(sso: &SsoState, browser: &BrowserRequest) -> Respon
         Err((reason, detail)) => return login_failed(sso, browser, &id, reason, &detail),
     };
     let mut resp = finish_login(sso, browser, entry.start, identity).await;
-    let clear = format!(
-        "{cookie_name}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}",
-        if browser.secure { "; Secure" } else { "" }
-    );
     if let Ok(v) = HeaderValue::from_str(&clear) {
         resp.headers_mut().append(SET_COOKIE, v);
     }
@@ -277,21 +152,31 @@ async fn verify(
         .map_err(|e| provider_err(e.to_string()))?;
     let redirect = RedirectUrl::new(redirect_uri(browser))
         .map_err(|e| (FailureReason::Protocol, e.to_string()))?;
-    let auth_type = match provider.cfg.client_auth {
-        ClientAuth::ClientSecretBasic => AuthType::BasicAuth,
-        ClientAuth::ClientSecretPost => AuthType::RequestBody,
-    };
+    let token_endpoint = meta
+        .token_endpoint()
+        .map(|u| u.as_str().to_string())
+        .unwrap_or_default();
     let client = CoreClient::from_provider_metadata(
         meta,
         provider.client_id.clone(),
-        Some(provider.client_secret.clone()),
+        provider.credentials.secret(),
     )
     .set_redirect_uri(redirect)
-    .set_auth_type(auth_type);
-    let token = client
+    .set_auth_type(provider.credentials.auth_type());
+    let mut req = client
         .exchange_code(AuthorizationCode::new(code))
         .map_err(|e| provider_err(e.to_string()))?
-        .set_pkce_verifier(PkceCodeVerifier::new(entry.pkce_verifier.clone()))
+        .set_pkce_verifier(PkceCodeVerifier::new(entry.pkce_verifier.clone()));
+    if let Some(assertion) = provider
+        .credentials
+        .assertion(provider.client_id.as_str(), &token_endpoint)
+    {
+        let jwt = assertion.map_err(|e| provider_err(format!("client assertion: {e}")))?;
+        req = req
+            .add_extra_param("client_assertion_type", ASSERTION_TYPE)
+            .add_extra_param("client_assertion", jwt);
+    }
+    let token = req
         .request_async(&CrateHttp(&sso.http))
         .await
         .map_err(|e| provider_err(format!("token endpoint: {e}")))?;
@@ -406,17 +291,6 @@ pub(crate) fn payload_claims(jwt: &str) -> Option<Map<String, Value>> {
     }
 }
 
-/// A claim as text values (strings, numbers and booleans; arrays of them).
-fn claim_texts(v: &Value) -> Vec<String> {
-    match v {
-        Value::String(s) => vec![s.clone()],
-        Value::Number(n) => vec![n.to_string()],
-        Value::Bool(b) => vec![b.to_string()],
-        Value::Array(a) => a.iter().flat_map(claim_texts).collect(),
-        _ => Vec::new(),
-    }
-}
-
 fn identity_from_claims(
     provider: &OidcProvider,
     start: &LoginStart,
@@ -426,7 +300,7 @@ fn identity_from_claims(
     let first = |name: &str| {
         claims
             .get(name)
-            .and_then(|v| claim_texts(v).into_iter().next())
+            .and_then(|v| crate::sso::claims::texts(v).into_iter().next())
     };
     let user_claim = provider.cfg.user_claim.as_deref().unwrap_or("sub");
     let user = first(user_claim).filter(|u| !u.is_empty()).ok_or_else(|| {
@@ -452,7 +326,7 @@ fn identity_from_claims(
         email: first(&provider.cfg.email_claim),
         attributes: claims
             .iter()
-            .map(|(k, v)| (k.clone(), claim_texts(v)))
+            .map(|(k, v)| (k.clone(), crate::sso::claims::texts(v)))
             .collect(),
         handle: ProtocolHandle::Oidc {
             sub,

@@ -4,7 +4,7 @@
 
 pub(crate) mod backchannel;
 pub(crate) mod flow;
-mod http_adapter;
+pub(crate) mod http_adapter;
 pub(crate) mod logout;
 pub(crate) mod provider;
 

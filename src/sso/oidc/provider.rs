@@ -8,11 +8,12 @@
 use std::time::{Duration, Instant};
 
 use openidconnect::core::{CoreJsonWebKeySet, CoreJwsSigningAlgorithm};
-use openidconnect::{ClientId, ClientSecret, IssuerUrl, JsonWebKeySet, ProviderMetadataWithLogout};
+use openidconnect::{ClientId, IssuerUrl, JsonWebKeySet, ProviderMetadataWithLogout};
 use thiserror::Error;
 use tokio::sync::{Mutex, RwLock};
 
 use super::http_adapter::CrateHttp;
+use crate::sso::client_auth::ClientCredentials;
 use crate::sso::config::ProviderConfig;
 use crate::sso::outbound::HttpClient;
 
@@ -40,8 +41,8 @@ pub(crate) struct OidcProvider {
     pub cfg: ProviderConfig,
     pub issuer: IssuerUrl,
     pub client_id: ClientId,
-    /// Read from `client_secret_file` at build time; never logged.
-    pub client_secret: ClientSecret,
+    /// The secret or the private key, read at build time; never logged.
+    pub credentials: ClientCredentials,
     /// The allow-list, parsed; `none` is refused at build time.
     pub algs: Vec<CoreJwsSigningAlgorithm>,
     pub skew: Duration,
@@ -64,16 +65,7 @@ impl OidcProvider {
         let issuer_text = cfg.issuer.clone().unwrap_or_default();
         let issuer = IssuerUrl::new(issuer_text.clone())
             .map_err(|e| err("issuer", format!("{issuer_text:?} is not a URL: {e}")))?;
-        let secret = match &cfg.client_secret_file {
-            Some(path) => std::fs::read_to_string(path)
-                .map_err(|e| err("client_secret_file", format!("{}: {e}", path.display())))?
-                .trim()
-                .to_string(),
-            None => String::new(),
-        };
-        if secret.is_empty() {
-            return Err(err("client_secret_file", "is empty".into()));
-        }
+        let credentials = ClientCredentials::load(cfg).map_err(|(key, m)| err(key, m))?;
         let mut algs = Vec::new();
         for a in &cfg.id_token_algs {
             let alg = parse_alg(a).ok_or_else(|| {
@@ -94,7 +86,7 @@ impl OidcProvider {
             cfg: cfg.clone(),
             issuer,
             client_id: ClientId::new(cfg.client_id.clone().unwrap_or_default()),
-            client_secret: ClientSecret::new(secret),
+            credentials,
             algs,
             skew: cfg.clock_skew.get(),
             metadata: RwLock::new(None),

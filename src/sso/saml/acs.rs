@@ -41,6 +41,8 @@ pub(crate) struct AcsLogin {
     pub start: Option<LoginStart>,
     /// The RelayState of an unsolicited response: a return URL candidate, still to be checked.
     pub relay_state: Option<String>,
+    /// The AuthnRequest answered (None for an unsolicited response): its binding cookie goes.
+    pub request_id: Option<String>,
 }
 
 /// Why a response was refused: `reason` is a fixed metrics label, `detail` is for the log
@@ -89,10 +91,14 @@ fn read_form(body: &[u8]) -> Result<(String, Option<String>), Refusal> {
 }
 
 /// Runs the phases over a POSTed body.
+///
+/// `binding` gives the browser's binding cookie for a request ID: a Response that answers a
+/// request is accepted only from the browser that started it (login CSRF).
 pub(crate) async fn consume(
     providers: &[Arc<SamlProvider>],
     store: &Store,
     body: &[u8],
+    binding: &(dyn Fn(&str) -> Option<String> + Sync),
 ) -> Result<AcsLogin, Refusal> {
     let (xml, relay) = read_form(body)?;
     let hints = response_shape::check(&xml).map_err(|e| refuse("shape", e))?;
@@ -105,7 +111,7 @@ pub(crate) async fn consume(
         None => None,
     };
     let provider = match &pending_login {
-        Some(p) => providers.iter().find(|x| x.id == p.provider),
+        Some(p) => providers.iter().find(|x| x.id == p.start.provider),
         None => providers.iter().find(|x| {
             x.idp()
                 .is_some_and(|idp| Some(&idp.entity_id) == hints.issuer.as_ref())
@@ -126,6 +132,17 @@ pub(crate) async fn consume(
         r.provider = Some(provider.id.clone());
         r
     };
+    // The request was sent for this browser: someone else's Response (an attacker's own login,
+    // posted from the victim's browser) does not log this browser in.
+    if let (Some(id), Some(p)) = (&hints.in_response_to, &pending_login) {
+        let ok = binding(id).is_some_and(|v| crate::sso::flow_state::hash(&v) == p.binding);
+        if !ok {
+            return Err(with_provider(refuse(
+                "unbound",
+                "the request this response answers was not started in this browser",
+            )));
+        }
+    }
     let unsolicited = hints.in_response_to.is_none();
     if unsolicited && !provider.opts.allow_idp_initiated {
         return Err(with_provider(refuse(
@@ -179,11 +196,11 @@ pub(crate) async fn consume(
 
     // 7. consume the request
     let (start, relay_state) = match (&hints.in_response_to, pending_login) {
-        (Some(id), Some(start)) => {
+        (Some(id), Some(pending)) => {
             pending::forget_login(store, id)
                 .await
                 .map_err(|e| with_provider(refuse("store", e.to_string())))?;
-            (Some(start), None)
+            (Some(pending.start), None)
         }
         (Some(_), None) => {
             return Err(with_provider(refuse(
@@ -202,6 +219,7 @@ pub(crate) async fn consume(
         identity,
         start,
         relay_state,
+        request_id: hints.in_response_to.clone(),
     })
 }
 

@@ -4,13 +4,14 @@
 //! logged with the SAML reason in the detail (`saml <reason>: ...`); no SAML message is logged.
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, SET_COOKIE};
 use http::{HeaderValue, Method, Response, StatusCode};
 
 use super::acs as acs_flow;
 use super::acs::{AcsLogin, Refusal};
 use super::attributes::SamlSubject;
 use super::login;
+use super::pending;
 use super::slo as slo_flow;
 use crate::body::{self, ProxyBody};
 use crate::sso::browser::BrowserRequest;
@@ -44,7 +45,7 @@ fn failure_reason(reason: &str) -> FailureReason {
         "replay" => FailureReason::Replay,
         "expired" => FailureReason::Expired,
         "audience" | "recipient" | "destination" => FailureReason::Audience,
-        "unknown_request" | "unsolicited" | "in_response_to" => FailureReason::State,
+        "unknown_request" | "unsolicited" | "in_response_to" | "unbound" => FailureReason::State,
         "store" => FailureReason::StoreUnavailable,
         "no_metadata" | "status" => FailureReason::Provider,
         _ => FailureReason::Protocol,
@@ -73,8 +74,14 @@ pub(crate) async fn start_login(
             "saml: not a SAML provider",
         );
     };
-    match login::start(p, &sso.store, start).await {
-        Ok(url) => redirect(&url),
+    match login::start(p, &sso.store, start, browser.secure).await {
+        Ok((url, cookie)) => {
+            let mut resp = redirect(&url);
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                resp.headers_mut().append(SET_COOKIE, v);
+            }
+            resp
+        }
         Err(e) => login_failed(
             sso,
             browser,
@@ -122,7 +129,12 @@ pub(crate) async fn acs(
             &browser.request_id,
         );
     }
-    match acs_flow::consume(&sso.saml.providers, &sso.store, &body).await {
+    let bound = |request_id: &str| {
+        browser
+            .cookie(&pending::binding_cookie(browser.secure, request_id))
+            .map(str::to_string)
+    };
+    match acs_flow::consume(&sso.saml.providers, &sso.store, &body, &bound).await {
         Ok(login) => {
             tracing::info!(
                 request_id = %browser.request_id,
@@ -130,8 +142,23 @@ pub(crate) async fn acs(
                 user = %login.identity.user,
                 "saml: assertion accepted"
             );
+            let clear = login.request_id.as_ref().map(|id| {
+                format!(
+                    "{}=; Path=/; HttpOnly; Max-Age=0{}",
+                    pending::binding_cookie(browser.secure, id),
+                    if browser.secure {
+                        "; Secure; SameSite=None"
+                    } else {
+                        ""
+                    }
+                )
+            });
             let (start, identity) = to_identity(browser, login);
-            finish_login(sso, browser, start, identity).await
+            let mut resp = finish_login(sso, browser, start, identity).await;
+            if let Some(v) = clear.and_then(|c| HeaderValue::from_str(&c).ok()) {
+                resp.headers_mut().append(SET_COOKIE, v);
+            }
+            resp
         }
         Err(r) => refused(sso, browser, &r),
     }

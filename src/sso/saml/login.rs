@@ -24,12 +24,14 @@ pub(crate) fn new_id() -> String {
     format!("_{}", hex::encode(rand::random::<[u8; 16]>()))
 }
 
-/// The URL to send the browser to; the request is remembered for `request_lifetime`.
+/// The URL to send the browser to and the Set-Cookie value that binds the request to this
+/// browser; the request is remembered for `request_lifetime`.
 pub(crate) async fn start(
     provider: &SamlProvider,
     store: &Store,
     start: LoginStart,
-) -> Result<String, LoginError> {
+    secure: bool,
+) -> Result<(String, String), LoginError> {
     let idp = provider.idp().ok_or(LoginError::NoMetadata)?;
     let sp = provider.service_provider(&idp, false);
     let mut request = sp
@@ -48,17 +50,34 @@ pub(crate) async fn start(
         provider.keys.as_ref().map(|k| &k.key),
     )
     .map_err(|e| LoginError::Build(e.to_string()))?;
+    let binding = hex::encode(rand::random::<[u8; 32]>());
+    let lifetime = provider.opts.request_lifetime.get();
     pending::remember_login(
         store,
         &request.id,
-        &start,
-        provider.opts.request_lifetime.get(),
+        &pending::PendingLogin {
+            start,
+            binding: crate::sso::flow_state::hash(&binding),
+        },
+        lifetime,
     )
     .await?;
+    // The Response comes back as a cross-site POST from the IdP, which a SameSite=Lax cookie
+    // would miss: None (which needs Secure) over TLS. Plain HTTP (tests, same site) sets none.
+    let cookie = format!(
+        "{}={binding}; Path=/; HttpOnly; Max-Age={}{}",
+        pending::binding_cookie(secure, &request.id),
+        lifetime.as_secs(),
+        if secure {
+            "; Secure; SameSite=None"
+        } else {
+            ""
+        }
+    );
     let sep = if idp.sso_redirect.contains('?') {
         '&'
     } else {
         '?'
     };
-    Ok(format!("{}{sep}{query}", idp.sso_redirect))
+    Ok((format!("{}{sep}{query}", idp.sso_redirect), cookie))
 }

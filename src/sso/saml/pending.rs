@@ -17,6 +17,26 @@ pub(crate) struct PendingLogout {
     pub return_to: String,
 }
 
+/// What an AuthnRequest sent from here remembers until its Response comes back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PendingLogin {
+    pub start: LoginStart,
+    /// sha256 of the binding cookie's value: only the browser that started this login may
+    /// bring its Response (login CSRF).
+    pub binding: String,
+}
+
+/// The binding cookie's name for a request: one per request (a prefix of the hash of its ID),
+/// so two tabs logging in at once keep their own.
+pub(crate) fn binding_cookie(secure: bool, request_id: &str) -> String {
+    let h = crate::sso::flow_state::hash(request_id);
+    if secure {
+        format!("__Host-moodle-edge-saml-{}", &h[..12])
+    } else {
+        format!("moodle-edge-saml-{}", &h[..12])
+    }
+}
+
 fn login_key(request_id: &str) -> String {
     format!("saml:authn:{request_id}")
 }
@@ -28,7 +48,7 @@ fn logout_key(request_id: &str) -> String {
 pub(crate) async fn remember_login(
     store: &Store,
     request_id: &str,
-    login: &LoginStart,
+    login: &PendingLogin,
     ttl: Duration,
 ) -> Result<(), StoreError> {
     let value = serde_json::to_vec(login).unwrap_or_default();
@@ -39,7 +59,7 @@ pub(crate) async fn remember_login(
 pub(crate) async fn find_login(
     store: &Store,
     request_id: &str,
-) -> Result<Option<LoginStart>, StoreError> {
+) -> Result<Option<PendingLogin>, StoreError> {
     Ok(store
         .get(&login_key(request_id))
         .await?
