@@ -51,7 +51,7 @@ pub async fn handle(
     let mut ctx = RequestContext::new(conn, request_id(&parts.headers, kinds), started);
     let log_base = log_stage::LogBase::capture(&state, &parts);
     let limits = &state.config.server.limits;
-    let req = StageRequest {
+    let mut req = StageRequest {
         parts,
         body: RequestBody::new(
             body,
@@ -63,7 +63,9 @@ pub async fn handle(
         upgrade: on_upgrade.is_some(),
         kinds,
     };
-    let mut response = run_stages(&state, &mut ctx, req, on_upgrade).await;
+    // The request and the context are lent to the stages, never moved: both are large, and
+    // every move is a copy (docs/performance.md).
+    let mut response = run_stages(&state, &mut ctx, &mut req, on_upgrade).await;
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         // The connection now carries another protocol; no request head will follow.
         ctx.conn.head_clock.turn_off();
@@ -72,14 +74,14 @@ pub async fn handle(
         .headers_mut()
         .insert(headers::X_REQUEST_ID, ctx.request_id.header_value().clone());
     Ok(log_stage::finish(
-        &state, ctx, log_base, in_flight, response,
+        &state, &mut ctx, log_base, in_flight, response,
     ))
 }
 
 /// Runs one stage; its answer, if it gave one, ends the request.
 macro_rules! stage {
     ($stage:ty, $state:expr, $ctx:expr, $req:expr) => {
-        if let Flow::Answer(response) = <$stage as Stage>::run($state, $ctx, &mut $req).await {
+        if let Flow::Answer(response) = <$stage as Stage>::run($state, $ctx, $req).await {
             return response;
         }
     };
@@ -88,7 +90,7 @@ macro_rules! stage {
 async fn run_stages(
     state: &Arc<State>,
     ctx: &mut RequestContext,
-    mut req: StageRequest,
+    req: &mut StageRequest,
     on_upgrade: Option<OnUpgrade>,
 ) -> Response<ProxyBody> {
     stage!(SanitizeStage, state, ctx, req);
@@ -98,14 +100,13 @@ async fn run_stages(
     stage!(crate::mnet::stage::MnetStage, state, ctx, req);
 
     // forward
-    let method = req.parts.method.clone();
     let exchange = state
         .upstream
         .send(
             &ctx.conn.response_timer,
             UpstreamRequest {
-                parts: req.parts,
-                body: req.body,
+                parts: &mut req.parts,
+                body: &mut req.body,
                 forward: &ctx.forward,
                 changes: &ctx.upstream_headers,
                 on_upgrade: on_upgrade.filter(|_| req.upgrade),
@@ -121,20 +122,24 @@ async fn run_stages(
     // respond
     let mut response = match exchange.result {
         Ok(upstream) => {
-            respond::respond(state, ctx, &method, &exchange.request_headers, upstream).await
+            respond::respond(state, ctx, &req.parts.method, &req.parts.headers, upstream).await
         }
         Err(e) => {
             let response = respond::upstream_failed(state, ctx, &e);
-            for watcher in std::mem::take(&mut ctx.watchers) {
-                watcher.upstream_failed(ctx, &e, response.status());
+            if !ctx.watchers.is_empty() {
+                for watcher in std::mem::take(&mut ctx.watchers) {
+                    watcher.upstream_failed(ctx, &e, response.status());
+                }
             }
             return response;
         }
     };
     // The request's header map is read no more: it becomes a later response's.
-    recycle_header_map(exchange.request_headers);
-    for watcher in std::mem::take(&mut ctx.watchers) {
-        response = watcher.response(ctx, response).await;
+    recycle_header_map(std::mem::take(&mut req.parts.headers));
+    if !ctx.watchers.is_empty() {
+        for watcher in std::mem::take(&mut ctx.watchers) {
+            response = watcher.response(ctx, response).await;
+        }
     }
     response
 }

@@ -160,6 +160,15 @@ impl RequestBody {
         }
     }
 
+    /// Takes the body out, leaving an empty one (the upstream interface borrows the request
+    /// and takes its body only when it goes the pooled way).
+    pub(crate) fn take(&mut self) -> RequestBody {
+        RequestBody {
+            inner: mem::replace(&mut self.inner, Inner::Replaced(Bytes::new())),
+            limits: self.limits,
+        }
+    }
+
     /// The body as it goes upstream, with the fate of the client's part of it (for the
     /// forward stage's error reporting) when there is one.
     pub(crate) fn into_upstream(self) -> (ProxyBody, Option<Arc<BodyFate>>) {

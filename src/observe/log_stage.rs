@@ -45,10 +45,11 @@ impl LogBase {
 }
 
 /// Counts the request and, when there is an access log, wraps the body so its line is written
-/// when the body ends.
+/// when the body ends. The context is lent (a move would copy it); what the line keeps is
+/// taken out of it.
 pub fn finish(
     state: &State,
-    ctx: RequestContext,
+    ctx: &mut RequestContext,
     base: Option<LogBase>,
     in_flight: InFlight,
     response: Response<ProxyBody>,
@@ -73,7 +74,7 @@ pub fn finish(
             request_id: ctx.request_id.header_value().clone(),
             client_ip: ctx.client_ip,
             method: base.method,
-            host: ctx.host,
+            host: std::mem::replace(&mut ctx.host, HeaderValue::from_static("")),
             uri: base.uri,
             protocol: base.protocol,
             tls: ctx.conn.tls,
@@ -82,7 +83,7 @@ pub fn finish(
             bytes_sent: 0,
             duration_ms: 0.0,
             upstream_ms: ctx.upstream_time.map(|d| d.as_secs_f64() * 1000.0),
-            offload: ctx.offload,
+            offload: ctx.offload.take(),
             note: ctx.note,
             complete: false,
             user_agent: base.user_agent,

@@ -314,27 +314,35 @@ pub fn forward_headers(
     proto: &str,
     host: &HeaderValue,
 ) -> ForwardHeaders {
+    let mut out = ForwardHeaders::default();
+    write_forward_headers(client, peer_value, proto, host, &mut out);
+    out
+}
+
+/// [`forward_headers`] written into `out` (the request context's), its X-Request-Id left as it
+/// is: the sanitize stage fills the context in place rather than moving a copy into it.
+pub(crate) fn write_forward_headers(
+    client: &ClientAddr,
+    peer_value: &HeaderValue,
+    proto: &str,
+    host: &HeaderValue,
+    out: &mut ForwardHeaders,
+) {
     let (forwarded_for, is_chain) = match &client.forwarded_for {
         None => (Some(peer_value.clone()), false),
         Some(chain) => (HeaderValue::from_str(chain).ok(), true),
     };
-    let x_forwarded_proto = match client.forwarded_proto.as_deref().unwrap_or(proto) {
+    out.x_forwarded_proto = match client.forwarded_proto.as_deref().unwrap_or(proto) {
         "https" => HeaderValue::from_static("https"),
         _ => HeaderValue::from_static("http"),
     };
-    let x_forwarded_host = (!host.is_empty()).then(|| host.clone());
+    out.x_forwarded_host = (!host.is_empty()).then(|| host.clone());
     // With no trusted proxy in front, the chain is just the client: one value for both.
-    let x_real_ip = match (&forwarded_for, is_chain) {
+    out.x_real_ip = match (&forwarded_for, is_chain) {
         (Some(v), false) => Some(v.clone()),
         _ => HeaderValue::from_str(&client.ip.to_string()).ok(),
     };
-    ForwardHeaders {
-        x_forwarded_for: forwarded_for,
-        x_forwarded_proto,
-        x_forwarded_host,
-        x_real_ip,
-        x_request_id: None,
-    }
+    out.x_forwarded_for = forwarded_for;
 }
 
 /// The kinds of request header the sanitize stage acts on, found in one pass over the names

@@ -99,6 +99,25 @@ pub fn sanitize(
     parts: &mut request::Parts,
     input: &SanitizeInput<'_>,
 ) -> Result<Sanitized, Refusal> {
+    let mut host = HeaderValue::from_static("");
+    let mut forward = ForwardHeaders::default();
+    let client = sanitize_into(parts, input, &mut host, &mut forward)?;
+    Ok(Sanitized {
+        host,
+        client,
+        upgrade: input.upgrade,
+        forward,
+    })
+}
+
+/// [`sanitize`], writing the Host and the forwarding headers into the caller's places (the
+/// request context's), so that nothing large is moved on the way (docs/performance.md).
+pub(crate) fn sanitize_into(
+    parts: &mut request::Parts,
+    input: &SanitizeInput<'_>,
+    host_out: &mut HeaderValue,
+    forward: &mut ForwardHeaders,
+) -> Result<ClientAddr, Refusal> {
     check_method(&parts.method)?;
     check_target(parts)?;
     // Framing and size are about the body headers: a request with neither (most of them) has
@@ -127,18 +146,15 @@ pub fn sanitize(
     if kinds.forwarding() {
         headers::remove_forwarding(&mut parts.headers);
     }
-    let forward = headers::forward_headers(
+    headers::write_forward_headers(
         &client,
         input.peer_value,
         if input.tls { "https" } else { "http" },
         &host,
-    );
-    Ok(Sanitized {
-        host,
-        client,
-        upgrade: input.upgrade,
         forward,
-    })
+    );
+    *host_out = host;
+    Ok(client)
 }
 
 /// The sanitize stage: [`sanitize`] with the connection's facts, a refusal answered at once.
@@ -158,11 +174,9 @@ impl Stage for SanitizeStage {
             upgrade: req.upgrade,
             kinds: req.kinds,
         };
-        match sanitize(&mut req.parts, &input) {
-            Ok(sanitized) => {
-                ctx.client_ip = sanitized.client.ip;
-                ctx.host = sanitized.host;
-                ctx.forward = sanitized.forward;
+        match sanitize_into(&mut req.parts, &input, &mut ctx.host, &mut ctx.forward) {
+            Ok(client) => {
+                ctx.client_ip = client.ip;
                 ctx.forward.x_request_id = Some(ctx.request_id.header_value().clone());
                 Flow::Next
             }

@@ -18,7 +18,7 @@ mod tests;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{request, Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
 
@@ -49,10 +49,15 @@ pub struct Upstream {
     metrics: Arc<CoreMetrics>,
 }
 
-/// One request on its way upstream.
+/// One request on its way upstream. Its head and body are lent, not given: the direct path
+/// only reads them, so nothing of the request moves for most requests; the pooled client takes
+/// them and leaves the [`keep_headers`](Self::keep_headers) behind in `parts`.
 pub struct UpstreamRequest<'a> {
-    pub parts: request::Parts,
-    pub body: RequestBody,
+    /// The request head. After [`Upstream::send`] it still holds the method and at least the
+    /// `keep_headers` (the direct path leaves it whole).
+    pub parts: &'a mut request::Parts,
+    /// Taken only when it goes the pooled way (a body to send).
+    pub body: &'a mut RequestBody,
     /// X-Forwarded-*, X-Real-IP, X-Request-Id (from the sanitize stage).
     pub forward: &'a ForwardHeaders,
     /// What the stages want set or removed (identity headers, a replaced body's framing).
@@ -70,9 +75,6 @@ pub struct UpstreamRequest<'a> {
 pub struct Exchange {
     pub result: Result<Response<UpstreamBody>, ForwardError>,
     pub timing: Timing,
-    /// The request headers named by `keep_headers` (possibly more: the direct path lends the
-    /// whole map back). Hand them to [`recycle_header_map`] when done.
-    pub request_headers: HeaderMap,
 }
 
 impl Upstream {
@@ -104,7 +106,7 @@ impl Upstream {
     /// (the connect included). `timer` is the connection's reusable response timer.
     pub async fn send(&self, timer: &ResponseTimer, request: UpstreamRequest<'_>) -> Exchange {
         let UpstreamRequest {
-            mut parts,
+            parts,
             body,
             forward,
             changes,
@@ -126,32 +128,25 @@ impl Upstream {
             .as_ref()
             .filter(|_| body.is_end_stream() && on_upgrade.is_none());
         let exchange = match direct {
+            // The request is only lent to the direct path: it stays where it is.
             Some(direct) => {
-                // The request is only lent to the direct path: its map comes back whole.
-                let (result, timing) = self
-                    .send_direct(timer, direct, &parts, forward, started)
-                    .await;
-                Exchange {
-                    result,
-                    timing,
-                    request_headers: parts.headers,
-                }
+                self.send_direct(timer, direct, parts, forward, started)
+                    .await
             }
             None => {
-                let request_headers = copy_headers(&parts.headers, keep_headers);
-                let (body, fate) = body.into_upstream();
+                let taken = std::mem::replace(parts, spent_parts(parts, keep_headers));
+                let (body, fate) = body.take().into_upstream();
                 // Boxed: the pooled client's future is large, and would otherwise grow every
                 // request's future, most of which take the direct path.
                 let (result, timing) =
                     Box::pin(
                         self.pooled
-                            .send(parts, forward, body, fate, self.response_timeout),
+                            .send(taken, forward, body, fate, self.response_timeout),
                     )
                     .await;
                 Exchange {
                     result: result.and_then(|r| finish_pooled(r, on_upgrade)),
                     timing,
-                    request_headers,
                 }
             }
         };
@@ -172,7 +167,7 @@ impl Upstream {
         parts: &request::Parts,
         added: &ForwardHeaders,
         started: Instant,
-    ) -> (Result<Response<UpstreamBody>, ForwardError>, Timing) {
+    ) -> Exchange {
         let deadline = started + self.response_timeout;
         let result = match timer
             .run(deadline, direct.send(parts, Some(added), started))
@@ -188,14 +183,14 @@ impl Upstream {
         let ended = Instant::now();
         let total = ended.saturating_duration_since(started);
         // Nothing to upload: the upstream's share is all of it.
-        (
+        Exchange {
             result,
-            Timing {
+            timing: Timing {
                 total,
                 upstream: total,
                 ended,
             },
-        )
+        }
     }
 
     /// A health probe: `parts` sent the way a page view goes (sharing its pool rather than
@@ -250,14 +245,16 @@ fn finish_pooled(
     Ok(response.map(UpstreamBody::Pooled))
 }
 
-/// Copies the headers named in `names`: one pass with cheap name comparisons, since most
-/// requests carry none of them.
-fn copy_headers(from: &HeaderMap, names: &[HeaderName]) -> HeaderMap {
-    let mut out = HeaderMap::new();
-    for (name, value) in from.iter() {
-        if names.contains(name) {
-            out.append(name.clone(), value.clone());
+/// What a request head leaves behind when the pooled client takes it: the method and the
+/// headers named in `keep` (one pass with cheap name comparisons, since most requests carry
+/// none of them).
+fn spent_parts(from: &request::Parts, keep: &[HeaderName]) -> request::Parts {
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = from.method.clone();
+    for (name, value) in from.headers.iter() {
+        if keep.contains(name) {
+            parts.headers.append(name.clone(), value.clone());
         }
     }
-    out
+    parts
 }

@@ -66,7 +66,7 @@ fn upstream(addr: std::net::SocketAddr, direct: bool) -> Upstream {
 }
 
 async fn through(upstream: &Upstream, method: &str) -> Seen {
-    let (parts, ()) = Request::builder()
+    let (mut parts, ()) = Request::builder()
         .method(method)
         .uri("/x")
         .header("host", "lms.example")
@@ -80,8 +80,8 @@ async fn through(upstream: &Upstream, method: &str) -> Seen {
         .send(
             &timer,
             UpstreamRequest {
-                parts,
-                body: RequestBody::empty(),
+                parts: &mut parts,
+                body: &mut RequestBody::empty(),
                 forward: &forward,
                 changes: &changes,
                 on_upgrade: None,
