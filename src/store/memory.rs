@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 use moka::sync::Cache;
 use moka::Expiry;
 
+use super::pubsub::Hub;
+
 #[derive(Clone)]
 struct Entry {
     value: Arc<[u8]>,
@@ -33,6 +35,8 @@ impl Expiry<String, Entry> for PerEntryTtl {
 #[derive(Clone)]
 pub struct MemoryStore {
     cache: Cache<String, Entry>,
+    /// Publish and subscribe within this process (there is no other replica).
+    pub(super) hub: Hub,
 }
 
 impl MemoryStore {
@@ -42,6 +46,7 @@ impl MemoryStore {
                 .max_capacity(max_entries)
                 .expire_after(PerEntryTtl)
                 .build(),
+            hub: Hub::local(""),
         }
     }
 

@@ -6,11 +6,14 @@
 
 pub mod config;
 mod memory;
+mod pubsub;
 mod redis_store;
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use thiserror::Error;
+use tokio::sync::{broadcast, watch};
 
 pub use memory::MemoryStore;
 pub use redis_store::RedisStore;
@@ -92,6 +95,42 @@ impl Store {
                 Ok(())
             }
             Store::Redis(r) => r.delete(key).await,
+        }
+    }
+
+    /// Sends `payload` to every subscriber of `channel` on every replica (this one included).
+    /// The channel's name in Redis is `store.redis_key_prefix` + `channel`. Delivery is at
+    /// most once: a replica whose pub/sub connection is down misses it (see [`Store::epochs`]).
+    pub async fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                m.hub.deliver_local(channel, payload);
+                Ok(())
+            }
+            Store::Redis(r) => {
+                let name = r.hub.full_name(channel);
+                pubsub::publish(&mut r.conn().await?, &name, payload).await
+            }
+        }
+    }
+
+    /// Every later message published on `channel`. One background task per store keeps a
+    /// dedicated pub/sub connection and re-makes it after Redis faults. Needs a tokio runtime.
+    pub fn subscribe(&self, channel: &str) -> broadcast::Receiver<Bytes> {
+        self.hub().subscribe(channel)
+    }
+
+    /// Moves each time the pub/sub subscriptions are (re)established. Messages sent while the
+    /// connection was down are lost, so a subscriber that keeps state also in keys re-reads it
+    /// when this moves. Starts at 0; the memory store never moves it.
+    pub fn epochs(&self) -> watch::Receiver<u64> {
+        self.hub().epochs()
+    }
+
+    fn hub(&self) -> &pubsub::Hub {
+        match self {
+            Store::Memory(m) => &m.hub,
+            Store::Redis(r) => &r.hub,
         }
     }
 

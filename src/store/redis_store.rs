@@ -8,6 +8,7 @@ use redis::{AsyncCommands, Client, SetExpiry, SetOptions};
 use tokio::sync::OnceCell;
 
 use super::config::StoreConfig;
+use super::pubsub::Hub;
 use super::StoreError;
 
 #[derive(Clone)]
@@ -16,6 +17,8 @@ pub struct RedisStore {
     prefix: String,
     /// Made on first use; the manager reconnects by itself after that.
     conn: std::sync::Arc<OnceCell<ConnectionManager>>,
+    /// Publish and subscribe across replicas, over its own connection.
+    pub(super) hub: Hub,
 }
 
 impl RedisStore {
@@ -41,14 +44,16 @@ impl RedisStore {
             let redis_info = info.redis_settings().clone().set_password(p);
             info = info.set_redis_settings(redis_info);
         }
+        let client = Client::open(info)?;
         Ok(RedisStore {
-            client: Client::open(info)?,
+            hub: Hub::redis(&cfg.redis_key_prefix, client.clone()),
+            client,
             prefix: cfg.redis_key_prefix.clone(),
             conn: Default::default(),
         })
     }
 
-    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
+    pub(super) async fn conn(&self) -> Result<ConnectionManager, StoreError> {
         let conn = self
             .conn
             .get_or_try_init(|| async {
@@ -61,7 +66,7 @@ impl RedisStore {
         Ok(conn.clone())
     }
 
-    fn key(&self, key: &str) -> String {
+    pub(super) fn key(&self, key: &str) -> String {
         format!("{}{}", self.prefix, key)
     }
 
