@@ -85,8 +85,8 @@ pub struct State {
     /// One TLS server config per `server.listen` entry (None for plain listeners).
     pub tls: Vec<Option<Arc<rustls::ServerConfig>>>,
     pub offloader: Offloader,
-    /// Shared with the previous state when a reload leaves `webservice:` unchanged, so rate-limit
-    /// buckets, concurrency slots and breaker state survive a SIGHUP.
+    /// Shared with the previous state when a reload leaves `webservice:` and `store:` unchanged,
+    /// so rate-limit buckets, concurrency slots and breaker state survive a SIGHUP.
     pub guard: Arc<Guard>,
     pub store: Store,
     /// Single sign-on (None without an `sso:` section).
@@ -108,6 +108,7 @@ impl State {
     /// changed, so a guard with `token_networks` is always rebuilt.
     pub fn rebuild(config: Config, previous: &State) -> Result<State, BuildError> {
         let keep = (config.webservice == previous.config.webservice
+            && config.store == previous.config.store
             && config.webservice.token_networks.is_empty())
         .then(|| previous.guard.clone());
         State::build_parts(config, previous.process.clone(), true, keep)
@@ -140,11 +141,15 @@ impl State {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let offloader = Offloader::new(&config.sendfile, process.sendfile.clone());
+        let store = Store::build_with(&config.store, process.store.clone())?;
         let guard = match guard {
             Some(running) => running,
-            None => Arc::new(Guard::new(&config.webservice, process.webservice.clone())?),
+            None => Arc::new(Guard::with_store(
+                &config.webservice,
+                process.webservice.clone(),
+                &store,
+            )?),
         };
-        let store = Store::build_with(&config.store, process.store.clone())?;
         let mnet = match &config.mnet {
             Some(m) => Some(Arc::new(MnetState::build(
                 m,

@@ -7,6 +7,7 @@
 //! fault policy.
 
 pub mod config;
+pub(crate) mod gcra;
 mod memory;
 pub mod metrics;
 mod pubsub;
@@ -149,6 +150,38 @@ impl Store {
     /// when this moves. Starts at 0; the memory store never moves it.
     pub fn epochs(&self) -> watch::Receiver<u64> {
         self.hub().epochs()
+    }
+
+    /// Like [`Store::publish`], and the payload is also kept under `key` for `keep` (None
+    /// deletes it), so a replica that starts or reconnects later reads it with
+    /// [`Store::retained`]. The memory store only delivers locally.
+    pub async fn publish_retained(
+        &self,
+        channel: &str,
+        key: &str,
+        payload: &[u8],
+        keep: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                m.hub.deliver_local(channel, payload);
+                Ok(())
+            }
+            Store::Redis(r) => {
+                let name = r.hub.full_name(channel);
+                let key = r.key(key);
+                pubsub::publish_retained(&mut r.conn().await?, &name, &key, payload, keep).await
+            }
+        }
+    }
+
+    /// The payload kept under `key` by [`Store::publish_retained`] and how long it is still
+    /// kept; the memory store keeps none (there is no other replica to hear from).
+    pub async fn retained(&self, key: &str) -> Result<Option<(Vec<u8>, Duration)>, StoreError> {
+        match self {
+            Store::Memory(_) => Ok(None),
+            Store::Redis(r) => pubsub::retained(&mut r.conn().await?, &r.key(key)).await,
+        }
     }
 
     fn hub(&self) -> &pubsub::Hub {

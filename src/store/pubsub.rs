@@ -162,6 +162,51 @@ pub(crate) async fn publish(
     Ok(())
 }
 
+/// A message that is also kept under `full_key` for `keep` (None deletes the key), in one
+/// MULTI, so a replica that (re)connects later reads the last word with [`retained`].
+pub(crate) async fn publish_retained(
+    conn: &mut ConnectionManager,
+    full_name: &str,
+    full_key: &str,
+    payload: &[u8],
+    keep: Option<Duration>,
+) -> Result<(), StoreError> {
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    match keep {
+        Some(ttl) => pipe
+            .cmd("SET")
+            .arg(full_key)
+            .arg(payload)
+            .arg("PX")
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+            .ignore(),
+        None => pipe.cmd("DEL").arg(full_key).ignore(),
+    };
+    pipe.cmd("PUBLISH").arg(full_name).arg(payload).ignore();
+    let () = pipe.query_async(conn).await?;
+    Ok(())
+}
+
+/// The message kept under `full_key` and how long it is still kept.
+pub(crate) async fn retained(
+    conn: &mut ConnectionManager,
+    full_key: &str,
+) -> Result<Option<(Vec<u8>, Duration)>, StoreError> {
+    let (value, pttl): (Option<Vec<u8>>, i64) = redis::pipe()
+        .atomic()
+        .cmd("GET")
+        .arg(full_key)
+        .cmd("PTTL")
+        .arg(full_key)
+        .query_async(conn)
+        .await?;
+    Ok(value.map(|v| {
+        let left = Duration::from_millis(u64::try_from(pttl).unwrap_or(0));
+        (v, left)
+    }))
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // The guarded maps stay consistent whatever panicked while holding them.
     m.lock().unwrap_or_else(|p| p.into_inner())

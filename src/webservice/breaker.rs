@@ -7,6 +7,11 @@
 //! exactly one probe goes through; its success (neither failed nor slow) closes the breaker with
 //! an empty window, anything else opens it again.
 //!
+//! Across replicas (`breaker_sync`), a replica applies the state changes others publish
+//! ([`Breaker::apply_remote`]): open for the time they have left, closed with an empty window,
+//! and half-open as *a probe is out elsewhere*: calls are refused until that probe's result
+//! arrives or the hold (`open_for`) ends, then this replica probes for itself.
+//!
 //! One `std::sync::Mutex` per breaker: every critical section is a few integer updates.
 
 use std::sync::{Mutex, MutexGuard};
@@ -88,8 +93,16 @@ struct Bucket {
 #[derive(Debug)]
 enum Phase {
     Closed,
-    Open { until: Instant },
-    HalfOpen { probe_out: bool },
+    Open {
+        until: Instant,
+    },
+    HalfOpen {
+        probe_out: bool,
+    },
+    /// Another replica's probe decides; until `until`, then probe here.
+    RemoteProbe {
+        until: Instant,
+    },
 }
 
 #[derive(Debug)]
@@ -150,8 +163,49 @@ impl Breaker {
         match self.lock().phase {
             Phase::Closed => BreakerState::Closed,
             Phase::Open { .. } => BreakerState::Open,
-            Phase::HalfOpen { .. } => BreakerState::HalfOpen,
+            Phase::HalfOpen { .. } | Phase::RemoteProbe { .. } => BreakerState::HalfOpen,
         }
+    }
+
+    /// The state and, when open or waiting on another replica's probe, how long it lasts.
+    pub fn snapshot(&self, now: Instant) -> (BreakerState, Duration) {
+        match self.lock().phase {
+            Phase::Closed => (BreakerState::Closed, Duration::ZERO),
+            Phase::Open { until } => (BreakerState::Open, until.saturating_duration_since(now)),
+            Phase::HalfOpen { .. } => (BreakerState::HalfOpen, self.settings.open_for),
+            Phase::RemoteProbe { until } => {
+                (BreakerState::HalfOpen, until.saturating_duration_since(now))
+            }
+        }
+    }
+
+    /// Applies a state another replica published; `lasts` is what it has left (open) or the
+    /// hold on its probe (half-open). Reported like a local change; never published again.
+    pub fn apply_remote(
+        &self,
+        to: BreakerState,
+        lasts: Duration,
+        now: Instant,
+    ) -> Option<Transition> {
+        let mut inner = self.lock();
+        let next = match (to, &inner.phase) {
+            // Already open here: keep this replica's own timing.
+            (BreakerState::Open, Phase::Open { .. }) => None,
+            (BreakerState::Open, _) => Some(Phase::Open { until: now + lasts }),
+            (BreakerState::Closed, Phase::Closed) => None,
+            (BreakerState::Closed, _) => {
+                inner.buckets = [Bucket::default(); BUCKETS];
+                Some(Phase::Closed)
+            }
+            // This replica's own probe is out: its result will be published too.
+            (BreakerState::HalfOpen, Phase::HalfOpen { probe_out: true }) => None,
+            (BreakerState::HalfOpen, _) => Some(Phase::RemoteProbe { until: now + lasts }),
+        };
+        let next = next?;
+        let before = phase_state(&inner.phase);
+        inner.phase = next;
+        let after = phase_state(&inner.phase);
+        (before != after).then_some(Transition { to: after })
     }
 
     /// Asks to let one call through at `now`. May move Open to HalfOpen (reported).
@@ -165,6 +219,17 @@ impl Breaker {
                 }),
                 None,
             ),
+            Phase::RemoteProbe { until } if now < until => (
+                Err(BreakerOpen {
+                    retry_after: Duration::from_secs(1),
+                }),
+                None,
+            ),
+            // Another replica's probe never told: probe here (already half-open: not reported).
+            Phase::RemoteProbe { .. } => {
+                inner.phase = Phase::HalfOpen { probe_out: true };
+                (Ok(Ticket { probe: true }), None)
+            }
             Phase::Open { .. } => {
                 inner.phase = Phase::HalfOpen { probe_out: true };
                 (
@@ -218,7 +283,7 @@ impl Breaker {
                 }
             }
             // Late results of calls let through before the breaker opened say nothing new.
-            Phase::Open { .. } | Phase::HalfOpen { .. } => None,
+            Phase::Open { .. } | Phase::HalfOpen { .. } | Phase::RemoteProbe { .. } => None,
             Phase::Closed => {
                 let bucket = &mut inner.buckets[(epoch % BUCKETS as u64) as usize];
                 if bucket.epoch != epoch {
@@ -262,6 +327,14 @@ impl Breaker {
         let epoch = self.epoch(now);
         let inner = self.lock();
         matches!(inner.phase, Phase::Closed) && totals(&inner.buckets, epoch).0 == 0
+    }
+}
+
+fn phase_state(phase: &Phase) -> BreakerState {
+    match phase {
+        Phase::Closed => BreakerState::Closed,
+        Phase::Open { .. } => BreakerState::Open,
+        Phase::HalfOpen { .. } | Phase::RemoteProbe { .. } => BreakerState::HalfOpen,
     }
 }
 
@@ -427,6 +500,50 @@ mod tests {
             })
         );
         let _ = probe;
+    }
+
+    #[test]
+    fn remote_changes_open_hold_and_close() {
+        let t0 = Instant::now();
+        let b = Breaker::new(settings(), t0);
+        let open = b.apply_remote(BreakerState::Open, Duration::from_secs(10), t0);
+        assert_eq!(
+            open,
+            Some(Transition {
+                to: BreakerState::Open
+            })
+        );
+        assert!(b.admit(t0 + Duration::from_secs(9)).0.is_err());
+        assert_eq!(
+            b.apply_remote(BreakerState::Open, Duration::from_secs(99), t0),
+            None,
+            "already open: own timing kept"
+        );
+        // Another replica's probe is out: refuse here until the hold ends, then probe here.
+        let t1 = t0 + Duration::from_secs(10);
+        assert_eq!(
+            b.apply_remote(BreakerState::HalfOpen, Duration::from_secs(5), t1),
+            Some(Transition {
+                to: BreakerState::HalfOpen
+            })
+        );
+        assert!(b.admit(t1).0.is_err(), "the other replica probes");
+        let (probe, tr) = b.admit(t1 + Duration::from_secs(5));
+        assert!(probe.unwrap().probe, "hold over: probe here");
+        assert_eq!(tr, None, "was half-open already");
+        // Our probe is out: a remote half-open changes nothing; a remote close closes.
+        assert_eq!(
+            b.apply_remote(BreakerState::HalfOpen, Duration::from_secs(5), t1),
+            None
+        );
+        assert_eq!(
+            b.apply_remote(BreakerState::Closed, Duration::ZERO, t1),
+            Some(Transition {
+                to: BreakerState::Closed
+            })
+        );
+        assert_eq!(b.snapshot(t1), (BreakerState::Closed, Duration::ZERO));
+        assert!(b.admit(t1).0.is_ok());
     }
 
     #[test]

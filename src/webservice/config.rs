@@ -35,6 +35,71 @@ pub struct WebserviceConfig {
     /// Moodle whole, byte for byte).
     #[serde(default = "default_max_inspect_body")]
     pub max_inspect_body: Size,
+    /// With `store.backend: redis`: how replicas share the limits and the breaker.
+    #[serde(default)]
+    pub across_replicas: AcrossReplicas,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcrossReplicas {
+    /// One budget per key across every replica (shared), or one per replica (local).
+    #[serde(default)]
+    pub rate_limits: Sharing,
+    /// Breaker state changes are published to the other replicas (shared) or kept (local).
+    #[serde(default)]
+    pub circuit_breaker: Sharing,
+    /// What a limit check does when Redis fails or is slow.
+    #[serde(default)]
+    pub on_store_error: OnStoreError,
+    /// A limit check waiting longer than this on Redis counts as a fault.
+    #[serde(default = "default_store_timeout")]
+    pub store_timeout: Duration,
+    /// After a fault, checks follow `on_store_error` this long before one tries Redis again.
+    #[serde(default = "default_retry_store_after")]
+    pub retry_store_after: Duration,
+}
+
+impl Default for AcrossReplicas {
+    fn default() -> Self {
+        AcrossReplicas {
+            rate_limits: Sharing::default(),
+            circuit_breaker: Sharing::default(),
+            on_store_error: OnStoreError::default(),
+            store_timeout: default_store_timeout(),
+            retry_store_after: default_retry_store_after(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sharing {
+    #[default]
+    Shared,
+    Local,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStoreError {
+    /// Fail open to this replica's own limiter (each replica then allows the full limit).
+    #[default]
+    Local,
+    /// Admit every call (no limit while Redis is out).
+    Open,
+    /// Refuse every limited call with 503 (no call passes unchecked).
+    Closed,
+}
+
+impl OnStoreError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnStoreError::Local => "local",
+            OnStoreError::Open => "open",
+            OnStoreError::Closed => "closed",
+        }
+    }
 }
 
 impl Default for WebserviceConfig {
@@ -48,6 +113,7 @@ impl Default for WebserviceConfig {
             circuit_breaker: None,
             token_networks: Vec::new(),
             max_inspect_body: default_max_inspect_body(),
+            across_replicas: AcrossReplicas::default(),
         }
     }
 }
@@ -138,6 +204,12 @@ fn default_concurrency_wait() -> Duration {
 }
 fn default_max_inspect_body() -> Size {
     Size(1 << 20)
+}
+fn default_store_timeout() -> Duration {
+    Duration::from_millis(250)
+}
+fn default_retry_store_after() -> Duration {
+    Duration::from_secs(1)
 }
 fn default_burst() -> u32 {
     1

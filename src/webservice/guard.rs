@@ -30,9 +30,11 @@ use http::StatusCode;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::body::ProxyBody;
+use crate::store::Store;
 use crate::webservice::breaker::{retry_after_secs, Breaker, BreakerSettings, Ticket, Transition};
+use crate::webservice::breaker_sync::{self, BreakerSync};
 use crate::webservice::concurrency::{ConcurrencyCaps, SlotWait};
-use crate::webservice::config::WebserviceConfig;
+use crate::webservice::config::{Sharing, WebserviceConfig};
 use crate::webservice::entry::{self, EntryKind};
 use crate::webservice::errors::{error_response, shape_for};
 use crate::webservice::limits::RateLimits;
@@ -40,6 +42,7 @@ use crate::webservice::metrics::WebserviceMetrics;
 use crate::webservice::outcome::CallReport;
 use crate::webservice::params::Params;
 use crate::webservice::policy::{Policy, PolicyRefusal};
+use crate::webservice::shared_limits::{SharedLimits, SharedRefusal};
 
 /// Scope label of the whole-upstream breaker.
 pub const UPSTREAM_SCOPE: &str = "upstream";
@@ -89,9 +92,17 @@ impl WsCall {
 #[derive(Debug, Clone)]
 enum RejectionKind {
     Policy(PolicyRefusal),
-    RateLimited { retry_after: u64 },
+    RateLimited {
+        retry_after: u64,
+    },
     Concurrency,
-    BreakerOpen { retry_after: u64 },
+    BreakerOpen {
+        retry_after: u64,
+    },
+    /// Shared limits cannot be checked (Redis out) and `on_store_error` is `closed`.
+    LimitsUnavailable {
+        retry_after: u64,
+    },
 }
 
 /// A refused call. Turn it into the answer with [`Rejection::into_response`].
@@ -108,6 +119,7 @@ impl Rejection {
             RejectionKind::RateLimited { .. } => "rate_limited",
             RejectionKind::Concurrency => "concurrency",
             RejectionKind::BreakerOpen { .. } => "breaker_open",
+            RejectionKind::LimitsUnavailable { .. } => "limits_unavailable",
         }
     }
 
@@ -120,7 +132,9 @@ impl Rejection {
             RejectionKind::RateLimited { .. } | RejectionKind::Concurrency => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            RejectionKind::BreakerOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            RejectionKind::BreakerOpen { .. } | RejectionKind::LimitsUnavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -129,7 +143,8 @@ impl Rejection {
         match &self.kind {
             RejectionKind::Policy(_) => None,
             RejectionKind::RateLimited { retry_after }
-            | RejectionKind::BreakerOpen { retry_after } => Some(*retry_after),
+            | RejectionKind::BreakerOpen { retry_after }
+            | RejectionKind::LimitsUnavailable { retry_after } => Some(*retry_after),
             RejectionKind::Concurrency => Some(1),
         }
     }
@@ -162,6 +177,10 @@ impl Rejection {
                 "serviceunavailable",
                 format!("Web services are temporarily unavailable; retry in {retry_after} seconds"),
             ),
+            RejectionKind::LimitsUnavailable { retry_after } => (
+                "serviceunavailable",
+                format!("Web service limits cannot be checked right now; retry in {retry_after} seconds"),
+            ),
         };
         error_response(self.status(), shape, code, &message, retry)
     }
@@ -173,6 +192,8 @@ impl Rejection {
 pub struct Admission {
     metrics: Arc<WebserviceMetrics>,
     tickets: Vec<(Arc<Breaker>, Ticket, Arc<str>)>,
+    /// Publishes the breaker changes this call's result makes (shared breaker only).
+    sync: Option<BreakerSync>,
     _permit: Option<OwnedSemaphorePermit>,
     function_label: String,
     inflight: bool,
@@ -187,6 +208,7 @@ impl Admission {
         for (breaker, ticket, scope) in std::mem::take(&mut self.tickets) {
             let transition = breaker.record(ticket, failed, duration, now);
             note_transition(&self.metrics, &scope, transition);
+            publish_transition(self.sync.as_ref(), &scope, transition);
         }
         self.metrics
             .calls
@@ -208,7 +230,18 @@ impl Drop for Admission {
     }
 }
 
-fn note_transition(metrics: &WebserviceMetrics, scope: &str, transition: Option<Transition>) {
+/// Hands a local change to the other replicas (remote changes are never passed here).
+fn publish_transition(sync: Option<&BreakerSync>, scope: &Arc<str>, t: Option<Transition>) {
+    if let (Some(sync), Some(t)) = (sync, t) {
+        sync.changed(scope, t);
+    }
+}
+
+pub(crate) fn note_transition(
+    metrics: &WebserviceMetrics,
+    scope: &str,
+    transition: Option<Transition>,
+) {
     if let Some(t) = transition {
         metrics
             .breaker_state
@@ -233,12 +266,46 @@ pub struct Guard {
     caps: ConcurrencyCaps,
     breaker: Option<Arc<Breaker>>,
     breaker_settings: Option<BreakerSettings>,
-    per_function: Option<DashMap<String, Arc<Breaker>>>,
+    per_function: Option<Arc<DashMap<String, Arc<Breaker>>>>,
     max_inspect_body: usize,
     metrics: Arc<WebserviceMetrics>,
+    /// Rate limits in Redis, shared by replicas (None: `limits` alone decides).
+    shared_limits: Option<SharedLimits>,
+    /// Publishes breaker changes to the other replicas (None: the breaker stays local).
+    sync: Option<BreakerSync>,
 }
 
 impl Guard {
+    /// A guard whose limits and breaker are shared through `store` when it is Redis (and
+    /// `webservice.across_replicas` says so), local otherwise.
+    pub fn with_store(
+        cfg: &WebserviceConfig,
+        metrics: Arc<WebserviceMetrics>,
+        store: &Store,
+    ) -> Result<Guard, GuardConfigError> {
+        let mut guard = Guard::new(cfg, metrics.clone())?;
+        let Store::Redis(redis) = store else {
+            return Ok(guard);
+        };
+        let across = &cfg.across_replicas;
+        if across.rate_limits == Sharing::Shared && !guard.limits.is_empty() {
+            guard.shared_limits = Some(SharedLimits::new(redis.clone(), across, metrics.clone()));
+        }
+        if across.circuit_breaker == Sharing::Shared {
+            if let Some(settings) = guard.breaker_settings.clone() {
+                guard.sync = BreakerSync::start(breaker_sync::Shared {
+                    store: store.clone(),
+                    upstream: guard.breaker.clone(),
+                    per_function: guard.per_function.clone(),
+                    settings,
+                    metrics,
+                });
+            }
+        }
+        Ok(guard)
+    }
+
+    /// A guard of this replica alone (limits and breaker in memory).
     pub fn new(
         cfg: &WebserviceConfig,
         metrics: Arc<WebserviceMetrics>,
@@ -284,7 +351,7 @@ impl Guard {
             .circuit_breaker
             .as_ref()
             .filter(|b| b.per_function)
-            .map(|_| DashMap::new());
+            .map(|_| Arc::new(DashMap::new()));
         let max_inspect_body = usize::try_from(cfg.max_inspect_body.bytes()).unwrap_or(usize::MAX);
         Ok(Guard {
             extra: cfg.extra_entry_points.clone(),
@@ -296,6 +363,8 @@ impl Guard {
             per_function,
             max_inspect_body,
             metrics,
+            shared_limits: None,
+            sync: None,
         })
     }
 
@@ -333,19 +402,42 @@ impl Guard {
             }
         }
 
-        if let Err(limited) =
-            self.limits
+        let limited = match &self.shared_limits {
+            None => self
+                .limits
                 .check(call.token.as_ref(), call.function.as_ref(), call.client_ip)
-        {
-            self.metrics
-                .rate_limited
-                .with_label_values(&[&*limited.rule])
-                .inc();
-            return Err(Rejection {
-                kind: RejectionKind::RateLimited {
-                    retry_after: retry_after_secs(limited.retry_after),
-                },
-            });
+                .map_err(SharedRefusal::Limited),
+            Some(shared) => {
+                shared
+                    .check(
+                        &self.limits,
+                        call.token.as_ref(),
+                        call.function.as_ref(),
+                        call.client_ip,
+                    )
+                    .await
+            }
+        };
+        match limited {
+            Ok(()) => {}
+            Err(SharedRefusal::Limited(limited)) => {
+                self.metrics
+                    .rate_limited
+                    .with_label_values(&[&*limited.rule])
+                    .inc();
+                return Err(Rejection {
+                    kind: RejectionKind::RateLimited {
+                        retry_after: retry_after_secs(limited.retry_after),
+                    },
+                });
+            }
+            Err(SharedRefusal::StoreUnavailable(wait)) => {
+                return Err(Rejection {
+                    kind: RejectionKind::LimitsUnavailable {
+                        retry_after: retry_after_secs(wait),
+                    },
+                });
+            }
         }
 
         let function_label = self
@@ -355,6 +447,7 @@ impl Guard {
         let mut admission = Admission {
             metrics: self.metrics.clone(),
             tickets: Vec::new(),
+            sync: self.sync.clone(),
             _permit: None,
             function_label,
             inflight: false,
@@ -417,6 +510,7 @@ impl Guard {
     ) -> Result<(), Rejection> {
         let (result, transition) = breaker.admit(now);
         note_transition(&self.metrics, &scope, transition);
+        publish_transition(self.sync.as_ref(), &scope, transition);
         match result {
             Ok(ticket) => {
                 admission.tickets.push((breaker.clone(), ticket, scope));

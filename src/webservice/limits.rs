@@ -18,6 +18,9 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
+use sha2::{Digest, Sha256};
+
+use crate::store::gcra::GcraBucket;
 use crate::webservice::config::{LimitKey, RateLimitRule};
 use crate::webservice::policy::Patterns;
 
@@ -32,6 +35,12 @@ struct Rule {
     key: LimitKey,
     functions: Option<Patterns>,
     limiter: Limiter,
+    /// The same quota for the Redis GCRA (see `buckets`): time one call uses up ...
+    interval: Duration,
+    /// ... and how far ahead the bucket may run (`interval * (burst - 1)`, as in governor).
+    tolerance: Duration,
+    /// Names this rule's buckets in Redis: the rule name, made unique among the rules.
+    redis_name: String,
 }
 
 /// A refusal: which rule, and how long until a call would pass.
@@ -49,7 +58,7 @@ pub struct RateLimits {
 impl RateLimits {
     /// Errors name the key: `(key path, message)`.
     pub fn new(rules: &[RateLimitRule]) -> Result<RateLimits, (String, String)> {
-        let mut out = Vec::with_capacity(rules.len());
+        let mut out: Vec<Rule> = Vec::with_capacity(rules.len());
         for (i, r) in rules.iter().enumerate() {
             let burst = NonZeroU32::new(r.burst).ok_or_else(|| {
                 (
@@ -74,11 +83,22 @@ impl RateLimits {
                 LimitKey::Ip => Limiter::Ip(RateLimiter::keyed(quota)),
                 LimitKey::Token | LimitKey::Function => Limiter::Named(RateLimiter::keyed(quota)),
             };
+            // Two rules with one name (the same key and functions twice) must not share buckets.
+            let twins = out.iter().filter(|o| o.name == name).count();
+            let redis_name = if twins == 0 {
+                name.to_string()
+            } else {
+                format!("{name}#{twins}")
+            };
+            let interval = r.rate.interval();
             out.push(Rule {
                 name,
                 key: r.key,
                 functions: r.functions.as_deref().map(Patterns::new),
                 limiter,
+                interval,
+                tolerance: interval.saturating_mul(burst.get() - 1),
+                redis_name,
             });
         }
         Ok(RateLimits {
@@ -99,6 +119,68 @@ impl RateLimits {
             .flat_map(|p| p.exact_names())
     }
 
+    /// The subject of `rule` for this call, or None when the rule does not apply to it.
+    fn subject<'a>(
+        rule: &Rule,
+        token: Option<&'a String>,
+        function: Option<&'a String>,
+    ) -> Option<Option<&'a String>> {
+        if let Some(patterns) = &rule.functions {
+            if !function.is_some_and(|f| patterns.matches(f)) {
+                return None;
+            }
+        }
+        match rule.key {
+            LimitKey::Ip => Some(None),
+            LimitKey::Token => token.map(Some),
+            LimitKey::Function => function.map(Some),
+        }
+    }
+
+    /// The Redis buckets this call must pass, in rule order (the shared form of `check`), each
+    /// with the index of its rule for [`RateLimits::refusal`]. Tokens appear only hashed: a
+    /// key name is visible to anyone who may run KEYS or MONITOR.
+    pub(crate) fn buckets(
+        &self,
+        token: Option<&String>,
+        function: Option<&String>,
+        ip: IpAddr,
+    ) -> Vec<(usize, GcraBucket)> {
+        let mut out = Vec::new();
+        for (i, rule) in self.rules.iter().enumerate() {
+            let Some(subject) = Self::subject(rule, token, function) else {
+                continue;
+            };
+            let value = match (rule.key, subject) {
+                (LimitKey::Ip, _) | (_, None) => ip.to_string(),
+                (LimitKey::Token, Some(t)) => hashed(t),
+                (LimitKey::Function, Some(f)) if plain_name(f) => f.clone(),
+                (LimitKey::Function, Some(f)) => hashed(f),
+            };
+            out.push((
+                i,
+                GcraBucket {
+                    key: format!("rl:{}:{}", rule.redis_name, value),
+                    interval: rule.interval,
+                    tolerance: rule.tolerance,
+                },
+            ));
+        }
+        out
+    }
+
+    /// The refusal of rule `index`, as `check` reports it.
+    pub(crate) fn refusal(&self, index: usize, retry_after: Duration) -> Limited {
+        Limited {
+            rule: self
+                .rules
+                .get(index)
+                .map(|r| r.name.clone())
+                .unwrap_or_else(|| "unknown".into()),
+            retry_after,
+        }
+    }
+
     /// Checks (and counts) one call against every rule that applies.
     pub fn check(
         &self,
@@ -107,21 +189,13 @@ impl RateLimits {
         ip: IpAddr,
     ) -> Result<(), Limited> {
         for rule in &self.rules {
-            if let Some(patterns) = &rule.functions {
-                if !function.is_some_and(|f| patterns.matches(f)) {
-                    continue;
-                }
-            }
-            let outcome = match (&rule.limiter, rule.key) {
+            let Some(subject) = Self::subject(rule, token, function) else {
+                continue;
+            };
+            let outcome = match (&rule.limiter, subject) {
                 (Limiter::Ip(l), _) => l.check_key(&ip),
-                (Limiter::Named(l), LimitKey::Token) => match token {
-                    Some(t) => l.check_key(t),
-                    None => continue,
-                },
-                (Limiter::Named(l), _) => match function {
-                    Some(f) => l.check_key(f),
-                    None => continue,
-                },
+                (Limiter::Named(l), Some(value)) => l.check_key(value),
+                (Limiter::Named(_), None) => continue,
             };
             if let Err(not_until) = outcome {
                 return Err(Limited {
@@ -160,6 +234,18 @@ impl RateLimits {
             })
             .sum()
     }
+}
+
+/// 128 bits of SHA-256 in hex: keys stay apart, the value cannot be read back.
+fn hashed(value: &str) -> String {
+    hex::encode(&Sha256::digest(value.as_bytes())[..16])
+}
+
+/// A function name that can stand in a key as it is.
+fn plain_name(f: &str) -> bool {
+    f.len() <= 100
+        && f.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 #[cfg(test)]
@@ -230,6 +316,37 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         l.housekeeping();
         assert_eq!(l.keys(), 0);
+    }
+
+    #[test]
+    fn redis_buckets_follow_the_rules_and_hide_tokens() {
+        let l = RateLimits::new(&[
+            rule(LimitKey::Token, 60, 60, 10, None),
+            rule(LimitKey::Token, 60, 60, 10, None),
+            rule(LimitKey::Function, 6, 60, 2, Some(&["core_course_*"])),
+            rule(LimitKey::Ip, 1, 1, 1, None),
+        ])
+        .unwrap();
+        let t = "0123456789abcdef0123456789abcdef".to_string();
+        let f = "core_course_search_courses".to_string();
+        let b = l.buckets(Some(&t), Some(&f), IP);
+        let keys: Vec<&str> = b.iter().map(|(_, b)| b.key.as_str()).collect();
+        assert_eq!(keys.len(), 4);
+        assert!(keys[0].starts_with("rl:token:") && !keys[0].contains(&t));
+        assert!(keys[1].starts_with("rl:token#1:"), "twin rules stay apart");
+        assert_eq!(
+            keys[2],
+            "rl:function:core_course_*:core_course_search_courses"
+        );
+        assert_eq!(keys[3], "rl:ip:127.0.0.1");
+        assert_eq!(b[0].1.interval, Duration::from_secs(1));
+        assert_eq!(b[0].1.tolerance, Duration::from_secs(9));
+        assert_eq!(b[2].1.tolerance, Duration::from_secs(10));
+        // Without a token or a matching function only the ip rule applies.
+        let b = l.buckets(None, Some(&"core_user_x".to_string()), IP);
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].0, 3);
+        assert_eq!(&*l.refusal(3, Duration::ZERO).rule, "ip");
     }
 
     #[test]

@@ -4,7 +4,9 @@
 use std::collections::HashSet;
 use std::sync::RwLock;
 
-use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 /// Distinct function labels kept beyond those named in config; later ones become "other".
 pub const MAX_FUNCTION_LABELS: usize = 500;
@@ -17,6 +19,19 @@ pub struct WebserviceMetrics {
     pub breaker_transitions: IntCounterVec,
     pub concurrency_waits: IntCounterVec,
     pub inflight: IntGauge,
+    /// Shared limits (store.backend: redis): time of each check in Redis ...
+    pub limit_store_seconds: Histogram,
+    /// ... failed checks by kind (error, timeout) ...
+    pub limit_store_errors: IntCounterVec,
+    /// ... times a fault started a fallback, and whether one is in force now ...
+    pub limit_store_fallbacks: IntCounter,
+    pub limit_store_degraded: IntGauge,
+    /// ... and calls decided by `on_store_error` meanwhile.
+    pub limit_fallback_checks: IntCounterVec,
+    /// Breaker state changes sent to / received from the other replicas.
+    pub breaker_sync: IntCounterVec,
+    /// Breaker state changes that could not be published or read back.
+    pub breaker_sync_errors: IntCounter,
     /// Function names that may be a label value. Bounded, because the names come from clients.
     labels: RwLock<LabelSet>,
 }
@@ -77,6 +92,47 @@ impl WebserviceMetrics {
         registry.register(Box::new(breaker_state.clone()))?;
         let inflight = IntGauge::new("moodle_edge_ws_inflight", "Web-service calls in flight.")?;
         registry.register(Box::new(inflight.clone()))?;
+        let limit_store_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "moodle_edge_ws_limit_store_seconds",
+                "Time of each shared rate-limit check in Redis (one round trip).",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0,
+            ]),
+        )?;
+        registry.register(Box::new(limit_store_seconds.clone()))?;
+        let limit_store_errors = counter(
+            "moodle_edge_ws_limit_store_errors_total",
+            "Shared rate-limit checks that Redis failed, by kind (error, timeout).",
+            &["kind"],
+        )?;
+        let limit_store_fallbacks = IntCounter::new(
+            "moodle_edge_ws_limit_store_fallbacks_total",
+            "Times a Redis fault started a fallback to on_store_error.",
+        )?;
+        registry.register(Box::new(limit_store_fallbacks.clone()))?;
+        let limit_store_degraded = IntGauge::new(
+            "moodle_edge_ws_limit_store_degraded",
+            "1 while shared rate limits follow on_store_error because Redis failed.",
+        )?;
+        registry.register(Box::new(limit_store_degraded.clone()))?;
+        let limit_fallback_checks = counter(
+            "moodle_edge_ws_limit_fallback_checks_total",
+            "Rate-limit checks decided by on_store_error while Redis was out, by policy.",
+            &["policy"],
+        )?;
+        let breaker_sync = counter(
+            "moodle_edge_ws_breaker_sync_total",
+            "Breaker state changes sent to or received from other replicas.",
+            &["direction"],
+        )?;
+        let breaker_sync_errors = IntCounter::new(
+            "moodle_edge_ws_breaker_sync_errors_total",
+            "Breaker state changes that could not be published to or read from Redis.",
+        )?;
+        registry.register(Box::new(breaker_sync_errors.clone()))?;
         Ok(WebserviceMetrics {
             calls,
             rate_limited,
@@ -85,6 +141,13 @@ impl WebserviceMetrics {
             breaker_transitions,
             concurrency_waits,
             inflight,
+            limit_store_seconds,
+            limit_store_errors,
+            limit_store_fallbacks,
+            limit_store_degraded,
+            limit_fallback_checks,
+            breaker_sync,
+            breaker_sync_errors,
             labels: RwLock::new(LabelSet::default()),
         })
     }

@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod breaker;
+pub(crate) mod breaker_sync;
 pub mod concurrency;
 pub mod config;
 pub mod entry;
@@ -15,6 +16,7 @@ pub mod metrics;
 pub mod outcome;
 pub mod params;
 pub mod policy;
+pub(crate) mod shared_limits;
 pub mod stage;
 pub mod token;
 

@@ -386,6 +386,16 @@ impl Edge {
     /// `files` are written into the temp dir first (e.g. token files); `{DIR}` in `webservice`
     /// string values is replaced with the temp dir.
     pub async fn start(upstream: &str, webservice: Value, files: &[(&str, &str)]) -> Edge {
+        Edge::start_with(upstream, webservice, json!({}), files).await
+    }
+
+    /// Like [`Edge::start`], with more top-level sections (e.g. `store:`) in `extra`.
+    pub async fn start_with(
+        upstream: &str,
+        webservice: Value,
+        extra: Value,
+        files: &[(&str, &str)],
+    ) -> Edge {
         let dir = tempfile::tempdir().unwrap();
         for (name, text) in files {
             std::fs::write(dir.path().join(name), text).unwrap();
@@ -417,6 +427,10 @@ impl Edge {
                 "audit": { "target": "file", "path": dir.path().join("audit.log") },
             },
         });
+        let mut config = config;
+        if let (Some(c), Value::Object(more)) = (config.as_object_mut(), extra) {
+            c.extend(more);
+        }
         // JSON is YAML: written as is.
         let text = serde_json::to_string_pretty(&config).unwrap();
         let process = EdgeProcess::spawn(dir, BIN, &text, &[]);
