@@ -12,11 +12,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use futures_util::FutureExt;
-use moodle_edge::body;
-use moodle_edge::webservice::config::WebserviceConfig;
-use moodle_edge::webservice::outcome::{CallReport, OutcomeClass};
-use moodle_edge::webservice::params::{inspect_body, merge, query_params};
-use moodle_edge::webservice::{Guard, WebserviceMetrics, WsCall};
+use moodle_edge::internals::body;
+use moodle_edge::internals::webservice::config::WebserviceConfig;
+use moodle_edge::internals::webservice::outcome::{CallReport, OutcomeClass};
+use moodle_edge::internals::webservice::params::{inspect_body, merge, query_params};
+use moodle_edge::internals::webservice::{Guard, WebserviceMetrics, WsCall};
 
 const CONFIG: &str = "
 rate_limits:

@@ -8,12 +8,14 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use http::Request;
 
 use bytes::Bytes;
-use moodle_edge::observe::redact::redact_target;
-use moodle_edge::proxy::headers::request_header_kinds;
-use moodle_edge::proxy::sanitize::{sanitize, SanitizeInput};
-use moodle_edge::proxy::upstream::direct::{encode_head, parse_response_head, NameCache};
-use moodle_edge::route::{classify, RouteTable};
-use moodle_edge::webservice::entry;
+use moodle_edge::internals::observe::redact::redact_target;
+use moodle_edge::internals::proxy::headers::request_header_kinds;
+use moodle_edge::internals::proxy::sanitize::{sanitize, SanitizeInput};
+use moodle_edge::internals::proxy::upstream::direct::{
+    encode_head, parse_response_head, NameCache,
+};
+use moodle_edge::internals::route::{classify, RouteTable};
+use moodle_edge::internals::webservice::entry;
 
 fn browser_request() -> Request<()> {
     Request::get("/course/view.php?id=42")

@@ -18,12 +18,14 @@ use openssl::sign::{Signer, Verifier};
 use rc4::consts::U16;
 use rc4::{KeyInit, Rc4, StreamCipher};
 
-use moodle_edge::config::units::{Duration, Size};
-use moodle_edge::mnet::config::{KeyChangePolicy, KeyswapPolicy, MnetConfig, MnetPeerConfig};
-use moodle_edge::mnet::keys::{self, Subject};
-use moodle_edge::mnet::metrics::MnetMetrics;
-use moodle_edge::mnet::xmlrpc::{MethodCall, Value};
-use moodle_edge::mnet::{client, inbound, MnetState};
+use moodle_edge::internals::config::units::{Duration, Size};
+use moodle_edge::internals::mnet::config::{
+    KeyChangePolicy, KeyswapPolicy, MnetConfig, MnetPeerConfig,
+};
+use moodle_edge::internals::mnet::keys::{self, Subject};
+use moodle_edge::internals::mnet::metrics::MnetMetrics;
+use moodle_edge::internals::mnet::xmlrpc::{MethodCall, Value};
+use moodle_edge::internals::mnet::{client, inbound, MnetState};
 
 const SITE: &str = "https://site.example";
 const PEER: &str = "https://peer.example";
@@ -108,7 +110,7 @@ fn bench(c: &mut Criterion) {
     rsa_site
         .public_encrypt(&[7u8; 16], &mut wrapped, Padding::PKCS1)
         .unwrap();
-    let payload = moodle_edge::mnet::xmlrpc::write_call(&call).into_bytes();
+    let payload = moodle_edge::internals::mnet::xmlrpc::write_call(&call).into_bytes();
     let mut signer = Signer::new(MessageDigest::sha1(), &peer_key).unwrap();
     signer.update(&payload).unwrap();
     let call_sig = signer.sign_to_vec().unwrap();

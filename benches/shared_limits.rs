@@ -13,12 +13,12 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use moodle_edge::store::config::{StoreBackend, StoreConfig};
-use moodle_edge::store::Store;
-use moodle_edge::webservice::config::WebserviceConfig;
-use moodle_edge::webservice::outcome::{CallReport, OutcomeClass};
-use moodle_edge::webservice::params::{merge, query_params};
-use moodle_edge::webservice::{Guard, WebserviceMetrics, WsCall};
+use moodle_edge::internals::store::config::{StoreBackend, StoreConfig};
+use moodle_edge::internals::store::Store;
+use moodle_edge::internals::webservice::config::WebserviceConfig;
+use moodle_edge::internals::webservice::outcome::{CallReport, OutcomeClass};
+use moodle_edge::internals::webservice::params::{merge, query_params};
+use moodle_edge::internals::webservice::{Guard, WebserviceMetrics, WsCall};
 
 const CONFIG: &str = "
 rate_limits:

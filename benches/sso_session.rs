@@ -13,7 +13,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use moodle_edge::sso::session::SessionProbe;
+use moodle_edge::internals::sso::session::SessionProbe;
 
 /// Runs a future that finishes without waiting (the memory store never waits).
 fn now<F: Future>(f: F) -> F::Output {

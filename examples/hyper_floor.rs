@@ -5,7 +5,7 @@
 //! the stack's and how much is moodle-edge's own work. Not a product: never deploy it.
 //!
 //! With `DIRECT=1` in the environment, requests without a body go upstream over moodle-edge's
-//! direct path (`moodle_edge::proxy::upstream::direct`) instead of hyper's pooled client: the floor of
+//! direct path (`moodle_edge::internals::proxy::upstream::direct`) instead of hyper's pooled client: the floor of
 //! the stack moodle-edge actually uses (`bench/load.sh EDGE=direct-floor`).
 //!
 //!     cargo run --release --example hyper_floor -- HTTP_ADDR TLS_ADDR CERT KEY UPSTREAM_URL
@@ -22,8 +22,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use moodle_edge::body::ProxyBody;
-use moodle_edge::proxy::upstream::direct::DirectPool;
+use moodle_edge::internals::body::ProxyBody;
+use moodle_edge::internals::proxy::upstream::direct::DirectPool;
 
 type Pool = Client<HttpConnector, ProxyBody>;
 
@@ -43,9 +43,9 @@ async fn forward(
             let (parts, _) = req.into_parts();
             return Ok(
                 match direct.send(&parts, None, std::time::Instant::now()).await {
-                    Ok(resp) => resp.map(moodle_edge::body::boxed),
+                    Ok(resp) => resp.map(moodle_edge::internals::body::boxed),
                     Err(_) => {
-                        let mut r = hyper::Response::new(moodle_edge::body::empty());
+                        let mut r = hyper::Response::new(moodle_edge::internals::body::empty());
                         *r.status_mut() = http::StatusCode::BAD_GATEWAY;
                         r
                     }
@@ -61,11 +61,11 @@ async fn forward(
     let uri = format!("{}{}", upstream.to_string().trim_end_matches('/'), path);
     *req.uri_mut() = uri.parse().unwrap_or_default();
     *req.version_mut() = http::Version::HTTP_11;
-    let req = req.map(moodle_edge::body::boxed);
+    let req = req.map(moodle_edge::internals::body::boxed);
     Ok(match client.request(req).await {
-        Ok(resp) => resp.map(moodle_edge::body::boxed),
+        Ok(resp) => resp.map(moodle_edge::internals::body::boxed),
         Err(_) => {
-            let mut r = hyper::Response::new(moodle_edge::body::empty());
+            let mut r = hyper::Response::new(moodle_edge::internals::body::empty());
             *r.status_mut() = http::StatusCode::BAD_GATEWAY;
             r
         }

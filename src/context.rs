@@ -18,15 +18,12 @@ use crate::timer::response_timer::ResponseTimer;
 
 /// What the accept stage knows about the connection a request came on.
 #[derive(Debug)]
-pub struct ConnInfo {
+pub(crate) struct ConnInfo {
     pub peer: SocketAddr,
     /// The peer's IP address as a header value, formatted once for the connection's requests
     /// (X-Forwarded-For and X-Real-IP).
     pub peer_value: HeaderValue,
-    pub local: SocketAddr,
     pub tls: bool,
-    /// The SNI name the client sent (picks the certificate, and later the tenant).
-    pub sni: Option<String>,
     /// Index of the `server.listen` entry.
     pub listener: usize,
     /// The connection's header-read timeout clock (requests in flight count against it).
@@ -37,7 +34,7 @@ pub struct ConnInfo {
 
 impl ConnInfo {
     /// An IP address as a header value (an address's text is always a valid one).
-    pub fn ip_value(ip: IpAddr) -> HeaderValue {
+    pub(crate) fn ip_value(ip: IpAddr) -> HeaderValue {
         HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
     }
 }
@@ -45,15 +42,15 @@ impl ConnInfo {
 /// A request's X-Request-Id, kept as the header value it is sent as (to the upstream and back
 /// to the client), which is also its text: visible ASCII, checked once when it was made.
 #[derive(Debug, Clone)]
-pub struct RequestId(HeaderValue);
+pub(crate) struct RequestId(HeaderValue);
 
 impl RequestId {
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         // Made from visible ASCII only (see `from_client` and `new`), so this cannot fail.
         self.0.to_str().unwrap_or_default()
     }
 
-    pub fn header_value(&self) -> &HeaderValue {
+    pub(crate) fn header_value(&self) -> &HeaderValue {
         &self.0
     }
 
@@ -154,7 +151,7 @@ impl UpstreamHeaders {
 /// What a stage may ask to see of the outcome (`RequestContext::watch`). Both have defaults
 /// that do nothing, so a watcher implements only what it needs. A watcher carries what it
 /// needs from the state when it is made, so it outlives a reload that swaps the state.
-pub trait Watch: Send + 'static {
+pub(crate) trait Watch: Send + 'static {
     /// No answer came from the upstream (connect, timeout, protocol, or a client fault such as
     /// a body too large); `status` is what the client gets instead.
     fn upstream_failed(
@@ -179,7 +176,7 @@ pub trait Watch: Send + 'static {
 }
 
 /// The request context: what the stages learn about one request, in the order they learn it.
-pub struct RequestContext {
+pub(crate) struct RequestContext {
     /// The connection the request came on.
     pub conn: Arc<ConnInfo>,
     pub request_id: RequestId,
@@ -235,7 +232,7 @@ impl RequestContext {
     }
 
     /// Asks to see the outcome of this request (see [`Watch`]).
-    pub fn watch(&mut self, watcher: Box<dyn Watch>) {
+    pub(crate) fn watch(&mut self, watcher: Box<dyn Watch>) {
         self.watchers.push(watcher);
     }
 }

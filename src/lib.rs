@@ -5,24 +5,27 @@
 //! `route`, `webservice::stage`, `sso`, the upstream call (`proxy::upstream`), `respond`
 //! (with `sendfile` for offloaded files) and `observe::log_stage`.
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
-pub mod body;
-pub mod check;
-pub mod config;
-pub mod context;
+pub(crate) mod body;
+pub(crate) mod check;
+pub(crate) mod config;
+pub(crate) mod context;
+pub(crate) mod fuzzing;
+pub(crate) mod mnet;
+pub(crate) mod observe;
+pub(crate) mod pipeline;
+pub(crate) mod proxy;
+pub(crate) mod respond;
+pub(crate) mod route;
+pub(crate) mod sendfile;
+pub(crate) mod server;
+pub(crate) mod sso;
+pub(crate) mod stage;
+pub(crate) mod state;
+pub(crate) mod store;
+pub(crate) mod timer;
+pub(crate) mod webservice;
+
 #[doc(hidden)]
-pub mod fuzzing;
-pub mod mnet;
-pub mod observe;
-pub mod pipeline;
-pub mod proxy;
-pub mod respond;
-pub mod route;
-pub mod sendfile;
-pub mod server;
-pub mod sso;
-pub mod stage;
-pub mod state;
-pub mod store;
-pub mod timer;
-pub mod webservice;
+pub mod internals;

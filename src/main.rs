@@ -7,11 +7,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use moodle_edge::config::Config;
-use moodle_edge::observe::config::{LogConfig, LogFormat};
-use moodle_edge::observe::event_log::JsonLines;
-use moodle_edge::server::Server;
-use moodle_edge::state::State;
+use moodle_edge::internals::config::Config;
+use moodle_edge::internals::observe::config::{LogConfig, LogFormat};
+use moodle_edge::internals::observe::event_log::JsonLines;
+use moodle_edge::internals::server::Server;
+use moodle_edge::internals::state::State;
 
 mod demo;
 
@@ -66,7 +66,7 @@ enum Command {
     /// MNet keys, peers and diagnostic calls (see docs/mnet.md).
     Mnet {
         #[command(subcommand)]
-        command: moodle_edge::mnet::cli::MnetCommand,
+        command: moodle_edge::internals::mnet::cli::MnetCommand,
     },
 }
 
@@ -86,12 +86,11 @@ fn main() -> anyhow::Result<()> {
             let threads = config.server.worker_threads;
             let result = runtime(threads)?.block_on(run(config, Some(cli.config)));
             // Every request has ended with the runtime: write what the logs still hold.
-            moodle_edge::observe::sink::close_all(std::time::Duration::from_secs(5));
+            moodle_edge::internals::observe::sink::close_all(std::time::Duration::from_secs(5));
             result
         }
-        Command::Mnet { command } => {
-            moodle_edge::mnet::cli::run(command, &cli.config).map_err(anyhow::Error::from)
-        }
+        Command::Mnet { command } => moodle_edge::internals::mnet::cli::run(command, &cli.config)
+            .map_err(anyhow::Error::from),
         Command::Demo { listen, admin } => {
             init_logging(&LogConfig {
                 format: LogFormat::Text,
@@ -118,9 +117,9 @@ fn check(path: &std::path::Path, online: Option<u32>) -> anyhow::Result<()> {
     let Some(min_days) = online else {
         return Ok(());
     };
-    let report = runtime(1)?.block_on(moodle_edge::check::run(
+    let report = runtime(1)?.block_on(moodle_edge::internals::check::run(
         &config,
-        &moodle_edge::check::Options { min_days },
+        &moodle_edge::internals::check::Options { min_days },
     ));
     for line in &report.lines {
         println!("{line}");

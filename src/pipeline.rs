@@ -37,7 +37,7 @@ use crate::state::State;
 use crate::webservice::stage::GuardStage;
 
 /// The service function: runs the stages, then the log stage.
-pub async fn handle(
+pub(crate) async fn handle(
     state: Arc<State>,
     conn: Arc<ConnInfo>,
     mut req: Request<Incoming>,
@@ -82,6 +82,7 @@ pub async fn handle(
 macro_rules! stage {
     ($stage:ty, $state:expr, $ctx:expr, $req:expr) => {
         if let Flow::Answer(response) = <$stage as Stage>::run($state, $ctx, $req).await {
+            tracing::trace!(stage = <$stage as Stage>::NAME, status = %response.status(), "answered by a stage");
             return response;
         }
     };

@@ -21,7 +21,7 @@ use crate::sendfile::Offloader;
 use crate::state::State;
 
 /// The request headers the respond stage needs after the request itself went upstream.
-pub const PRECONDITION_HEADERS: &[HeaderName] = &[
+pub(crate) const PRECONDITION_HEADERS: &[HeaderName] = &[
     header::RANGE,
     header::IF_RANGE,
     header::IF_MATCH,
@@ -35,7 +35,7 @@ const IN_MEMORY_BODY_MAX: u64 = 16 * 1024;
 
 /// The client's answer to an upstream answer. `request_headers` holds at least the
 /// [`PRECONDITION_HEADERS`] of the request.
-pub async fn respond(
+pub(crate) async fn respond(
     state: &State,
     ctx: &mut RequestContext,
     method: &Method,
@@ -51,7 +51,7 @@ pub async fn respond(
 }
 
 /// The error page for an upstream that did not answer (or a client that failed its side).
-pub fn upstream_failed(
+pub(crate) fn upstream_failed(
     state: &State,
     ctx: &mut RequestContext,
     e: &ForwardError,

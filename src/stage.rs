@@ -15,10 +15,10 @@ use crate::context::RequestContext;
 use crate::proxy::headers::HeaderKinds;
 use crate::state::State;
 
-pub use crate::body::request::{BodyLimits, PeekError, RequestBody};
+pub(crate) use crate::body::request::{BodyLimits, RequestBody};
 
 /// What a stage decided.
-pub enum Flow {
+pub(crate) enum Flow {
     /// Go on to the next stage.
     Next,
     /// Answer the client with this; no later stage runs and nothing goes upstream.
@@ -26,7 +26,7 @@ pub enum Flow {
 }
 
 /// A step of the pipeline. Each stage is a unit struct implementing this.
-pub trait Stage {
+pub(crate) trait Stage {
     /// The stage's name, for logs and the module docs.
     const NAME: &'static str;
 
@@ -40,7 +40,7 @@ pub trait Stage {
 }
 
 /// The request as the stages see it: its head, and a body they may peek at.
-pub struct StageRequest {
+pub(crate) struct StageRequest {
     pub parts: request::Parts,
     pub body: RequestBody,
     /// An HTTP/1.1 Upgrade (WebSocket) handshake, as the sanitize stage found it.

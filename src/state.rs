@@ -201,4 +201,4 @@ impl State {
 }
 
 /// The current state; a reload stores a new one.
-pub type SharedState = Arc<ArcSwap<State>>;
+pub(crate) type SharedState = Arc<ArcSwap<State>>;

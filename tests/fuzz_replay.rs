@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use moodle_edge::fuzzing;
+use moodle_edge::internals::fuzzing;
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")

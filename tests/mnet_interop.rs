@@ -8,9 +8,9 @@ mod mnet_common;
 use std::net::{IpAddr, Ipv4Addr};
 
 use mnet_common::*;
-use moodle_edge::mnet::client;
-use moodle_edge::mnet::inbound::{self, Decision};
-use moodle_edge::mnet::xmlrpc::{MethodCall, Value};
+use moodle_edge::internals::mnet::client;
+use moodle_edge::internals::mnet::inbound::{self, Decision};
+use moodle_edge::internals::mnet::xmlrpc::{MethodCall, Value};
 
 const IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 

@@ -15,10 +15,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use mnet_common::*;
-use moodle_edge::mnet::config::{KeyChangePolicy, MnetConfig};
-use moodle_edge::mnet::inbound::{self, Decision};
-use moodle_edge::mnet::MnetState;
-use moodle_edge::store::{MemoryStore, Store};
+use moodle_edge::internals::mnet::config::{KeyChangePolicy, MnetConfig};
+use moodle_edge::internals::mnet::inbound::{self, Decision};
+use moodle_edge::internals::mnet::MnetState;
+use moodle_edge::internals::store::{MemoryStore, Store};
 
 const IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 

@@ -11,8 +11,8 @@ mod util;
 use std::time::Duration;
 
 use bytes::Bytes;
-use moodle_edge::store::config::{StoreBackend, StoreConfig};
-use moodle_edge::store::Store;
+use moodle_edge::internals::store::config::{StoreBackend, StoreConfig};
+use moodle_edge::internals::store::Store;
 use redis_common::RedisServer;
 use tokio::sync::broadcast;
 use util::free_port;

@@ -10,8 +10,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use moodle_edge::store::config::{StoreBackend, StoreConfig};
-use moodle_edge::store::Store;
+use moodle_edge::internals::store::config::{StoreBackend, StoreConfig};
+use moodle_edge::internals::store::Store;
 use serde_json::json;
 use store_common::Redis;
 
@@ -206,8 +206,8 @@ async fn a_frozen_redis_costs_at_most_the_timeout() {
         redis_url: format!("redis://127.0.0.1:{}/0", redis.port),
         ..StoreConfig::default()
     };
-    cfg.redis_command_timeout = moodle_edge::config::units::Duration::from_millis(200);
-    cfg.redis_connect_timeout = moodle_edge::config::units::Duration::from_millis(200);
+    cfg.redis_command_timeout = moodle_edge::internals::config::units::Duration::from_millis(200);
+    cfg.redis_connect_timeout = moodle_edge::internals::config::units::Duration::from_millis(200);
     let store = Store::build(&cfg).unwrap();
     store.set("k", b"v", Duration::from_secs(60)).await.unwrap();
     redis.freeze();
@@ -281,7 +281,7 @@ async fn sentinel_names_the_master_and_follows_a_failover() {
     let cfg = StoreConfig {
         backend: StoreBackend::Redis,
         redis_url: "redis://127.0.0.1:1/0".into(),
-        redis_sentinel: Some(moodle_edge::store::config::SentinelConfig {
+        redis_sentinel: Some(moodle_edge::internals::store::config::SentinelConfig {
             addrs: vec![format!("127.0.0.1:{sentinel_port}")],
             master_name: "edge".into(),
         }),

@@ -1,8 +1,8 @@
 #![no_main]
-//! See moodle_edge::fuzzing::chunk_framing for what is checked.
+//! See moodle_edge::internals::fuzzing::chunk_framing for what is checked.
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    moodle_edge::fuzzing::chunk_framing(data);
+    moodle_edge::internals::fuzzing::chunk_framing(data);
 });

@@ -1,8 +1,8 @@
 #![no_main]
-//! See moodle_edge::fuzzing::saml_response_shape for what is checked.
+//! See moodle_edge::internals::fuzzing::saml_response_shape for what is checked.
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    moodle_edge::fuzzing::saml_response_shape(data);
+    moodle_edge::internals::fuzzing::saml_response_shape(data);
 });

@@ -1,8 +1,8 @@
 #![no_main]
-//! See moodle_edge::fuzzing::webservice_params for what is checked.
+//! See moodle_edge::internals::fuzzing::webservice_params for what is checked.
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    moodle_edge::fuzzing::webservice_params(data);
+    moodle_edge::internals::fuzzing::webservice_params(data);
 });

@@ -8,7 +8,7 @@
 //! and each scalar is read as the type its key wants (an untyped value first would turn `off`
 //! into a boolean and `0123` into a number before the schema is consulted).
 
-pub mod units;
+pub(crate) mod units;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

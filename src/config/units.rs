@@ -30,7 +30,7 @@ impl Duration {
 
 /// Parses "250ms", "30s", "5m", "2h", "1d". A bare number is refused: the unit is what an
 /// operator reads, and guessing seconds or milliseconds is how timeouts end up 1000x off.
-pub fn parse_duration(text: &str) -> Result<StdDuration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<StdDuration, String> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| {
         format!("duration {text:?} has no unit: write a duration such as \"{text}s\" (units ms, s, m, h, d)")
@@ -74,7 +74,7 @@ impl fmt::Display for Duration {
 
 /// A socket address `ip:port`; an error quotes the value and says which part is wrong
 /// (std's parser says only "invalid socket address syntax").
-pub fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
+pub(crate) fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = text.trim().parse() {
         return Ok(addr);
     }
@@ -106,13 +106,15 @@ pub fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
 }
 
 /// `#[serde(deserialize_with)]` for a socket address key.
-pub fn socket_addr<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+pub(crate) fn socket_addr<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<SocketAddr, D::Error> {
     let text = String::deserialize(deserializer)?;
     parse_socket_addr(&text).map_err(de::Error::custom)
 }
 
 /// `#[serde(deserialize_with)]` for an optional socket address key.
-pub fn opt_socket_addr<'de, D: Deserializer<'de>>(
+pub(crate) fn opt_socket_addr<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<SocketAddr>, D::Error> {
     let text = Option::<String>::deserialize(deserializer)?;
@@ -134,7 +136,7 @@ impl Rate {
     }
 }
 
-pub fn parse_rate(text: &str) -> Result<Rate, String> {
+pub(crate) fn parse_rate(text: &str) -> Result<Rate, String> {
     let text = text.trim();
     let (count, period) = text
         .split_once('/')
@@ -176,7 +178,7 @@ impl Size {
     }
 }
 
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())

@@ -20,8 +20,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use sha1::{Digest, Sha1};
 use tokio::net::TcpListener;
 
-use moodle_edge::config::Config;
-use moodle_edge::server::{Server, ServerError};
+use moodle_edge::internals::config::Config;
+use moodle_edge::internals::server::{Server, ServerError};
 
 /// The token the stand-in accepts; any other gets Moodle's invalidtoken error.
 pub const DEMO_TOKEN: &str = "0123456789abcdef0123456789abcdef";

@@ -200,7 +200,7 @@ pub fn check(
     let Some(peer) = state.peers.get(&sealed.wwwroot) else {
         return Err(plain(fault::WRONG_WWWROOT));
     };
-    if !peer.from_network(client_ip) {
+    if !peer.allows_network(client_ip) {
         return Err(refusal(
             state,
             fault::WRONG_IP,

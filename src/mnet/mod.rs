@@ -15,25 +15,25 @@
 //! Every refusal is a Moodle-shaped fault (`fault`) answered here, never forwarded. The CLI's
 //! `mnet` subcommands live in `cli`; `GET /mnet/publickey.php` is answered from `keys`.
 
-pub mod cli;
+pub(crate) mod cli;
 pub mod client;
-pub mod config;
+pub(crate) mod config;
 pub(crate) mod envelope;
 pub(crate) mod fault;
 pub mod inbound;
 pub(crate) mod key_change;
 pub mod keys;
-pub mod metrics;
+pub(crate) mod metrics;
 #[cfg(test)]
 mod mutation_tests;
-pub mod peers;
+pub(crate) mod peers;
 pub(crate) mod replay;
 pub(crate) mod respond;
 pub(crate) mod seal;
 pub(crate) mod sign;
-pub mod stage;
-pub mod xml;
-pub mod xmlrpc;
+pub(crate) mod stage;
+pub(crate) mod xml;
+pub(crate) mod xmlrpc;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -39,7 +39,7 @@ impl Peer {
         })
     }
 
-    pub fn from_network(&self, ip: IpAddr) -> bool {
+    pub fn allows_network(&self, ip: IpAddr) -> bool {
         self.networks.is_empty() || self.networks.iter().any(|n| n.contains(&ip))
     }
 }
@@ -110,7 +110,7 @@ mod tests {
         assert!(peer.allows("system/listMethods"));
         assert!(peer.allows("auth/mnet/auth.php/user_authorise"));
         assert!(!peer.allows("system/listServices"));
-        assert!(peer.from_network("10.1.2.3".parse().unwrap()));
-        assert!(!peer.from_network("192.0.2.1".parse().unwrap()));
+        assert!(peer.allows_network("10.1.2.3".parse().unwrap()));
+        assert!(!peer.allows_network("192.0.2.1".parse().unwrap()));
     }
 }

@@ -24,7 +24,7 @@ use super::inbound::{self, Decision, Pending};
 use super::MnetState;
 
 /// The MNet stage (after sso, before forward).
-pub struct MnetStage;
+pub(crate) struct MnetStage;
 
 impl Stage for MnetStage {
     const NAME: &'static str = "mnet";

@@ -29,7 +29,7 @@ impl Default for XmlLimits {
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
-pub enum XmlError {
+pub(crate) enum XmlError {
     #[error("XML document of {0} bytes is over the limit")]
     TooLarge(usize),
     #[error("XML nesting deeper than {0}")]

@@ -36,7 +36,7 @@ pub enum MethodResponse {
 }
 
 #[derive(Debug, Error, PartialEq)]
-pub enum XmlRpcError {
+pub(crate) enum XmlRpcError {
     #[error(transparent)]
     Xml(#[from] XmlError),
     #[error("bad <{0}> value")]
@@ -203,7 +203,7 @@ pub fn write_call(call: &MethodCall) -> String {
     out
 }
 
-pub fn write_response(resp: &MethodResponse) -> String {
+pub(crate) fn write_response(resp: &MethodResponse) -> String {
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<methodResponse>\n");
     match resp {
         MethodResponse::Value(v) => {

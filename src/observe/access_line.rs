@@ -22,7 +22,7 @@ const HEADER_CHARS: usize = 512;
 
 /// What the access log says about one request; filled in by the stages as they run. The
 /// time is not here: it is read when the line is written.
-pub struct AccessRecord {
+pub(crate) struct AccessRecord {
     /// Ties the line to the answer's X-Request-Id and Moodle's own log.
     pub request_id: HeaderValue,
     pub client_ip: IpAddr,
@@ -51,7 +51,7 @@ pub struct AccessRecord {
 
 impl AccessRecord {
     /// Appends the line (without its newline) to `out`.
-    pub fn write(
+    pub(crate) fn write(
         &self,
         format: AccessFormat,
         time: SystemTime,

@@ -11,7 +11,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use crate::body::{BoxError, ProxyBody};
-pub use crate::observe::access_line::AccessRecord;
+pub(crate) use crate::observe::access_line::AccessRecord;
 use crate::observe::config::AccessFormat;
 use crate::observe::metrics::CoreMetrics;
 use crate::observe::sink::LineSink;
@@ -19,7 +19,7 @@ use crate::route::Route;
 use crate::timer::head_clock::InFlight;
 
 /// Finishes a request exactly once: when its body ends, fails or is dropped.
-pub struct Finish {
+pub(crate) struct Finish {
     /// The route and status to count; None once counted.
     outcome: Option<(Route, u16)>,
     /// The access-log line's fields; None when the access log is off (only the metrics
@@ -36,7 +36,7 @@ pub struct Finish {
 }
 
 impl Finish {
-    pub fn new(
+    pub(crate) fn new(
         route: Route,
         status: u16,
         record: Option<Box<AccessRecord>>,
@@ -59,7 +59,7 @@ impl Finish {
     }
 
     /// Holds the connection's in-flight guard until the body is done.
-    pub fn hold(&mut self, in_flight: InFlight) {
+    pub(crate) fn hold(&mut self, in_flight: InFlight) {
         self.in_flight = Some(in_flight);
     }
 
@@ -98,7 +98,7 @@ pin_project! {
 }
 
 impl LoggedBody {
-    pub fn new(inner: ProxyBody, finish: Finish) -> Self {
+    pub(crate) fn new(inner: ProxyBody, finish: Finish) -> Self {
         let mut body = LoggedBody { inner, finish };
         // A body with nothing to send (HEAD, 304, redirects) is done now: hyper may never poll it.
         if body.inner.is_end_stream() {

@@ -56,14 +56,14 @@ impl UpstreamHealth {
 }
 
 /// Reads one directory entry: proves the dataroot is mounted and readable.
-pub fn check_dataroot(dataroot: &Path) -> Result<(), String> {
+pub(crate) fn check_dataroot(dataroot: &Path) -> Result<(), String> {
     std::fs::read_dir(dataroot)
         .map(|_| ())
         .map_err(|e| format!("dataroot {} is not readable: {e}", dataroot.display()))
 }
 
 #[derive(Serialize)]
-pub struct Readiness {
+pub(crate) struct Readiness {
     pub ready: bool,
     pub checks: Vec<CheckResult>,
     /// Not failures, but due soon (e.g. an MNet certificate near its expiry).
@@ -72,7 +72,7 @@ pub struct Readiness {
 }
 
 #[derive(Serialize)]
-pub struct CheckResult {
+pub(crate) struct CheckResult {
     pub name: &'static str,
     pub ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -80,7 +80,7 @@ pub struct CheckResult {
 }
 
 impl Readiness {
-    pub fn from_checks(checks: Vec<(&'static str, Result<(), String>)>) -> Self {
+    pub(crate) fn from_checks(checks: Vec<(&'static str, Result<(), String>)>) -> Self {
         let checks: Vec<CheckResult> = checks
             .into_iter()
             .map(|(name, r)| CheckResult {

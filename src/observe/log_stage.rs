@@ -14,7 +14,7 @@ use crate::timer::head_clock::InFlight;
 
 /// What the access log needs from the request head, taken before the head moves on (cheap
 /// clones: the line is formatted, redacted and capped only when it is written).
-pub struct LogBase {
+pub(crate) struct LogBase {
     method: Method,
     uri: Uri,
     protocol: &'static str,
@@ -24,7 +24,7 @@ pub struct LogBase {
 
 impl LogBase {
     /// The head's fields, gathered only when there is an access log to write them to.
-    pub fn capture(state: &State, parts: &request::Parts) -> Option<LogBase> {
+    pub(crate) fn capture(state: &State, parts: &request::Parts) -> Option<LogBase> {
         if !state.access_log.enabled() {
             return None;
         }
@@ -47,7 +47,7 @@ impl LogBase {
 /// Counts the request and, when there is an access log, wraps the body so its line is written
 /// when the body ends. The context is lent (a move would copy it); what the line keeps is
 /// taken out of it.
-pub fn finish(
+pub(crate) fn finish(
     state: &State,
     ctx: &mut RequestContext,
     base: Option<LogBase>,

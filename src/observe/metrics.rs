@@ -260,7 +260,7 @@ fn status_slot(status: u16) -> (usize, &'static str) {
 }
 
 /// Renders the registry in the Prometheus text format.
-pub fn render(registry: &Registry) -> Result<Vec<u8>, prometheus::Error> {
+pub(crate) fn render(registry: &Registry) -> Result<Vec<u8>, prometheus::Error> {
     let mut out = Vec::with_capacity(16 * 1024);
     TextEncoder::new().encode(&registry.gather(), &mut out)?;
     Ok(out)

@@ -13,7 +13,7 @@ use crate::state::State;
 use crate::store::config::ReadinessPolicy;
 
 /// 200 when every check passes, else 503; the JSON body says which check failed.
-pub async fn readiness_response(state: &State) -> Response<ProxyBody> {
+pub(crate) async fn readiness_response(state: &State) -> Response<ProxyBody> {
     let cfg = &state.config;
     // A probe is "recent" when it is no older than three probe intervals.
     let freshness =

@@ -1,7 +1,6 @@
 //! Secrets never reach a log: query parameters and path segments that carry tokens, keys,
 //! session keys or passwords are replaced before a line is written.
 
-use std::borrow::Cow;
 use std::fmt;
 
 /// Parameter names whose values are secrets in Moodle and in the SSO flows.
@@ -24,7 +23,7 @@ const SECRET_PARAMS: &[&str] = &[
     "id_token",
 ];
 
-pub const REDACTED: &str = "[redacted]";
+pub(crate) const REDACTED: &str = "[redacted]";
 
 fn is_secret(name: &str) -> bool {
     // Compare the name PHP sees: percent-decoded (`ws%74oken` is `wstoken` to Moodle), with
@@ -44,12 +43,13 @@ fn is_secret(name: &str) -> bool {
     })
 }
 
+#[cfg(test)]
 /// Redacts secret values in an `a=1&b=2` string (a query string or an urlencoded body).
-pub fn redact_query(query: &str) -> Cow<'_, str> {
+pub(crate) fn redact_query(query: &str) -> std::borrow::Cow<'_, str> {
     if !has_secret(query) {
-        return Cow::Borrowed(query);
+        return std::borrow::Cow::Borrowed(query);
     }
-    Cow::Owned(RedactedQuery(query).to_string())
+    std::borrow::Cow::Owned(RedactedQuery(query).to_string())
 }
 
 fn has_secret(query: &str) -> bool {
@@ -86,7 +86,7 @@ pub fn redact_target(path: &str, query: Option<&str>) -> String {
 }
 
 /// A request target as the logs write it: [`redact_target`] straight into the line.
-pub struct RedactedTarget<'a> {
+pub(crate) struct RedactedTarget<'a> {
     pub path: &'a str,
     pub query: Option<&'a str>,
 }
@@ -111,7 +111,7 @@ impl fmt::Display for RedactedTarget<'_> {
 
 /// A URL (a Referer) with its query secrets and a tokenpluginfile token redacted: Moodle puts
 /// sesskey (and tokens) in page URLs, so the Referer carries them.
-pub struct RedactedUrl<'a>(pub &'a str);
+pub(crate) struct RedactedUrl<'a>(pub &'a str);
 
 impl fmt::Display for RedactedUrl<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

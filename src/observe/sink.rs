@@ -200,13 +200,13 @@ impl LineSink {
 }
 
 /// Lines dropped by every sink this process opened (reloads included).
-pub fn dropped_total() -> u64 {
+pub(crate) fn dropped_total() -> u64 {
     DROPPED_TOTAL.load(Ordering::Relaxed)
 }
 
 /// Asks every writer to take its batches now (SIGTERM: what was logged before the signal is
 /// written at once, not after the drain).
-pub fn flush_all() {
+pub(crate) fn flush_all() {
     for w in lock(&WRITERS).iter() {
         w.core.sweep_now.store(true, Ordering::Release);
         w.core.wake();

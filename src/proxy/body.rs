@@ -19,7 +19,7 @@ use tokio::time::{Instant, Sleep};
 use crate::body::BoxError;
 
 #[derive(Debug, Error)]
-pub enum BodyError {
+pub(crate) enum BodyError {
     #[error("body larger than the limit of {0} bytes")]
     TooLarge(u64),
     #[error("no body data for {0:?}")]
@@ -31,7 +31,7 @@ pub enum BodyError {
 /// Why a body ended early, readable after the fact, and a signal for when it ended at all
 /// (the upstream response timeout starts only once the whole request has been sent).
 #[derive(Default, Debug)]
-pub struct BodyFate(AtomicU8, Notify);
+pub(crate) struct BodyFate(AtomicU8, Notify);
 
 impl BodyFate {
     const TOO_LARGE: u8 = 1;
@@ -39,17 +39,17 @@ impl BodyFate {
     const BROKEN: u8 = 3;
     const MALFORMED: u8 = 4;
 
-    pub fn too_large(&self) -> bool {
+    pub(crate) fn too_large(&self) -> bool {
         self.0.load(Ordering::Relaxed) == Self::TOO_LARGE
     }
-    pub fn timed_out(&self) -> bool {
+    pub(crate) fn timed_out(&self) -> bool {
         self.0.load(Ordering::Relaxed) == Self::IDLE
     }
-    pub fn broken(&self) -> bool {
+    pub(crate) fn broken(&self) -> bool {
         self.0.load(Ordering::Relaxed) == Self::BROKEN
     }
     /// The client's framing was bad (a chunk size that is not hex, a missing CRLF).
-    pub fn malformed(&self) -> bool {
+    pub(crate) fn malformed(&self) -> bool {
         self.0.load(Ordering::Relaxed) == Self::MALFORMED
     }
     fn set(&self, v: u8) {
@@ -60,7 +60,7 @@ impl BodyFate {
         self.1.notify_one();
     }
     /// Resolves once the body has ended, cleanly or not.
-    pub async fn ended(&self) {
+    pub(crate) async fn ended(&self) {
         self.1.notified().await
     }
 }
@@ -95,7 +95,7 @@ pin_project! {
 }
 
 impl<B> GuardedBody<B> {
-    pub fn new(inner: B, limit: Option<u64>, idle: Duration) -> (Self, Arc<BodyFate>) {
+    pub(crate) fn new(inner: B, limit: Option<u64>, idle: Duration) -> (Self, Arc<BodyFate>) {
         let fate = Arc::new(BodyFate::default());
         (
             GuardedBody {

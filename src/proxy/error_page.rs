@@ -8,11 +8,10 @@ use crate::body::{self, ProxyBody};
 
 /// How the client expects errors to look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorStyle {
+pub(crate) enum ErrorStyle {
     Html,
     /// Moodle web-service JSON: {"exception","errorcode","message"}.
     MoodleJson,
-    Plain,
 }
 
 /// The Moodle errorcode for an edge-generated status.
@@ -32,7 +31,7 @@ fn errorcode(status: StatusCode) -> &'static str {
     }
 }
 
-pub fn error_response(
+pub(crate) fn error_response(
     status: StatusCode,
     style: ErrorStyle,
     message: &str,
@@ -59,7 +58,6 @@ pub fn error_response(
                 rid = html_escape(request_id),
             ),
         ),
-        ErrorStyle::Plain => ("text/plain; charset=utf-8", format!("{message}\n")),
     };
     let mut resp = Response::new(body::full(text));
     *resp.status_mut() = status;

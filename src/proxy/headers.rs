@@ -8,11 +8,11 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
 // Names used on every request, parsed once (a `&str` name is parsed and hashed on each use).
-pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(crate) const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub(crate) const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
 /// Hop-by-hop headers, always removed, plus whatever `Connection` names.
@@ -47,7 +47,7 @@ fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
 }
 
 /// True for the headers that are always hop-by-hop (not counting those `Connection` names).
-pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
     hop_by_hop_index(name).is_some()
 }
 
@@ -58,7 +58,7 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
 /// only `Connection`), then only those are removed: cheaper than a hashed `remove` for every
 /// name on the list, and nothing is allocated unless `Connection` names a header that is not
 /// hop-by-hop already (this runs twice per request).
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     let mut present = 0u16;
     for name in headers.keys() {
         if let Some(i) = hop_by_hop_index(name) {
@@ -102,7 +102,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 /// file (nginx's `X-Accel-*`, Apache's and lighttpd's `X-Sendfile` family). Only the upstream
 /// may send them, and they never reach a client, acted on or not (as nginx does). The one list
 /// the sanitize stage, both upstream paths and the file offload use.
-pub fn is_offload_control(name: &HeaderName) -> bool {
+pub(crate) fn is_offload_control(name: &HeaderName) -> bool {
     let n = name.as_str();
     n.starts_with("x-")
         && (n.starts_with("x-accel-")
@@ -112,7 +112,7 @@ pub fn is_offload_control(name: &HeaderName) -> bool {
 }
 
 /// Removes the offload controls from an answer.
-pub fn strip_offload_controls(headers: &mut HeaderMap) {
+pub(crate) fn strip_offload_controls(headers: &mut HeaderMap) {
     // Collected only when one is there (nearly no answer carries one).
     if !headers.keys().any(is_offload_control) {
         return;
@@ -129,7 +129,7 @@ pub fn strip_offload_controls(headers: &mut HeaderMap) {
 
 /// True when the header is one a client must never set: the offload controls (only the
 /// upstream may ask for an offload) and the identity headers moodle-edge itself sets.
-pub fn is_reserved_request_header(name: &HeaderName) -> bool {
+pub(crate) fn is_reserved_request_header(name: &HeaderName) -> bool {
     let n = name.as_str();
     // Every reserved name starts with "x-"; most names a browser sends do not.
     if !n.starts_with("x-") {
@@ -140,7 +140,7 @@ pub fn is_reserved_request_header(name: &HeaderName) -> bool {
 
 /// Removes the headers a client must never set; returns how many. The sanitize stage calls it
 /// only when its scan of the header kinds found one (collecting none allocates nothing).
-pub fn strip_reserved_request_headers(headers: &mut HeaderMap) -> usize {
+pub(crate) fn strip_reserved_request_headers(headers: &mut HeaderMap) -> usize {
     let reserved: Vec<HeaderName> = headers
         .keys()
         .filter(|n| is_reserved_request_header(n))
@@ -164,7 +164,7 @@ pub struct ClientAddr {
     pub forwarded_proto: Option<String>,
 }
 
-pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
+pub(crate) fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
     trusted.iter().any(|net| net.contains(&ip))
 }
 
@@ -173,7 +173,7 @@ pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
 /// untrusted address is the client (the same rule as nginx's real_ip_recursive).
 ///
 /// `peer_text` is the peer's address as text, formatted once per connection.
-pub fn client_addr(
+pub(crate) fn client_addr(
     peer: IpAddr,
     peer_text: &str,
     headers: &HeaderMap,
@@ -304,23 +304,11 @@ impl ForwardHeaders {
     }
 }
 
-/// The forwarding headers for a request. `peer_value` is the peer's address as a header value,
-/// made once per connection: with no trusted proxy in front (the usual case) X-Forwarded-For
-/// and X-Real-IP are both that value. `host` is the sanitized Host (empty when none), shared
-/// with X-Forwarded-Host.
-pub fn forward_headers(
-    client: &ClientAddr,
-    peer_value: &HeaderValue,
-    proto: &str,
-    host: &HeaderValue,
-) -> ForwardHeaders {
-    let mut out = ForwardHeaders::default();
-    write_forward_headers(client, peer_value, proto, host, &mut out);
-    out
-}
-
-/// [`forward_headers`] written into `out` (the request context's), its X-Request-Id left as it
-/// is: the sanitize stage fills the context in place rather than moving a copy into it.
+/// The forwarding headers for a request, written into `out` (the request context's), its
+/// X-Request-Id left as it is: the sanitize stage fills the context in place rather than moving
+/// a copy into it. `peer_value` is the peer's address as a header value, made once per
+/// connection: with no trusted proxy in front (the usual case) X-Forwarded-For and X-Real-IP are
+/// both that value. `host` is the sanitized Host (empty when none), shared with X-Forwarded-Host.
 pub(crate) fn write_forward_headers(
     client: &ClientAddr,
     peer_value: &HeaderValue,
@@ -396,7 +384,7 @@ pub fn request_header_kinds(headers: &HeaderMap) -> HeaderKinds {
 }
 
 /// Removes what a client sent under the names of the forwarding headers.
-pub fn remove_forwarding(headers: &mut HeaderMap) {
+pub(crate) fn remove_forwarding(headers: &mut HeaderMap) {
     for name in [
         FORWARDED,
         X_FORWARDED_FOR,

@@ -2,10 +2,10 @@
 //! behind it), and the header rules (hop-by-hop, offload controls, X-Forwarded-*) that every
 //! direction shares.
 
-pub mod body;
-pub mod config;
-pub mod error_page;
-pub mod headers;
-pub mod sanitize;
-pub mod upgrade;
-pub mod upstream;
+pub(crate) mod body;
+pub(crate) mod config;
+pub(crate) mod error_page;
+pub(crate) mod headers;
+pub(crate) mod sanitize;
+pub(crate) mod upgrade;
+pub(crate) mod upstream;

@@ -158,7 +158,7 @@ pub(crate) fn sanitize_into(
 }
 
 /// The sanitize stage: [`sanitize`] with the connection's facts, a refusal answered at once.
-pub struct SanitizeStage;
+pub(crate) struct SanitizeStage;
 
 impl Stage for SanitizeStage {
     const NAME: &'static str = "sanitize";

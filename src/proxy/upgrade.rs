@@ -5,7 +5,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
 /// True when an HTTP/1.1 request asks to switch protocols.
-pub fn is_upgrade_request(req: &http::Request<hyper::body::Incoming>) -> bool {
+pub(crate) fn is_upgrade_request(req: &http::Request<hyper::body::Incoming>) -> bool {
     req.version() == http::Version::HTTP_11
         && req.headers().contains_key(http::header::UPGRADE)
         && req
@@ -18,7 +18,7 @@ pub fn is_upgrade_request(req: &http::Request<hyper::body::Incoming>) -> bool {
 }
 
 /// Joins the client and upstream connections after a 101 answer.
-pub fn join(client: OnUpgrade, upstream: OnUpgrade) {
+pub(crate) fn join(client: OnUpgrade, upstream: OnUpgrade) {
     tokio::spawn(async move {
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(pair) => pair,

@@ -2,7 +2,7 @@
 //! re-parsing paths. The classes are also the `route` label of the request metrics. The stage
 //! itself (`stage`), which also answers the edge's own routes, is beside this.
 
-pub mod stage;
+pub(crate) mod stage;
 
 use crate::webservice::entry::EntryKind;
 
@@ -45,10 +45,11 @@ pub enum SsoRoute {
     Intercepted,
 }
 
-pub const MNET_PATH: &str = "/mnet/xmlrpc/server.php";
+pub(crate) const MNET_PATH: &str = "/mnet/xmlrpc/server.php";
 
 /// Every route label, in `Route::index` order.
-pub const ROUTE_LABELS: [&str; 6] = ["edge", "internal", "webservice", "sso", "mnet", "page"];
+pub(crate) const ROUTE_LABELS: [&str; 6] =
+    ["edge", "internal", "webservice", "sso", "mnet", "page"];
 
 impl Route {
     /// Position of this route's label in `ROUTE_LABELS` (for per-route metric handles made once).

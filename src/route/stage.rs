@@ -16,7 +16,7 @@ use crate::stage::{Flow, Stage, StageRequest};
 use crate::state::State;
 
 /// The route stage: sets `ctx.route`, answers the edge's own routes.
-pub struct RouteStage;
+pub(crate) struct RouteStage;
 
 impl Stage for RouteStage {
     const NAME: &'static str = "route";

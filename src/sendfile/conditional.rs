@@ -11,7 +11,7 @@ use http::header::{IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_UNMODIFIED_SIN
 use http::{HeaderMap, Method};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Precondition {
+pub(crate) enum Precondition {
     /// Serve the representation (the range step comes next).
     Proceed,
     /// 304: the client's copy is current.
@@ -22,7 +22,7 @@ pub enum Precondition {
 
 /// The validators of the representation being served.
 #[derive(Debug, Clone, Copy)]
-pub struct Validators<'a> {
+pub(crate) struct Validators<'a> {
     /// A strong entity-tag, quotes included (`"abc"`).
     pub etag: &'a str,
     /// Whole seconds: HTTP dates have no fractions, so comparing finer would never match.
@@ -30,7 +30,7 @@ pub struct Validators<'a> {
 }
 
 /// RFC 9110 §13.2.2 steps 1-4.
-pub fn evaluate(method: &Method, headers: &HeaderMap, v: Validators<'_>) -> Precondition {
+pub(crate) fn evaluate(method: &Method, headers: &HeaderMap, v: Validators<'_>) -> Precondition {
     let get_or_head = method == Method::GET || method == Method::HEAD;
 
     // 1. If-Match: strong comparison; `*` matches because the file exists.
@@ -70,7 +70,7 @@ pub fn evaluate(method: &Method, headers: &HeaderMap, v: Validators<'_>) -> Prec
 /// If-Range: true when the range may be served. An entity-tag must match strongly (a weak tag
 /// never does); a date must equal Last-Modified exactly. Anything unparsable does not match, so
 /// the client safely gets the whole file.
-pub fn if_range_allows(value: &str, v: Validators<'_>) -> bool {
+pub(crate) fn if_range_allows(value: &str, v: Validators<'_>) -> bool {
     let value = value.trim();
     if value.starts_with('"') || value.starts_with("W/") {
         return !value.starts_with("W/") && value == v.etag;
@@ -82,7 +82,7 @@ pub fn if_range_allows(value: &str, v: Validators<'_>) -> bool {
 }
 
 /// Truncates a file time to whole seconds, the precision of Last-Modified.
-pub fn whole_seconds(time: SystemTime) -> SystemTime {
+pub(crate) fn whole_seconds(time: SystemTime) -> SystemTime {
     match time.duration_since(SystemTime::UNIX_EPOCH) {
         Ok(since) => SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(since.as_secs()),
         Err(_) => SystemTime::UNIX_EPOCH,
@@ -165,7 +165,7 @@ fn entity_tags(mut text: &str) -> Option<Vec<(bool, &str)>> {
 }
 
 /// Whether `tag` is a syntactically valid strong entity-tag (`"` etagc* `"`).
-pub fn is_strong_etag(tag: &str) -> bool {
+pub(crate) fn is_strong_etag(tag: &str) -> bool {
     let bytes = tag.as_bytes();
     bytes.len() >= 2
         && bytes[0] == b'"'

@@ -27,13 +27,13 @@
 //!   nginx) paces the body. `X-Accel-Buffering` only documents (we always stream).
 //!   `X-Accel-Charset` and `X-Accel-Expires` are ignored. All X-Accel-* are removed.
 
-pub mod conditional;
-pub mod config;
-pub mod metrics;
-pub mod multipart;
-pub mod path;
-pub mod range;
-pub mod stream;
+pub(crate) mod conditional;
+pub(crate) mod config;
+pub(crate) mod metrics;
+pub(crate) mod multipart;
+pub(crate) mod path;
+pub(crate) mod range;
+pub(crate) mod stream;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -53,8 +53,8 @@ use path::Opened;
 use range::RangeOutcome;
 use stream::{FileBody, Segment, Snapshot};
 
-pub use metrics::SendfileMetrics;
-pub use path::Refusal;
+pub(crate) use metrics::SendfileMetrics;
+pub(crate) use path::Refusal;
 
 const X_ACCEL_REDIRECT: &str = "x-accel-redirect";
 const X_SENDFILE: &str = "x-sendfile";
@@ -62,13 +62,13 @@ const X_ACCEL_LIMIT_RATE: &str = "x-accel-limit-rate";
 
 /// Which header asked for the offload; the `kind` metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Accel,
     Sendfile,
 }
 
 impl Kind {
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Kind::Accel => "accel",
             Kind::Sendfile => "sendfile",

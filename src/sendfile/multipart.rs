@@ -16,18 +16,18 @@ use super::stream::Segment;
 
 /// A fresh boundary per response: 128 random bits, so it cannot occur in the file by chance or
 /// be predicted by whoever uploaded the file.
-pub fn boundary() -> String {
+pub(crate) fn boundary() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
 /// The response's Content-Type for `boundary`.
-pub fn content_type(boundary: &str) -> String {
+pub(crate) fn content_type(boundary: &str) -> String {
     format!("multipart/byteranges; boundary={boundary}")
 }
 
 /// The body segments and their total length. `content_type` is the file's own (Moodle's), and
 /// is left out of each part when the upstream sent none.
-pub fn plan(
+pub(crate) fn plan(
     ranges: &[ByteRange],
     total_len: u64,
     content_type: Option<&HeaderValue>,

@@ -19,7 +19,7 @@ use super::config::SymlinkPolicy;
 /// Why an offload was not served. The label is the `reason` of
 /// `moodle_edge_offload_refusals_total`, so it must stay short and stable.
 #[derive(Debug, thiserror::Error)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// A `..` segment or a backslash: someone is trying to climb out of the root.
     #[error("path contains a `..` segment or a backslash")]
     Traversal,
@@ -50,7 +50,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// The metric label.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             Refusal::Traversal => "traversal",
             Refusal::OutsideRoot => "outside_root",
@@ -67,7 +67,7 @@ impl Refusal {
     /// 404 when there is nothing to serve, 403 when a policy refused it. Only a genuine disk
     /// fault (`io_error`) is a 500: it is not bad input, and hiding it as 404 would let caches
     /// keep it.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Refusal::NotFound | Refusal::NoMapping => StatusCode::NOT_FOUND,
             Refusal::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -92,7 +92,7 @@ impl Refusal {
 
 /// A file that passed every check, open and ready to stream.
 #[derive(Debug)]
-pub struct Opened {
+pub(crate) struct Opened {
     pub file: File,
     /// The path as resolved (canonical under `within_root`), for the access log.
     pub path: PathBuf,
@@ -103,7 +103,7 @@ pub struct Opened {
 /// Splits a path into its segments: empty and `.` segments vanish (that is what `//` and `/./`
 /// mean), `..` and backslashes are refused outright rather than resolved, because a
 /// legitimate Moodle path never has them.
-pub fn segments(path: &[u8]) -> Result<Vec<&[u8]>, Refusal> {
+pub(crate) fn segments(path: &[u8]) -> Result<Vec<&[u8]>, Refusal> {
     let mut out = Vec::new();
     for seg in path.split(|b| *b == b'/') {
         match seg {
@@ -119,7 +119,7 @@ pub fn segments(path: &[u8]) -> Result<Vec<&[u8]>, Refusal> {
 
 /// Percent-decodes strictly: a `%` must be followed by two hex digits. nginx is lenient here,
 /// but a broken escape from Moodle means a bug worth seeing in the metrics, not a guess.
-pub fn percent_decode_strict(input: &[u8]) -> Result<Vec<u8>, Refusal> {
+pub(crate) fn percent_decode_strict(input: &[u8]) -> Result<Vec<u8>, Refusal> {
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
     while i < input.len() {
@@ -143,7 +143,7 @@ pub fn percent_decode_strict(input: &[u8]) -> Result<Vec<u8>, Refusal> {
 /// nginx splits the query off before decoding, so an encoded `%3F` stays in its file name. We
 /// split after decoding: Moodle encodes the whole value, so any `?` it meant arrives as `%3F`,
 /// and its content-hash file names never contain one.
-pub fn accel_uri_segments(value: &[u8]) -> Result<Vec<Vec<u8>>, Refusal> {
+pub(crate) fn accel_uri_segments(value: &[u8]) -> Result<Vec<Vec<u8>>, Refusal> {
     let decoded = percent_decode_strict(value)?;
     if decoded.contains(&0) {
         return Err(Refusal::BadEncoding);
@@ -161,7 +161,7 @@ pub fn accel_uri_segments(value: &[u8]) -> Result<Vec<Vec<u8>>, Refusal> {
 
 /// Splits an X-Sendfile value (a plain absolute path, never percent-encoded: Moodle and
 /// mod_xsendfile both send it as is) into its segments.
-pub fn sendfile_path_segments(value: &[u8]) -> Result<Vec<Vec<u8>>, Refusal> {
+pub(crate) fn sendfile_path_segments(value: &[u8]) -> Result<Vec<Vec<u8>>, Refusal> {
     if value.contains(&0) {
         return Err(Refusal::BadEncoding);
     }
@@ -174,7 +174,7 @@ pub fn sendfile_path_segments(value: &[u8]) -> Result<Vec<Vec<u8>>, Refusal> {
 /// The segments of a configured root or prefix (`/var/moodledata/` -> `["var", "moodledata"]`).
 /// Config is trusted, so `..` is kept as a literal segment rather than refused; it then simply
 /// never matches a request (whose `..` segments are refused).
-pub fn config_segments(path: &[u8]) -> Vec<Vec<u8>> {
+pub(crate) fn config_segments(path: &[u8]) -> Vec<Vec<u8>> {
     path.split(|b| *b == b'/')
         .filter(|s| !s.is_empty() && *s != b".")
         .map(<[u8]>::to_vec)
@@ -182,7 +182,7 @@ pub fn config_segments(path: &[u8]) -> Vec<Vec<u8>> {
 }
 
 /// Opens `relative` (already normalised, no `..`) under `root` according to `policy`.
-pub fn open_under(
+pub(crate) fn open_under(
     root: &Path,
     relative: &[Vec<u8>],
     policy: SymlinkPolicy,
@@ -268,7 +268,7 @@ fn open_regular(
 
 /// Finds the longest root that contains `path` (both as segments) and returns its index and the
 /// remainder. Longest, so a nested root's own policy walk starts at the nested root.
-pub fn longest_match<'a>(
+pub(crate) fn longest_match<'a>(
     roots: impl Iterator<Item = (usize, &'a [Vec<u8>])>,
     path: &[Vec<u8>],
 ) -> Option<(usize, usize)> {
@@ -281,7 +281,7 @@ pub fn longest_match<'a>(
 /// Whether a client-supplied request path reaches an internal prefix, after every trick a
 /// front server might undo: up to three rounds of percent-decoding (`%252F`), backslashes read
 /// as slashes, `//`, `/./` and `/x/../` resolved.
-pub fn path_reaches_prefix(path: &str, prefixes: &[Vec<Vec<u8>>]) -> bool {
+pub(crate) fn path_reaches_prefix(path: &str, prefixes: &[Vec<Vec<u8>>]) -> bool {
     // The query and fragment are not part of the path.
     let path = path.split(['?', '#']).next().unwrap_or("");
     let bytes = path.as_bytes();
@@ -338,7 +338,7 @@ fn normalised_starts_with_any(path: &[u8], prefixes: &[Vec<Vec<u8>>]) -> bool {
 }
 
 /// The segments of an absolute configured root, `None` for a relative one.
-pub fn root_segments(root: &Path) -> Option<Vec<Vec<u8>>> {
+pub(crate) fn root_segments(root: &Path) -> Option<Vec<Vec<u8>>> {
     if !root.is_absolute() {
         return None;
     }

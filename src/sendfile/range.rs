@@ -13,32 +13,28 @@
 
 /// More ranges than this and the client gets the whole file. nginx has no default cap; Apache
 /// uses 200. 64 is far more than any downloader or PDF viewer sends.
-pub const MAX_RANGES: usize = 64;
+pub(crate) const MAX_RANGES: usize = 64;
 
 /// One satisfiable range, `start..end` (end exclusive, so `len = end - start`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ByteRange {
+pub(crate) struct ByteRange {
     pub start: u64,
     pub end: u64,
 }
 
 impl ByteRange {
-    pub fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         self.end - self.start
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.end == self.start
-    }
-
     /// `bytes a-b/total` for Content-Range (the header shows the last byte, inclusive).
-    pub fn content_range(&self, total: u64) -> String {
+    pub(crate) fn content_range(&self, total: u64) -> String {
         format!("bytes {}-{}/{}", self.start, self.end - 1, total)
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RangeOutcome {
+pub(crate) enum RangeOutcome {
     /// Send the whole file with 200.
     Full,
     /// One range: 206 with Content-Range.
@@ -50,7 +46,7 @@ pub enum RangeOutcome {
 }
 
 /// Evaluates a Range header value against a representation of `len` bytes.
-pub fn evaluate(header: &str, len: u64) -> RangeOutcome {
+pub(crate) fn evaluate(header: &str, len: u64) -> RangeOutcome {
     let Some(specs) = parse(header) else {
         return RangeOutcome::Full;
     };

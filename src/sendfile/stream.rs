@@ -47,12 +47,12 @@ use crate::body::{BoxError, ProxyBody};
 /// 64 KiB started on the next poll (what this file does). The price is CPU per byte: on one
 /// pinned core (`bench/offload.sh`) about 620-670 ms/GiB over TLS (nginx: 690) and 480-570
 /// ms/GiB plain, against 540-590 and 400-440 for 128 KiB with two ahead.
-pub const CHUNK_SIZE: usize = 64 * 1024;
+pub(crate) const CHUNK_SIZE: usize = 64 * 1024;
 
 /// Reads in flight (or done and waiting for hyper) per body. The next read starts when hyper
 /// polls for more, which it does while it still has up to 64 KiB queued, so the read overlaps
 /// the socket write; a read started earlier would only sit finished in a slow client's body.
-pub const READ_AHEAD: usize = 1;
+pub(crate) const READ_AHEAD: usize = 1;
 
 /// The largest read for a client that keeps up: a body starts at [`CHUNK_SIZE`] and, once
 /// [`FAST_STREAK`] bytes in a row were each asked for within [`FAST_DRAIN`] of the previous
@@ -61,7 +61,7 @@ pub const READ_AHEAD: usize = 1;
 /// buffer (4 MiB at most by default), which takes the first megabytes of even a slow client at
 /// once; so a slow client never grows past [`CHUNK_SIZE`] and the memory bound above holds,
 /// while a fast one pays fewer reads and wake-ups per byte.
-pub const MAX_CHUNK_SIZE: usize = 256 * 1024;
+pub(crate) const MAX_CHUNK_SIZE: usize = 256 * 1024;
 
 /// Bytes that must drain fast, without a pause, before reads grow.
 const FAST_STREAK: u64 = 8 << 20;
@@ -72,7 +72,7 @@ const FAST_DRAIN: Duration = Duration::from_millis(2);
 
 /// One piece of the body, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Segment {
+pub(crate) enum Segment {
     /// Literal bytes (multipart boundaries and part headers).
     Bytes(Bytes),
     /// `len` bytes of the file from `offset`.
@@ -80,14 +80,14 @@ pub enum Segment {
 }
 
 impl Segment {
-    pub fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         match self {
             Segment::Bytes(bytes) => bytes.len() as u64,
             Segment::File { len, .. } => *len,
         }
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
@@ -95,13 +95,13 @@ impl Segment {
 /// What the file looked like when the headers were built; any change after that breaks the
 /// promise made by Content-Length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub len: u64,
     pub mtime: Option<SystemTime>,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum StreamError {
+pub(crate) enum StreamError {
     #[error("file shrank while being sent")]
     Shrunk,
     #[error("file was modified while being sent")]
@@ -150,7 +150,7 @@ impl Drop for ActiveGuard {
     }
 }
 
-pub struct FileBody {
+pub(crate) struct FileBody {
     /// Shared with the blocking reads; `pread` needs no exclusive access or seek position.
     file: Arc<File>,
     /// For the warning when the file changes under us.
@@ -180,7 +180,7 @@ pub struct FileBody {
 
 impl FileBody {
     /// `limit_rate`: bytes per second, `None` or 0 for unlimited.
-    pub fn new(
+    pub(crate) fn new(
         file: Arc<File>,
         path: PathBuf,
         snapshot: Snapshot,
@@ -218,16 +218,7 @@ impl FileBody {
         }
     }
 
-    /// Overrides the read size (benchmarks, tests); pacing keeps its own smaller size.
-    pub fn with_chunk_size(mut self, bytes: usize) -> Self {
-        if self.pace.is_none() {
-            self.chunk = bytes.max(1) as u64;
-            self.adaptive = false;
-        }
-        self
-    }
-
-    pub fn into_proxy_body(self) -> ProxyBody {
+    pub(crate) fn into_proxy_body(self) -> ProxyBody {
         self.map_err(|err| Box::new(err) as BoxError).boxed_unsync()
     }
 

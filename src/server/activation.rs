@@ -31,7 +31,7 @@ fn list(addrs: &[SocketAddr]) -> String {
 }
 
 /// Sockets handed over by systemd, by their local address.
-pub struct Inherited {
+pub(crate) struct Inherited {
     /// Not yet claimed by a configured address.
     listeners: Vec<TcpListener>,
     /// Whether systemd passed any socket at all: then a configured address without one is
@@ -40,7 +40,7 @@ pub struct Inherited {
 }
 
 impl Inherited {
-    pub fn from_env() -> Inherited {
+    pub(crate) fn from_env() -> Inherited {
         let mut fds = ListenFd::from_env();
         let mut listeners = Vec::new();
         for i in 0..fds.len() {
@@ -63,7 +63,7 @@ impl Inherited {
     }
 
     /// The inherited socket for `addr`, else a newly bound one.
-    pub fn take_or_bind(&mut self, addr: SocketAddr) -> std::io::Result<TcpListener> {
+    pub(crate) fn take_or_bind(&mut self, addr: SocketAddr) -> std::io::Result<TcpListener> {
         if let Some(pos) = self
             .listeners
             .iter()
@@ -84,7 +84,7 @@ impl Inherited {
     }
 
     /// Ends the hand-over: an inherited socket nobody claimed is an error naming its address.
-    pub fn finish(self) -> Result<(), Unclaimed> {
+    pub(crate) fn finish(self) -> Result<(), Unclaimed> {
         let left: Vec<SocketAddr> = self
             .listeners
             .iter()
@@ -99,7 +99,7 @@ impl Inherited {
 }
 
 /// Binds with SO_REUSEADDR and a deep backlog (connections over max_connections wait there).
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     if addr.is_ipv6() {

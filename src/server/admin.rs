@@ -13,7 +13,7 @@ use crate::observe::metrics;
 use crate::observe::readiness::readiness_response;
 use crate::state::{SharedState, State};
 
-pub async fn handle(
+pub(crate) async fn handle(
     shared: SharedState,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {

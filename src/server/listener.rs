@@ -40,7 +40,7 @@ enum Protocols {
 
 /// Everything an accept loop needs; cheap to clone.
 #[derive(Clone)]
-pub struct Acceptor {
+pub(crate) struct Acceptor {
     pub index: usize,
     pub label: String,
     pub shared: SharedState,
@@ -57,13 +57,13 @@ pub struct Acceptor {
 /// `Notify` that wakes every connection once when the flag is set. A `CancellationToken` would
 /// do, but asking it "cancelled yet?" takes a lock, and a connection asks on every wake-up.
 #[derive(Default)]
-pub struct DrainSignal {
+pub(crate) struct DrainSignal {
     flag: AtomicBool,
     notify: Notify,
 }
 
 impl DrainSignal {
-    pub fn start(&self) {
+    pub(crate) fn start(&self) {
         self.flag.store(true, Ordering::SeqCst);
         self.notify.notify_waiters();
     }
@@ -74,7 +74,7 @@ impl DrainSignal {
 }
 
 impl Acceptor {
-    pub async fn run(self, listener: TcpListener) {
+    pub(crate) async fn run(self, listener: TcpListener) {
         loop {
             // Waiting for a permit before accepting leaves extra connections in the kernel
             // backlog instead of accepting and then dropping them.
@@ -107,7 +107,6 @@ impl Acceptor {
 
     async fn serve(self, stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
-        let local = stream.local_addr().unwrap_or(peer);
         let state = self.shared.load_full();
         let core = state.process.core.clone();
         let open = core.connections_open.with_label_values(&[&self.label]);
@@ -132,7 +131,6 @@ impl Acceptor {
                 match tokio::time::timeout(limits.header_read_timeout.get(), handshake).await {
                     Ok(Ok(tls_stream)) => {
                         let (_, session) = tls_stream.get_ref();
-                        let sni = session.server_name().map(str::to_string);
                         let protocols = if session.alpn_protocol() == Some(b"h2") {
                             Protocols::Http2
                         } else {
@@ -141,9 +139,7 @@ impl Acceptor {
                         let conn = ConnInfo {
                             peer,
                             peer_value: ConnInfo::ip_value(peer.ip()),
-                            local,
                             tls: true,
-                            sni,
                             listener: self.index,
                             head_clock: HeadClock::new(limits.header_read_timeout.get()),
                             response_timer: Default::default(),
@@ -176,9 +172,7 @@ impl Acceptor {
                 let conn = ConnInfo {
                     peer,
                     peer_value: ConnInfo::ip_value(peer.ip()),
-                    local,
                     tls: false,
-                    sni: None,
                     listener: self.index,
                     head_clock: HeadClock::new(limits.header_read_timeout.get()),
                     response_timer: Default::default(),

@@ -1,13 +1,13 @@
 //! The running server: binds the listeners, serves until SIGTERM, reloads on SIGHUP, and tells
 //! systemd how it is doing (READY, RELOADING, STOPPING, WATCHDOG).
 
-pub mod activation;
-pub mod admin;
-pub mod config;
+pub(crate) mod activation;
+pub(crate) mod admin;
+pub(crate) mod config;
 pub(crate) mod h2_flood;
 pub(crate) mod head_scan;
-pub mod listener;
-pub mod tls;
+pub(crate) mod listener;
+pub(crate) mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -230,7 +230,7 @@ async fn wait_for_signals(
 
 /// Reads the config again and swaps the whole state. A config that does not load or build
 /// leaves the running one in place.
-pub fn reload(shared: &SharedState, process: &Arc<Process>, path: &std::path::Path) {
+pub(crate) fn reload(shared: &SharedState, process: &Arc<Process>, path: &std::path::Path) {
     notify(&[sd_notify::NotifyState::Reloading]);
     let result = Config::load(path)
         .map_err(|e| e.to_string())

@@ -25,7 +25,7 @@ pub enum TlsError {
 
 /// Picks a certificate by the SNI name: an exact name first, then a wildcard (`*.example.edu`),
 /// then the first certificate of the list.
-pub struct SniResolver {
+pub(crate) struct SniResolver {
     certs: Vec<Arc<CertifiedKey>>,
     exact: HashMap<String, usize>,
     /// "example.edu" for a "*.example.edu" certificate.
@@ -57,7 +57,10 @@ impl ResolvesServerCert for SniResolver {
 }
 
 impl SniResolver {
-    pub fn load(certs: &[CertificateConfig], listener: usize) -> Result<SniResolver, TlsError> {
+    pub(crate) fn load(
+        certs: &[CertificateConfig],
+        listener: usize,
+    ) -> Result<SniResolver, TlsError> {
         let provider = ring::default_provider();
         let mut resolver = SniResolver {
             certs: Vec::new(),
@@ -145,7 +148,7 @@ pub(crate) fn certificate_names(der: &CertificateDer<'_>) -> Result<Vec<String>,
 }
 
 /// The rustls server config for one listener.
-pub fn server_config(
+pub(crate) fn server_config(
     cfg: &TlsConfig,
     http2: bool,
     listener: usize,

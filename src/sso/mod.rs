@@ -14,7 +14,7 @@
 pub(crate) mod browser;
 pub(crate) mod claims;
 pub(crate) mod client_auth;
-pub mod config;
+pub(crate) mod config;
 pub(crate) mod failure;
 pub(crate) mod finish;
 pub(crate) mod flow_state;
@@ -24,16 +24,16 @@ pub(crate) mod identity;
 pub(crate) mod language;
 pub(crate) mod login_page;
 pub(crate) mod logout;
-pub mod metrics;
+pub(crate) mod metrics;
 pub(crate) mod oauth2;
 pub(crate) mod oidc;
 pub(crate) mod outbound;
 pub(crate) mod page_look;
 pub(crate) mod return_url;
 mod return_watch;
-pub mod rules;
-pub mod saml;
-pub mod session;
+pub(crate) mod rules;
+pub(crate) mod saml;
+pub(crate) mod session;
 pub(crate) mod stage;
 pub(crate) mod tenant;
 
@@ -148,7 +148,7 @@ impl SsoState {
 
 /// The authenticate stage: answers SSO paths; on every other request, ends the Moodle session
 /// of a browser whose edge session has ended (one cookie scan when there is no edge cookie).
-pub struct SsoStage;
+pub(crate) struct SsoStage;
 
 impl Stage for SsoStage {
     const NAME: &'static str = "authenticate";

@@ -6,10 +6,10 @@
 //! MNet replay cache. `/readyz` checks that it answers. docs/scale-out.md has the keys and the
 //! fault policy.
 
-pub mod config;
+pub(crate) mod config;
 pub(crate) mod gcra;
 mod memory;
-pub mod metrics;
+pub(crate) mod metrics;
 mod pubsub;
 mod redis_connect;
 mod redis_store;
@@ -22,7 +22,7 @@ use thiserror::Error;
 use tokio::sync::{broadcast, watch};
 
 pub use memory::MemoryStore;
-pub use redis_store::RedisStore;
+pub(crate) use redis_store::RedisStore;
 
 use config::{StoreBackend, StoreConfig};
 use metrics::StoreMetrics;

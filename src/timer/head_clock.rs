@@ -33,11 +33,11 @@ use crate::timer::LaterSleep;
 /// The error a connection ends with when its head did not arrive in time.
 #[derive(Debug, thiserror::Error)]
 #[error("no complete request head within {0:?}")]
-pub struct HeadTimedOut(pub Duration);
+pub(crate) struct HeadTimedOut(pub Duration);
 
 /// Requests in flight on one connection and since when it has been idle.
 #[derive(Debug)]
-pub struct HeadClock {
+pub(crate) struct HeadClock {
     /// Set for HTTP/2 over TLS and once a connection has been upgraded (WebSocket): the
     /// deadline no longer applies.
     off: AtomicBool,
@@ -49,7 +49,7 @@ pub struct HeadClock {
 }
 
 impl HeadClock {
-    pub fn new(timeout: Duration) -> Arc<Self> {
+    pub(crate) fn new(timeout: Duration) -> Arc<Self> {
         Arc::new(HeadClock {
             off: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
@@ -60,13 +60,13 @@ impl HeadClock {
     }
 
     /// Stops enforcing the deadline for good (an upgraded connection, HTTP/2 over TLS).
-    pub fn turn_off(&self) {
+    pub(crate) fn turn_off(&self) {
         self.off.store(true, Ordering::Relaxed);
     }
 
     /// A request head has arrived; the returned guard ends the request when dropped (the
     /// pipeline keeps it until the response body has been sent or abandoned).
-    pub fn start(self: &Arc<Self>) -> InFlight {
+    pub(crate) fn start(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(Some(self.clone()))
     }
@@ -94,12 +94,12 @@ impl HeadClock {
 
 /// Keeps its connection's request count up while it lives.
 #[derive(Debug)]
-pub struct InFlight(Option<Arc<HeadClock>>);
+pub(crate) struct InFlight(Option<Arc<HeadClock>>);
 
 impl InFlight {
     /// Ends the request with a clock reading the caller already took at its end (the
     /// connection's idle time counts from there), saving a read of the clock.
-    pub fn end_at(mut self, now: std::time::Instant) {
+    pub(crate) fn end_at(mut self, now: std::time::Instant) {
         if let Some(clock) = self.0.take() {
             clock.finish(Some(Instant::from_std(now)));
         }
@@ -115,14 +115,14 @@ impl Drop for InFlight {
 }
 
 /// A connection's I/O with the header-read deadline enforced on reads.
-pub struct TimedIo<T> {
+pub(crate) struct TimedIo<T> {
     inner: T,
     clock: Arc<HeadClock>,
     sleep: LaterSleep,
 }
 
 impl<T> TimedIo<T> {
-    pub fn new(inner: T, clock: Arc<HeadClock>) -> Self {
+    pub(crate) fn new(inner: T, clock: Arc<HeadClock>) -> Self {
         let first = clock.base + clock.timeout;
         TimedIo {
             inner,
@@ -189,7 +189,7 @@ impl<T: Write + Unpin> Write for TimedIo<T> {
 }
 
 /// True when a connection error is the header-read timeout firing.
-pub fn is_head_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+pub(crate) fn is_head_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut source = Some(e);
     while let Some(err) = source {
         if err.downcast_ref::<HeadTimedOut>().is_some() {

@@ -15,11 +15,11 @@ use std::task::{Context, Poll, Waker};
 
 use tokio::time::{Instant, Sleep};
 
-pub mod head_clock;
-pub mod response_timer;
+pub(crate) mod head_clock;
+pub(crate) mod response_timer;
 
 /// A `Sleep` reused across deadlines that move later; see the module docs.
-pub struct LaterSleep {
+pub(crate) struct LaterSleep {
     sleep: Pin<Box<Sleep>>,
     /// The waker the sleep was last polled with; None when it must be polled again before it
     /// can wake anyone (new, or moved).
@@ -35,7 +35,7 @@ impl std::fmt::Debug for LaterSleep {
 }
 
 impl LaterSleep {
-    pub fn new(deadline: Instant) -> Self {
+    pub(crate) fn new(deadline: Instant) -> Self {
         LaterSleep {
             sleep: Box::pin(tokio::time::sleep_until(deadline)),
             waker: None,
@@ -43,13 +43,13 @@ impl LaterSleep {
     }
 
     /// The deadline the sleep is armed for (at or before any deadline it has been asked for).
-    pub fn armed(&self) -> Instant {
+    pub(crate) fn armed(&self) -> Instant {
         self.sleep.deadline()
     }
 
     /// Ready once `deadline` has passed; otherwise makes sure `cx`'s task is woken by then
     /// (perhaps earlier, at an earlier deadline the sleep is still armed for).
-    pub fn poll_until(&mut self, deadline: Instant, cx: &mut Context<'_>) -> Poll<()> {
+    pub(crate) fn poll_until(&mut self, deadline: Instant, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             let armed = self.armed();
             if armed > deadline {

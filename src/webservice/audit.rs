@@ -30,17 +30,17 @@ struct Line<'a> {
 }
 
 #[derive(Clone)]
-pub struct AuditLog {
+pub(crate) struct AuditLog {
     sink: LineSink,
 }
 
 impl AuditLog {
-    pub fn new(sink: LineSink) -> Self {
+    pub(crate) fn new(sink: LineSink) -> Self {
         AuditLog { sink }
     }
 
     /// A call that went to Moodle.
-    pub fn record(
+    pub(crate) fn record(
         &self,
         call: &WsCall,
         report: &CallReport,
@@ -67,7 +67,7 @@ impl AuditLog {
     }
 
     /// A call the edge refused; outcome is `rejected:<reason>`.
-    pub fn record_rejection(
+    pub(crate) fn record_rejection(
         &self,
         call: &WsCall,
         rejection: &Rejection,
@@ -106,8 +106,9 @@ fn ser_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Erro
     s.collect_str(&humantime::format_rfc3339_millis(*t))
 }
 
+#[cfg(test)]
 /// `2026-11-03T12:34:56.789Z`, the same form as the access log's `time`.
-pub fn rfc3339_utc(t: SystemTime) -> String {
+pub(crate) fn rfc3339_utc(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 

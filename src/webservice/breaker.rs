@@ -22,7 +22,7 @@ use crate::webservice::config::CircuitBreakerConfig;
 const BUCKETS: usize = 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BreakerState {
+pub(crate) enum BreakerState {
     Closed,
     Open,
     HalfOpen,
@@ -30,14 +30,14 @@ pub enum BreakerState {
 
 impl BreakerState {
     /// The value of the `moodle_edge_ws_breaker_state` gauge.
-    pub fn gauge(self) -> i64 {
+    pub(crate) fn gauge(self) -> i64 {
         match self {
             BreakerState::Closed => 0,
             BreakerState::Open => 1,
             BreakerState::HalfOpen => 2,
         }
     }
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             BreakerState::Closed => "closed",
             BreakerState::Open => "open",
@@ -48,7 +48,7 @@ impl BreakerState {
 
 /// The settings, checked and converted once.
 #[derive(Debug, Clone)]
-pub struct BreakerSettings {
+pub(crate) struct BreakerSettings {
     pub bucket: Duration,
     pub min_requests: u32,
     pub error_rate: f64,
@@ -58,7 +58,7 @@ pub struct BreakerSettings {
 }
 
 impl BreakerSettings {
-    pub fn from_config(cfg: &CircuitBreakerConfig) -> Result<Self, String> {
+    pub(crate) fn from_config(cfg: &CircuitBreakerConfig) -> Result<Self, String> {
         let window = cfg.window.get();
         if window < Duration::from_millis(10) {
             return Err("window: must be at least 10ms".into());
@@ -113,31 +113,31 @@ struct Inner {
 
 /// A state change, for metrics and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Transition {
+pub(crate) struct Transition {
     pub to: BreakerState,
 }
 
 /// Why a call was refused: how long until the breaker will try again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BreakerOpen {
+pub(crate) struct BreakerOpen {
     pub retry_after: Duration,
 }
 
 /// Proof of admission. `probe` marks the single half-open call whose result decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ticket {
+pub(crate) struct Ticket {
     pub probe: bool,
 }
 
 #[derive(Debug)]
-pub struct Breaker {
+pub(crate) struct Breaker {
     settings: BreakerSettings,
     origin: Instant,
     inner: Mutex<Inner>,
 }
 
 impl Breaker {
-    pub fn new(settings: BreakerSettings, now: Instant) -> Self {
+    pub(crate) fn new(settings: BreakerSettings, now: Instant) -> Self {
         Breaker {
             settings,
             origin: now,
@@ -159,7 +159,8 @@ impl Breaker {
         (since.as_nanos() / self.settings.bucket.as_nanos().max(1)) as u64
     }
 
-    pub fn state(&self) -> BreakerState {
+    #[cfg(test)]
+    pub(crate) fn state(&self) -> BreakerState {
         match self.lock().phase {
             Phase::Closed => BreakerState::Closed,
             Phase::Open { .. } => BreakerState::Open,
@@ -168,7 +169,7 @@ impl Breaker {
     }
 
     /// The state and, when open or waiting on another replica's probe, how long it lasts.
-    pub fn snapshot(&self, now: Instant) -> (BreakerState, Duration) {
+    pub(crate) fn snapshot(&self, now: Instant) -> (BreakerState, Duration) {
         match self.lock().phase {
             Phase::Closed => (BreakerState::Closed, Duration::ZERO),
             Phase::Open { until } => (BreakerState::Open, until.saturating_duration_since(now)),
@@ -181,7 +182,7 @@ impl Breaker {
 
     /// Applies a state another replica published; `lasts` is what it has left (open) or the
     /// hold on its probe (half-open). Reported like a local change; never published again.
-    pub fn apply_remote(
+    pub(crate) fn apply_remote(
         &self,
         to: BreakerState,
         lasts: Duration,
@@ -209,7 +210,7 @@ impl Breaker {
     }
 
     /// Asks to let one call through at `now`. May move Open to HalfOpen (reported).
-    pub fn admit(&self, now: Instant) -> (Result<Ticket, BreakerOpen>, Option<Transition>) {
+    pub(crate) fn admit(&self, now: Instant) -> (Result<Ticket, BreakerOpen>, Option<Transition>) {
         let mut inner = self.lock();
         match inner.phase {
             Phase::Closed => (Ok(Ticket { probe: false }), None),
@@ -255,7 +256,7 @@ impl Breaker {
 
     /// Records a finished call. `failed` per `OutcomeClass::counts_as_failure`; slowness is
     /// judged here from `duration`.
-    pub fn record(
+    pub(crate) fn record(
         &self,
         ticket: Ticket,
         failed: bool,
@@ -315,7 +316,7 @@ impl Breaker {
     }
 
     /// The probe's call ended without a result (client went away, cancelled): let another try.
-    pub fn release_probe(&self) {
+    pub(crate) fn release_probe(&self) {
         let mut inner = self.lock();
         if let Phase::HalfOpen { probe_out: true } = inner.phase {
             inner.phase = Phase::HalfOpen { probe_out: false };
@@ -323,7 +324,7 @@ impl Breaker {
     }
 
     /// Closed and nothing in the window: a per-function breaker in this state can be dropped.
-    pub fn is_idle(&self, now: Instant) -> bool {
+    pub(crate) fn is_idle(&self, now: Instant) -> bool {
         let epoch = self.epoch(now);
         let inner = self.lock();
         matches!(inner.phase, Phase::Closed) && totals(&inner.buckets, epoch).0 == 0
@@ -353,7 +354,7 @@ fn totals(buckets: &[Bucket; BUCKETS], epoch: u64) -> (u64, u64, u64) {
 }
 
 /// Whole seconds to put in Retry-After: rounded up, at least 1.
-pub fn retry_after_secs(wait: Duration) -> u64 {
+pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     secs.max(1)
 }

@@ -14,7 +14,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// Above this many tokens the map is pruned on insert rather than waiting for housekeeping.
 const PRUNE_AT: usize = 50_000;
 
-pub struct ConcurrencyCaps {
+pub(crate) struct ConcurrencyCaps {
     max: u32,
     wait: Duration,
     map: DashMap<String, Arc<Semaphore>>,
@@ -22,7 +22,7 @@ pub struct ConcurrencyCaps {
 
 /// How a slot was obtained, for `concurrency_waits_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SlotWait {
+pub(crate) enum SlotWait {
     /// A slot was free at once (not counted as a wait).
     Immediate,
     /// Had to wait, then got one.
@@ -31,7 +31,7 @@ pub enum SlotWait {
 
 impl ConcurrencyCaps {
     /// `max == 0` turns the cap off.
-    pub fn new(max: u32, wait: Duration) -> Self {
+    pub(crate) fn new(max: u32, wait: Duration) -> Self {
         ConcurrencyCaps {
             max,
             wait,
@@ -39,7 +39,7 @@ impl ConcurrencyCaps {
         }
     }
 
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.max > 0
     }
 
@@ -57,7 +57,10 @@ impl ConcurrencyCaps {
     }
 
     /// Takes a slot for `token`, waiting at most the configured time. `Err(())` = none free.
-    pub async fn acquire(&self, token: &str) -> Result<(OwnedSemaphorePermit, SlotWait), ()> {
+    pub(crate) async fn acquire(
+        &self,
+        token: &str,
+    ) -> Result<(OwnedSemaphorePermit, SlotWait), ()> {
         let sem = self.semaphore(token);
         if let Ok(p) = sem.clone().try_acquire_owned() {
             return Ok((p, SlotWait::Immediate));
@@ -69,12 +72,13 @@ impl ConcurrencyCaps {
     }
 
     /// Forgets tokens with no call in flight or waiting.
-    pub fn prune(&self) {
+    pub(crate) fn prune(&self) {
         self.map.retain(|_, s| Arc::strong_count(s) > 1);
         self.map.shrink_to_fit();
     }
 
-    pub fn tokens(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn tokens(&self) -> usize {
         self.map.len()
     }
 }

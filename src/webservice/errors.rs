@@ -13,7 +13,7 @@ use crate::webservice::entry::EntryKind;
 use crate::webservice::entry::WsFormat;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorShape {
+pub(crate) enum ErrorShape {
     Json,
     Xml,
     SoapFault,
@@ -21,7 +21,7 @@ pub enum ErrorShape {
     TokenJson,
 }
 
-pub fn shape_for(entry: EntryKind, format: WsFormat) -> ErrorShape {
+pub(crate) fn shape_for(entry: EntryKind, format: WsFormat) -> ErrorShape {
     match (entry, format) {
         (EntryKind::Token, _) => ErrorShape::TokenJson,
         (EntryKind::Soap, _) => ErrorShape::SoapFault,
@@ -53,7 +53,7 @@ struct TokenError<'a> {
 }
 
 /// Builds the error answer. `retry_after` (seconds) becomes a Retry-After header.
-pub fn error_response(
+pub(crate) fn error_response(
     status: StatusCode,
     shape: ErrorShape,
     errorcode: &str,

@@ -20,7 +20,7 @@
 //! Pass the time to response headers as `duration`: that is what Moodle controls; a slow
 //! client downloading a big file must not count as a slow call.
 
-pub use crate::webservice::entry::WsFormat;
+pub(crate) use crate::webservice::entry::WsFormat;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,7 +45,7 @@ use crate::webservice::policy::{Policy, PolicyRefusal};
 use crate::webservice::shared_limits::{SharedLimits, SharedRefusal};
 
 /// Scope label of the whole-upstream breaker.
-pub const UPSTREAM_SCOPE: &str = "upstream";
+pub(crate) const UPSTREAM_SCOPE: &str = "upstream";
 
 /// A config value the guard cannot work with; `key` is the full key path.
 #[derive(Debug, thiserror::Error)]

@@ -45,19 +45,19 @@ struct Rule {
 
 /// A refusal: which rule, and how long until a call would pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limited {
+pub(crate) struct Limited {
     pub rule: Arc<str>,
     pub retry_after: Duration,
 }
 
-pub struct RateLimits {
+pub(crate) struct RateLimits {
     rules: Vec<Rule>,
     clock: DefaultClock,
 }
 
 impl RateLimits {
     /// Errors name the key: `(key path, message)`.
-    pub fn new(rules: &[RateLimitRule]) -> Result<RateLimits, (String, String)> {
+    pub(crate) fn new(rules: &[RateLimitRule]) -> Result<RateLimits, (String, String)> {
         let mut out: Vec<Rule> = Vec::with_capacity(rules.len());
         for (i, r) in rules.iter().enumerate() {
             let burst = NonZeroU32::new(r.burst).ok_or_else(|| {
@@ -107,12 +107,12 @@ impl RateLimits {
         })
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }
 
     /// The exact function names the rules mention (for metric labels).
-    pub fn function_names(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn function_names(&self) -> impl Iterator<Item = &str> {
         self.rules
             .iter()
             .filter_map(|r| r.functions.as_ref())
@@ -182,7 +182,7 @@ impl RateLimits {
     }
 
     /// Checks (and counts) one call against every rule that applies.
-    pub fn check(
+    pub(crate) fn check(
         &self,
         token: Option<&String>,
         function: Option<&String>,
@@ -209,7 +209,7 @@ impl RateLimits {
 
     /// Drops keys whose bucket is full again (they behave exactly like unseen keys) and returns
     /// the memory: without this every token and IP ever seen stays in the maps.
-    pub fn housekeeping(&self) {
+    pub(crate) fn housekeeping(&self) {
         for rule in &self.rules {
             match &rule.limiter {
                 Limiter::Named(l) => {
@@ -224,8 +224,9 @@ impl RateLimits {
         }
     }
 
+    #[cfg(test)]
     /// Keys held across all limiters (tests and debugging).
-    pub fn keys(&self) -> usize {
+    pub(crate) fn keys(&self) -> usize {
         self.rules
             .iter()
             .map(|r| match &r.limiter {

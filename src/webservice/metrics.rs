@@ -9,7 +9,7 @@ use prometheus::{
 };
 
 /// Distinct function labels kept beyond those named in config; later ones become "other".
-pub const MAX_FUNCTION_LABELS: usize = 500;
+pub(crate) const MAX_FUNCTION_LABELS: usize = 500;
 
 pub struct WebserviceMetrics {
     pub calls: IntCounterVec,

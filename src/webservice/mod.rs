@@ -3,25 +3,23 @@
 //! breaker, with Moodle-shaped error answers, an audit log and metrics. See `guard` for the
 //! facade the proxy core calls.
 
-pub mod audit;
-pub mod breaker;
+pub(crate) mod audit;
+pub(crate) mod breaker;
 pub(crate) mod breaker_sync;
-pub mod concurrency;
-pub mod config;
+pub(crate) mod concurrency;
+pub(crate) mod config;
 pub mod entry;
-pub mod errors;
-pub mod guard;
-pub mod limits;
-pub mod metrics;
-pub mod outcome;
-pub mod params;
-pub mod policy;
+pub(crate) mod errors;
+pub(crate) mod guard;
+pub(crate) mod limits;
+pub(crate) mod metrics;
+pub(crate) mod outcome;
+pub(crate) mod params;
+pub(crate) mod policy;
 pub(crate) mod shared_limits;
-pub mod stage;
-pub mod token;
+pub(crate) mod stage;
+pub(crate) mod token;
 
-pub use entry::EntryKind;
-pub use guard::{Admission, Guard, GuardConfigError, Rejection, WsCall, WsFormat};
+pub(crate) use guard::{Admission, GuardConfigError};
+pub use guard::{Guard, WsCall};
 pub use metrics::WebserviceMetrics;
-pub use outcome::{CallReport, OutcomeClass, UpstreamFailure};
-pub use token::fingerprint;

@@ -16,7 +16,7 @@ use http_body_util::BodyExt;
 use crate::body::{BoxError, ProxyBody};
 
 /// How much of an answer is kept aside to find an exception in it.
-pub const SNIFF_BYTES: usize = 8 * 1024;
+pub(crate) const SNIFF_BYTES: usize = 8 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OutcomeClass {
@@ -97,7 +97,7 @@ impl CallReport {
 }
 
 /// Classifies a Moodle exception by class and error code.
-pub fn classify_exception(exception: Option<&str>, errorcode: Option<&str>) -> OutcomeClass {
+pub(crate) fn classify_exception(exception: Option<&str>, errorcode: Option<&str>) -> OutcomeClass {
     let ex = exception.unwrap_or("");
     let code = errorcode.unwrap_or("");
     // Transient: the database or session layer under load. `dml_read_exception` is left out on
@@ -148,7 +148,7 @@ pub fn classify_exception(exception: Option<&str>, errorcode: Option<&str>) -> O
 /// JSON `{"exception":..,"errorcode":..}`, token.php's `{"error":..,"errorcode":..}`,
 /// XML `<EXCEPTION class=".."><ERRORCODE>..</ERRORCODE>` or a SOAP fault's `<faultcode>`.
 /// Works on a truncated prefix (debug info can make error bodies long).
-pub fn sniff_exception(prefix: &[u8]) -> Option<(Option<String>, Option<String>)> {
+pub(crate) fn sniff_exception(prefix: &[u8]) -> Option<(Option<String>, Option<String>)> {
     let start = prefix.iter().position(|b| !b.is_ascii_whitespace())?;
     let body = &prefix[start..];
     if body.starts_with(b"{") {
@@ -240,7 +240,7 @@ fn json_string_field(body: &[u8], key: &[u8]) -> Option<String> {
 }
 
 /// Classifies a finished answer from its status and the first bytes of its body.
-pub fn classify_response(
+pub(crate) fn classify_response(
     status: u16,
     prefix: &[u8],
 ) -> (OutcomeClass, Option<String>, Option<String>) {
@@ -287,7 +287,7 @@ type Callback = Box<dyn FnOnce(CallReport) + Send>;
 
 /// Passes a response body through unchanged while keeping its first 8 KiB aside; when the body
 /// ends, fails or is dropped, calls the completion callback exactly once with the [`CallReport`].
-pub struct OutcomeBody {
+pub(crate) struct OutcomeBody {
     inner: ProxyBody,
     status: u16,
     sniff: Vec<u8>,
@@ -297,7 +297,7 @@ pub struct OutcomeBody {
 }
 
 impl OutcomeBody {
-    pub fn new(
+    pub(crate) fn new(
         inner: ProxyBody,
         status: u16,
         on_done: impl FnOnce(CallReport) + Send + 'static,
@@ -386,7 +386,7 @@ impl Drop for OutcomeBody {
 
 /// Wraps an upstream answer so its outcome is reported once it has been sent (or abandoned).
 /// Headers and body pass through untouched.
-pub fn wrap_response(
+pub(crate) fn wrap_response(
     response: http::Response<ProxyBody>,
     on_done: impl FnOnce(CallReport) + Send + 'static,
 ) -> http::Response<ProxyBody> {

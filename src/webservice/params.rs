@@ -274,9 +274,10 @@ pub async fn inspect_body(
     inspect(body_kind(content_type), body, max).await
 }
 
+#[cfg(test)]
 /// [`inspect_body`] for a call to `entry`: XML-RPC and SOAP bodies are read for the function
 /// they name, so function policy and per-function limits apply to them too.
-pub async fn inspect_call_body(
+pub(crate) async fn inspect_call_body(
     entry: EntryKind,
     content_type: Option<&str>,
     body: ProxyBody,
@@ -307,14 +308,14 @@ async fn inspect(
 
 /// Whether a call's body is read at all: PHP fills `$_POST` only from form bodies, and
 /// XML-RPC and SOAP bodies name their function.
-pub fn inspects_body(entry: EntryKind, content_type: Option<&str>) -> bool {
+pub(crate) fn inspects_body(entry: EntryKind, content_type: Option<&str>) -> bool {
     matches!(entry, EntryKind::XmlRpc | EntryKind::Soap)
         || !matches!(body_kind(content_type), BodyKind::Other)
 }
 
 /// What a body's prefix (already read, see `crate::body::replay`) says about a call to
 /// `entry`; `ended` is true when the prefix is the whole body.
-pub async fn scan_call_body(
+pub(crate) async fn scan_call_body(
     entry: EntryKind,
     content_type: Option<&str>,
     prefix: &Bytes,
@@ -367,7 +368,7 @@ async fn scan(kind: BodyKind, prefix: &Bytes, ended: bool) -> BodyParams {
 /// The function an XML-RPC (`<methodName>f</methodName>`) or SOAP (first element inside the
 /// Body, namespace prefix dropped) request names. A plain text scan on the bounded prefix: no
 /// XML parser sees untrusted input here, and anything odd just leaves the name unknown.
-pub fn xml_call_function(body: &[u8]) -> Option<String> {
+pub(crate) fn xml_call_function(body: &[u8]) -> Option<String> {
     let text = match std::str::from_utf8(body) {
         Ok(t) => t,
         Err(e) => std::str::from_utf8(&body[..e.valid_up_to()]).ok()?,

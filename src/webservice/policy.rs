@@ -10,13 +10,13 @@ use crate::webservice::config::{FunctionPolicy, TokenNetworks};
 /// Function-name patterns: exact names or a trailing `*` for a prefix. Compared lower-cased,
 /// like the names the guard reads (see `params::merge`).
 #[derive(Debug, Clone, Default)]
-pub struct Patterns {
+pub(crate) struct Patterns {
     exact: Vec<String>,
     prefixes: Vec<String>,
 }
 
 impl Patterns {
-    pub fn new(list: &[String]) -> Self {
+    pub(crate) fn new(list: &[String]) -> Self {
         let mut p = Patterns::default();
         for item in list {
             let item = item.trim().to_ascii_lowercase();
@@ -28,7 +28,7 @@ impl Patterns {
         p
     }
 
-    pub fn matches(&self, function: &str) -> bool {
+    pub(crate) fn matches(&self, function: &str) -> bool {
         self.exact.iter().any(|e| e == function)
             || self
                 .prefixes
@@ -37,14 +37,14 @@ impl Patterns {
     }
 
     /// The exact names (metrics keep a label for each).
-    pub fn exact_names(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn exact_names(&self) -> impl Iterator<Item = &str> {
         self.exact.iter().map(String::as_str)
     }
 }
 
 /// Why the edge refused a call. Each is a label value of `policy_refusals_total{reason}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PolicyRefusal {
+pub(crate) enum PolicyRefusal {
     /// On a deny list.
     FunctionDenied,
     /// Not on the path's allow list, or no function named where an allow list is set.
@@ -57,7 +57,7 @@ pub enum PolicyRefusal {
 }
 
 impl PolicyRefusal {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             PolicyRefusal::FunctionDenied => "function_denied",
             PolicyRefusal::FunctionNotAllowed => "function_not_allowed",
@@ -74,7 +74,7 @@ struct PathPolicy {
 }
 
 #[derive(Debug, Default)]
-pub struct Policy {
+pub(crate) struct Policy {
     paths: HashMap<String, PathPolicy>,
     /// Normalised token -> networks it may be used from.
     networks: HashMap<String, Vec<IpNet>>,
@@ -82,13 +82,13 @@ pub struct Policy {
 
 /// A config problem, with the key path that names it.
 #[derive(Debug)]
-pub struct PolicyConfigError {
+pub(crate) struct PolicyConfigError {
     pub key: String,
     pub message: String,
 }
 
 impl Policy {
-    pub fn new(
+    pub(crate) fn new(
         functions: &[FunctionPolicy],
         networks: &[TokenNetworks],
     ) -> Result<Policy, PolicyConfigError> {
@@ -145,16 +145,16 @@ impl Policy {
         Ok(policy)
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.paths.is_empty() && self.networks.is_empty()
     }
 
-    pub fn has_paths(&self) -> bool {
+    pub(crate) fn has_paths(&self) -> bool {
         !self.paths.is_empty()
     }
 
     /// All exact function names the policy mentions.
-    pub fn function_names(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn function_names(&self) -> impl Iterator<Item = &str> {
         self.paths.values().flat_map(|p| {
             p.deny
                 .exact_names()
@@ -170,7 +170,7 @@ impl Policy {
     /// refused (Moodle would refuse it too, and it is the safer reading). Where only a deny list
     /// is set, such a call goes on to Moodle, which answers it. Wherever a list or a network
     /// rule could be decided by a value the edge did not see, the call is refused.
-    pub fn check(
+    pub(crate) fn check(
         &self,
         entry_path: Option<&str>,
         function: Option<&str>,

@@ -25,7 +25,7 @@ use crate::webservice::params;
 use crate::webservice::{Admission, WsCall};
 
 /// An admitted call, carried from the guard stage to the respond stage.
-pub struct WsAdmitted {
+pub(crate) struct WsAdmitted {
     call: WsCall,
     admission: Admission,
     admitted_at: Instant,
@@ -34,7 +34,7 @@ pub struct WsAdmitted {
 }
 
 /// The guard stage: applies to web-service routes only.
-pub struct GuardStage;
+pub(crate) struct GuardStage;
 
 impl Stage for GuardStage {
     const NAME: &'static str = "guard";

@@ -7,11 +7,11 @@ use sha2::{Digest, Sha256};
 
 /// Longest token Moodle can store (`external_tokens.token` is 128 characters); anything longer
 /// cannot match a token, so it is not worth a limiter key.
-pub const MAX_TOKEN_LEN: usize = 128;
+pub(crate) const MAX_TOKEN_LEN: usize = 128;
 
 /// First 12 hex characters of SHA-256: enough to tell tokens apart in an audit log, useless for
 /// calling Moodle. The only form in which a token may appear in logs, metrics or pages.
-pub fn fingerprint(token: &str) -> String {
+pub(crate) fn fingerprint(token: &str) -> String {
     let digest = Sha256::digest(token.as_bytes());
     let mut out = hex::encode(&digest[..6]);
     out.truncate(12);
@@ -24,7 +24,7 @@ pub fn fingerprint(token: &str) -> String {
 /// character) and a case-insensitive database collation matches upper case too. Keying on the
 /// cleaned form means `abc-DEF…` cannot slip past a `token_networks` rule that names `abcdef…`.
 /// Returns `None` when nothing is left or the result is too long to be a token.
-pub fn normalize(raw: &str) -> Option<String> {
+pub(crate) fn normalize(raw: &str) -> Option<String> {
     let clean = raw
         .bytes()
         .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase());

@@ -8,10 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use moodle_edge::config::units::{Duration, Size};
-use moodle_edge::mnet::config::{KeyChangePolicy, KeyswapPolicy, MnetConfig, MnetPeerConfig};
-use moodle_edge::mnet::metrics::MnetMetrics;
-use moodle_edge::mnet::MnetState;
+use moodle_edge::internals::config::units::{Duration, Size};
+use moodle_edge::internals::mnet::config::{
+    KeyChangePolicy, KeyswapPolicy, MnetConfig, MnetPeerConfig,
+};
+use moodle_edge::internals::mnet::metrics::MnetMetrics;
+use moodle_edge::internals::mnet::MnetState;
 
 pub const SITE: &str = "https://site.example";
 pub const PEER: &str = "https://peer.example";

@@ -21,7 +21,7 @@ use crate::body::{BoxError, ProxyBody};
 use crate::observe::metrics::CoreMetrics;
 use crate::proxy::config::UpstreamConfig;
 
-pub type UpstreamClient = Client<TimedConnector, ProxyBody>;
+pub(crate) type UpstreamClient = Client<TimedConnector, ProxyBody>;
 
 #[derive(Debug, Error)]
 pub enum ClientError {
@@ -87,7 +87,7 @@ pub(crate) fn client_tls(
     .with_no_client_auth())
 }
 
-pub fn build(
+pub(crate) fn build(
     cfg: &UpstreamConfig,
     metrics: Arc<CoreMetrics>,
 ) -> Result<(UpstreamClient, UpstreamTarget), ClientError> {
@@ -131,7 +131,7 @@ pub fn build(
 
 /// Records how long each new upstream connection took to open.
 #[derive(Clone)]
-pub struct TimedConnector {
+pub(crate) struct TimedConnector {
     inner: HttpsConnector<HttpConnector>,
     metrics: Arc<CoreMetrics>,
 }

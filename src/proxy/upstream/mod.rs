@@ -7,9 +7,9 @@
 //! upgrades and https:// upstreams take hyper's pooled client (`pooled`). Both apply the
 //! forwarding headers and the stages' header changes, and both time every phase.
 
-pub mod connector;
+pub(crate) mod connector;
 pub mod direct;
-pub mod error;
+pub(crate) mod error;
 mod pooled;
 mod response;
 #[cfg(test)]
@@ -30,10 +30,10 @@ use crate::proxy::headers::{self, ForwardHeaders};
 use crate::proxy::upgrade;
 use crate::timer::response_timer::ResponseTimer;
 
-pub use connector::{ClientError, UpstreamTarget};
-pub use direct::{recycle_header_map, DirectPool};
-pub use error::{ForwardError, Timing};
-pub use response::UpstreamBody;
+pub(crate) use connector::{ClientError, UpstreamTarget};
+pub(crate) use direct::{recycle_header_map, DirectPool};
+pub(crate) use error::{ForwardError, Timing};
+pub(crate) use response::UpstreamBody;
 
 use connector::UpstreamClient;
 use error::classify_direct;

@@ -14,7 +14,7 @@
 //! provider's userinfo endpoint says over a connection the edge opened itself, with a token the
 //! edge got for a code only this browser's flow could redeem.
 
-pub mod config;
+pub(crate) mod config;
 pub(crate) mod flow;
 pub(crate) mod userinfo;
 

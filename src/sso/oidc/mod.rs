@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use crate::sso::config::{ProviderKind, SsoConfig};
 
-pub use provider::OidcConfigError;
+pub(crate) use provider::OidcConfigError;
 use provider::OidcProvider;
 
 /// Every `kind: oidc` provider, by id.

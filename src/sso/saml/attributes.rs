@@ -12,7 +12,7 @@ pub(crate) const NAME_ID: &str = "NameID";
 
 /// What a single logout to or from the IdP must name: the subject and the IdP's session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SamlSubject {
+pub(crate) struct SamlSubject {
     pub name_id: String,
     pub name_id_format: Option<String>,
     pub session_index: Option<String>,
@@ -20,7 +20,7 @@ pub struct SamlSubject {
 
 /// The person an assertion names.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SamlIdentity {
+pub(crate) struct SamlIdentity {
     /// The value that fills `sso.moodle_handoff.mapping_field`.
     pub user: String,
     /// Every attribute by Name, and again by FriendlyName where one is given.

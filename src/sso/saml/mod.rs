@@ -10,7 +10,7 @@
 //! is `sp_metadata`; where the IdP metadata comes from and how it stays fresh is
 //! `metadata_source`. Nothing here logs a SAML message, only why one was refused.
 
-pub mod config;
+pub(crate) mod config;
 
 pub(crate) mod acs;
 pub(crate) mod attributes;
@@ -37,7 +37,7 @@ use std::sync::Arc;
 // Called by the SSO stage (src/sso/mod.rs) once it is wired into the pipeline.
 #[allow(unused_imports)]
 pub(crate) use endpoints::{acs, logout_redirect, metadata, slo, start_login};
-pub use provider::SamlBuildError;
+pub(crate) use provider::SamlBuildError;
 use provider::SamlProvider;
 
 use crate::sso::config::{ProviderKind, SsoConfig};

@@ -83,12 +83,16 @@ struct QuerySignature {
 }
 
 impl Received {
-    pub fn is_signed(&self) -> bool {
+    pub(crate) fn is_signed(&self) -> bool {
         self.signature.is_some()
     }
 
     /// Checks the URL signature against any of `keys`, allowing SHA-1 only when asked.
-    pub fn verify(&self, keys: &[PKey<Public>], allow_sha1: bool) -> Result<(), BindingError> {
+    pub(crate) fn verify(
+        &self,
+        keys: &[PKey<Public>],
+        allow_sha1: bool,
+    ) -> Result<(), BindingError> {
         let sig = self
             .signature
             .as_ref()
