@@ -294,7 +294,14 @@ async fn sentinel_names_the_master_and_follows_a_failover() {
         .unwrap();
     assert!(master.cli(&["get", "moodle-edge:before"]).contains('1'));
 
-    let out = sentinel_cli(&["sentinel", "failover", "edge"]);
+    // The sentinel may not know a promotable replica yet (NOGOODSLAVE on a loaded machine):
+    // ask again until it accepts, within a deadline.
+    let asked = Instant::now() + Duration::from_secs(30);
+    let mut out = sentinel_cli(&["sentinel", "failover", "edge"]);
+    while !out.contains("OK") && Instant::now() < asked {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        out = sentinel_cli(&["sentinel", "failover", "edge"]);
+    }
     assert!(out.contains("OK"), "{out}");
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut failed = 0;
