@@ -31,7 +31,7 @@ use crate::proxy::upgrade;
 use crate::proxy::upstream::{recycle_header_map, UpstreamRequest};
 use crate::respond;
 use crate::route::stage::RouteStage;
-use crate::sso::SsoStage;
+use crate::sso::stage::SsoStage;
 use crate::stage::{BodyLimits, Flow, RequestBody, Stage, StageRequest};
 use crate::state::State;
 use crate::webservice::stage::GuardStage;

@@ -30,7 +30,7 @@ pub(crate) mod oidc;
 pub(crate) mod outbound;
 pub(crate) mod page_look;
 pub(crate) mod return_url;
-mod return_watch;
+pub(crate) mod return_watch;
 pub(crate) mod rules;
 pub(crate) mod saml;
 pub(crate) mod session;
@@ -40,14 +40,8 @@ pub(crate) mod tenant;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Method, StatusCode};
 use thiserror::Error;
 
-use crate::context::RequestContext;
-use crate::route::Route;
-use crate::stage::{Flow, Stage, StageRequest};
-use crate::state::State;
 use crate::store::config::{FaultPolicy, StoreConfig};
 use crate::store::metrics::StoreMetrics;
 use crate::store::Store;
@@ -57,7 +51,6 @@ use handoff::{Handoff, HandoffConfigError};
 use metrics::SsoMetrics;
 use oidc::{OidcConfigError, OidcProviders};
 use return_url::Wwwroot;
-use return_watch::ReturnWatch;
 use saml::{SamlBuildError, SamlProviders};
 use session::Sessions;
 use tenant::Tenants;
@@ -143,71 +136,5 @@ impl SsoState {
     /// A provider's config by id.
     pub(crate) fn provider(&self, id: &str) -> Option<&ProviderConfig> {
         self.config.providers.iter().find(|p| p.id == id)
-    }
-}
-
-/// The authenticate stage: answers SSO paths; on every other request, ends the Moodle session
-/// of a browser whose edge session has ended (one cookie scan when there is no edge cookie).
-pub(crate) struct SsoStage;
-
-impl Stage for SsoStage {
-    const NAME: &'static str = "authenticate";
-
-    async fn run(state: &Arc<State>, ctx: &mut RequestContext, req: &mut StageRequest) -> Flow {
-        let Some(sso) = state.sso.as_deref() else {
-            return Flow::Next;
-        };
-        let (answer, note) = {
-            let facts = stage::RequestFacts {
-                request_id: ctx.request_id.as_str(),
-                client_ip: ctx.client_ip,
-                secure: ctx.conn.tls,
-                method: &req.parts.method,
-                uri: &req.parts.uri,
-                headers: &req.parts.headers,
-            };
-            match ctx.route {
-                Route::Sso(route) => {
-                    let body = if req.body.is_end_stream() {
-                        Ok(Bytes::new())
-                    } else {
-                        match req.body.peek(stage::MAX_FORM).await {
-                            Ok(b) => Ok(b.clone()),
-                            Err(_) => Err(()),
-                        }
-                    };
-                    match body {
-                        Ok(b) if req.body.is_end_stream() || req.body.complete() => {
-                            (Box::pin(stage::answer(sso, route, &facts, b)).await, "sso")
-                        }
-                        _ => (
-                            Some(failure::simple_page(
-                                StatusCode::PAYLOAD_TOO_LARGE,
-                                "Request too large",
-                                "The sign-in request was too large or could not be read.",
-                                facts.request_id,
-                            )),
-                            "sso_body",
-                        ),
-                    }
-                }
-                _ => (stage::check_session(sso, &facts).await, "sso_session_ended"),
-            }
-        };
-        if answer.is_none() && ctx.route == Route::Page && req.parts.method == Method::GET {
-            let wanted = req.parts.uri.path_and_query().map(|p| p.as_str());
-            if let (Some(wanted), Some(sso)) = (wanted, state.sso.as_ref()) {
-                if ReturnWatch::wanted_for(req.parts.uri.path()) {
-                    ctx.watch(Box::new(ReturnWatch::new(wanted, sso.clone())));
-                }
-            }
-        }
-        match answer {
-            Some(resp) => {
-                ctx.note = Some(note);
-                Flow::Answer(resp)
-            }
-            None => Flow::Next,
-        }
     }
 }

@@ -1,4 +1,5 @@
-//! The SSO stage's entry: which handler answers an SSO path, and the check every other request
+//! The SSO stage (`SsoStage`, the pipeline's authenticate stage, at the end of this file): which
+//! handler answers an SSO path, and the check every other request
 //! with an edge session cookie gets.
 //!
 //! Order: `browser_request` (tenant by host/path, or a `tenant` parameter on this host) ->
@@ -7,19 +8,24 @@
 //! lookup when there is one.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, HOST, LOCATION, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
 
 use crate::body::{self, ProxyBody};
-use crate::route::SsoRoute;
+use crate::context::RequestContext;
+use crate::route::{Route, SsoRoute};
+use crate::stage::{Flow, Stage, StageRequest};
+use crate::state::State;
 use crate::store::config::SessionCheckPolicy;
 
 use super::browser::BrowserRequest;
 use super::failure::simple_page;
 use super::login_page::{self, LoginOutcome};
 use super::logout::clearing_cookies;
+use super::return_watch::ReturnWatch;
 use super::session::cookie_session_alive;
 use super::{logout, oauth2, oidc, saml, SsoState};
 
@@ -168,4 +174,70 @@ pub(crate) async fn check_session(
     }
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Some(resp)
+}
+
+/// The authenticate stage: answers SSO paths; on every other request, ends the Moodle session
+/// of a browser whose edge session has ended (one cookie scan when there is no edge cookie).
+pub(crate) struct SsoStage;
+
+impl Stage for SsoStage {
+    const NAME: &'static str = "authenticate";
+
+    async fn run(state: &Arc<State>, ctx: &mut RequestContext, req: &mut StageRequest) -> Flow {
+        let Some(sso) = state.sso.as_deref() else {
+            return Flow::Next;
+        };
+        let (answer, note) = {
+            let facts = RequestFacts {
+                request_id: ctx.request_id.as_str(),
+                client_ip: ctx.client_ip,
+                secure: ctx.conn.tls,
+                method: &req.parts.method,
+                uri: &req.parts.uri,
+                headers: &req.parts.headers,
+            };
+            match ctx.route {
+                Route::Sso(route) => {
+                    let body = if req.body.is_end_stream() {
+                        Ok(Bytes::new())
+                    } else {
+                        match req.body.peek(MAX_FORM).await {
+                            Ok(b) => Ok(b.clone()),
+                            Err(_) => Err(()),
+                        }
+                    };
+                    match body {
+                        Ok(b) if req.body.is_end_stream() || req.body.complete() => {
+                            (Box::pin(answer(sso, route, &facts, b)).await, "sso")
+                        }
+                        _ => (
+                            Some(simple_page(
+                                StatusCode::PAYLOAD_TOO_LARGE,
+                                "Request too large",
+                                "The sign-in request was too large or could not be read.",
+                                facts.request_id,
+                            )),
+                            "sso_body",
+                        ),
+                    }
+                }
+                _ => (check_session(sso, &facts).await, "sso_session_ended"),
+            }
+        };
+        if answer.is_none() && ctx.route == Route::Page && req.parts.method == Method::GET {
+            let wanted = req.parts.uri.path_and_query().map(|p| p.as_str());
+            if let (Some(wanted), Some(sso)) = (wanted, state.sso.as_ref()) {
+                if ReturnWatch::wanted_for(req.parts.uri.path()) {
+                    ctx.watch(Box::new(ReturnWatch::new(wanted, sso.clone())));
+                }
+            }
+        }
+        match answer {
+            Some(resp) => {
+                ctx.note = Some(note);
+                Flow::Answer(resp)
+            }
+            None => Flow::Next,
+        }
+    }
 }
