@@ -108,7 +108,7 @@ pub(crate) type Refused = (String, FailureReason, String);
 
 /// Takes the flow of `state` once, for this browser only. Returns it with the Set-Cookie value
 /// that removes its binding cookie.
-pub(crate) async fn take(
+async fn take(
     sso: &SsoState,
     browser: &BrowserRequest,
     p: Protocol,
@@ -161,9 +161,22 @@ pub(crate) async fn take(
     Ok((entry, clear))
 }
 
+/// A callback's whole check, the same for every protocol: its parameters, then its flow taken
+/// once for this browser. Returns the flow, the Set-Cookie value that clears its binding, and
+/// the authorization code.
+pub(crate) async fn take_callback(
+    sso: &SsoState,
+    browser: &BrowserRequest,
+    p: Protocol,
+) -> Result<(FlowState, String, String), Refused> {
+    let (state, code) = callback_params(browser)?;
+    let (entry, clear) = take(sso, browser, p, &state).await?;
+    Ok((entry, clear, code))
+}
+
 /// The callback's `state` and `code`, or the refusal: the provider's own `error` (only its
 /// code's safe characters reach the log), or a parameter missing.
-pub(crate) fn callback_params(browser: &BrowserRequest) -> Result<(String, String), Refused> {
+fn callback_params(browser: &BrowserRequest) -> Result<(String, String), Refused> {
     if let Some(err) = browser.query_param("error") {
         let code: String = err
             .chars()

@@ -82,13 +82,8 @@ pub(crate) async fn start(
 
 /// GET /auth/oauth2/callback.
 pub(crate) async fn callback(sso: &SsoState, browser: &BrowserRequest) -> Response<ProxyBody> {
-    let taken = match flow_state::callback_params(browser) {
-        Ok((state, code)) => flow_state::take(sso, browser, Protocol::OAuth2, &state)
-            .await
-            .map(|t| (t, code)),
-        Err(r) => Err(r),
-    };
-    let ((entry, clear), code) = match taken {
+    let (entry, clear, code) = match flow_state::take_callback(sso, browser, Protocol::OAuth2).await
+    {
         Ok(t) => t,
         Err((id, reason, detail)) => return login_failed(sso, browser, &id, reason, &detail),
     };

@@ -104,13 +104,7 @@ pub(crate) fn redirect_with_cookies(location: &str, cookies: &[String]) -> Respo
 
 /// GET /auth/oidc/callback.
 pub(crate) async fn callback(sso: &SsoState, browser: &BrowserRequest) -> Response<ProxyBody> {
-    let taken = match flow_state::callback_params(browser) {
-        Ok((state, code)) => flow_state::take(sso, browser, Protocol::Oidc, &state)
-            .await
-            .map(|t| (t, code)),
-        Err(r) => Err(r),
-    };
-    let ((entry, clear), code) = match taken {
+    let (entry, clear, code) = match flow_state::take_callback(sso, browser, Protocol::Oidc).await {
         Ok(t) => t,
         Err((id, reason, detail)) => return login_failed(sso, browser, &id, reason, &detail),
     };
