@@ -1,9 +1,10 @@
-//! One access-log line, written straight into the sink's batch buffer: JSON (the default) or
-//! nginx's combined format. Nothing is copied or allocated per line: header values, the target
-//! and the time are written through `Display` adapters that redact, cap and escape as they go.
+//! One access-log line, written straight into the sink's batch buffer: JSON (the default,
+//! `json_line.rs`) or nginx's combined format (here). Nothing is copied or allocated per line:
+//! header values, the target and the time are written through adapters that redact, cap and
+//! escape as they go.
 //!
-//! Hostile bytes stay inside their field: in JSON every string is escaped by serde_json
-//! (quotes, backslashes, control characters) after invalid UTF-8 became U+FFFD; in the
+//! Hostile bytes stay inside their field: in JSON every string is escaped as serde_json
+//! escapes (quotes, backslashes, control characters) after invalid UTF-8 became U+FFFD; in the
 //! combined format `"`, `\`, control and non-ASCII bytes become `\xHH`, as nginx writes them.
 
 use std::fmt::{self, Write as _};
@@ -12,13 +13,12 @@ use std::net::IpAddr;
 use std::time::SystemTime;
 
 use http::{HeaderValue, Method, Uri};
-use serde::{Serialize, Serializer};
 
 use crate::observe::config::AccessFormat;
 use crate::observe::redact::{RedactedTarget, RedactedUrl};
 
 /// User-Agent and Referer are cut to this many characters (a line stays a line).
-const HEADER_CHARS: usize = 512;
+pub(super) const HEADER_CHARS: usize = 512;
 
 /// What the access log says about one request; filled in by the stages as they run. The
 /// time is not here: it is read when the line is written.
@@ -59,32 +59,10 @@ impl AccessRecord {
     ) -> io::Result<()> {
         match format {
             AccessFormat::Json => {
-                serde_json::to_writer(&mut *out, &self.json(time)).map_err(io::Error::other)
+                crate::observe::json_line::write(self, time, out);
+                Ok(())
             }
             AccessFormat::Combined => self.write_combined(time, out),
-        }
-    }
-
-    fn json(&self, time: SystemTime) -> JsonLine<'_> {
-        JsonLine {
-            time: Rfc3339(time),
-            request_id: Text::of(&self.request_id),
-            client_ip: self.client_ip,
-            method: self.method.as_str(),
-            host: Text::of(&self.host),
-            target: Target(&self.uri),
-            protocol: self.protocol,
-            tls: self.tls,
-            route: self.route,
-            status: self.status,
-            bytes_sent: self.bytes_sent,
-            duration_ms: self.duration_ms,
-            upstream_ms: self.upstream_ms,
-            offload: self.offload.as_deref(),
-            note: self.note,
-            complete: self.complete,
-            user_agent: present(&self.user_agent).map(Text::capped),
-            referer: present(&self.referer).map(Referer),
         }
     }
 
@@ -124,75 +102,26 @@ impl AccessRecord {
 }
 
 /// A header that is there and not empty.
-fn present(v: &Option<HeaderValue>) -> Option<&HeaderValue> {
+pub(super) fn present(v: &Option<HeaderValue>) -> Option<&HeaderValue> {
     v.as_ref().filter(|v| !v.is_empty())
-}
-
-/// The JSON line: the record's fields borrowed, in the documented order.
-#[derive(Serialize)]
-struct JsonLine<'a> {
-    time: Rfc3339,
-    request_id: Text<'a>,
-    client_ip: IpAddr,
-    method: &'a str,
-    host: Text<'a>,
-    target: Target<'a>,
-    protocol: &'static str,
-    tls: bool,
-    route: &'static str,
-    status: u16,
-    bytes_sent: u64,
-    duration_ms: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    upstream_ms: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    offload: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    note: Option<&'static str>,
-    complete: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    user_agent: Option<Text<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    referer: Option<Referer<'a>>,
-}
-
-/// Serialises a `Display` as a JSON string, escaped as it is written (no copy).
-macro_rules! serialize_as_display {
-    ($($t:ty),*) => {$(
-        impl Serialize for $t {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_str(self)
-            }
-        }
-    )*};
-}
-serialize_as_display!(Rfc3339, Text<'_>, Target<'_>, Referer<'_>);
-
-/// `2026-12-01T21:40:53.123Z`.
-struct Rfc3339(SystemTime);
-
-impl fmt::Display for Rfc3339 {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        humantime::format_rfc3339_millis(self.0).fmt(f)
-    }
 }
 
 /// A header value's bytes as text: invalid UTF-8 becomes U+FFFD, at most `max` characters.
 #[derive(Clone, Copy)]
-struct Text<'a> {
+pub(super) struct Text<'a> {
     bytes: &'a [u8],
     max: usize,
 }
 
 impl<'a> Text<'a> {
-    fn of(v: &'a HeaderValue) -> Self {
+    pub(super) fn of(v: &'a HeaderValue) -> Self {
         Text {
             bytes: v.as_bytes(),
             max: usize::MAX,
         }
     }
 
-    fn capped(v: &'a HeaderValue) -> Self {
+    pub(super) fn capped(v: &'a HeaderValue) -> Self {
         Text {
             bytes: v.as_bytes(),
             max: HEADER_CHARS,
@@ -245,7 +174,7 @@ impl fmt::Write for Cap<'_, '_> {
 }
 
 /// The request's path and query, secrets redacted.
-struct Target<'a>(&'a Uri);
+pub(super) struct Target<'a>(pub(super) &'a Uri);
 
 impl fmt::Display for Target<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -258,7 +187,7 @@ impl fmt::Display for Target<'_> {
 }
 
 /// The Referer, capped, secrets redacted.
-struct Referer<'a>(&'a HeaderValue);
+pub(super) struct Referer<'a>(pub(super) &'a HeaderValue);
 
 impl fmt::Display for Referer<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -350,7 +279,7 @@ impl fmt::Display for ClfTime {
 
 /// (year, month 1-12, day 1-31) of a count of days since 1970-01-01, proleptic Gregorian
 /// (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub(super) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

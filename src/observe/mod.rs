@@ -6,6 +6,7 @@ pub(crate) mod access_log;
 pub(crate) mod config;
 pub(crate) mod event_log;
 pub(crate) mod health;
+pub(crate) mod json_line;
 pub(crate) mod log_stage;
 pub(crate) mod metrics;
 pub(crate) mod readiness;

@@ -1,0 +1,383 @@
+//! The access log's JSON line, written by hand straight into the sink's batch buffer.
+//!
+//! Why not `serde_json::to_writer`: it escapes each `Display` piece of a field through `fmt`
+//! (`collect_str`), which made the line cost several thousand instructions per request
+//! (docs/performance.md). Here plain runs are copied whole and only `"`, `\` and control
+//! characters are escaped, exactly as serde_json escapes them; the unit tests hold the output
+//! byte for byte to serde_json's, hostile and random header bytes included.
+//!
+//! Field order (docs/logs.md): time, request_id, client_ip, method, host, target, protocol,
+//! tls, route, status, bytes_sent, duration_ms, upstream_ms?, offload?, note?, complete,
+//! user_agent?, referer? (`?`: left out when there is nothing to say).
+
+use std::fmt::{self, Write as _};
+use std::time::SystemTime;
+
+use crate::observe::access_line::{
+    civil_from_days, present, AccessRecord, Referer, Target, HEADER_CHARS,
+};
+
+/// Appends the record's line (without its newline) to `out`.
+pub(crate) fn write(r: &AccessRecord, time: SystemTime, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"time\":\"");
+    rfc3339_millis(time, out);
+    out.extend_from_slice(b"\",\"request_id\":\"");
+    text(out, r.request_id.as_bytes(), usize::MAX);
+    out.extend_from_slice(b"\",\"client_ip\":\"");
+    // An address's text never needs escaping; writing into a Vec cannot fail.
+    let _ = write!(Raw(out), "{}", r.client_ip);
+    out.extend_from_slice(b"\",\"method\":\"");
+    escape(out, r.method.as_str());
+    out.extend_from_slice(b"\",\"host\":\"");
+    text(out, r.host.as_bytes(), usize::MAX);
+    out.extend_from_slice(b"\",\"target\":\"");
+    let _ = write!(Escaping(out), "{}", Target(&r.uri));
+    out.extend_from_slice(b"\",\"protocol\":\"");
+    out.extend_from_slice(r.protocol.as_bytes());
+    out.extend_from_slice(b"\",\"tls\":");
+    out.extend_from_slice(if r.tls { b"true" } else { b"false" });
+    out.extend_from_slice(b",\"route\":\"");
+    out.extend_from_slice(r.route.as_bytes());
+    out.extend_from_slice(b"\",\"status\":");
+    out.extend_from_slice(itoa::Buffer::new().format(r.status).as_bytes());
+    out.extend_from_slice(b",\"bytes_sent\":");
+    out.extend_from_slice(itoa::Buffer::new().format(r.bytes_sent).as_bytes());
+    out.extend_from_slice(b",\"duration_ms\":");
+    number(out, r.duration_ms);
+    if let Some(ms) = r.upstream_ms {
+        out.extend_from_slice(b",\"upstream_ms\":");
+        number(out, ms);
+    }
+    if let Some(file) = &r.offload {
+        out.extend_from_slice(b",\"offload\":\"");
+        escape(out, file);
+        out.push(b'"');
+    }
+    if let Some(note) = r.note {
+        out.extend_from_slice(b",\"note\":\"");
+        escape(out, note);
+        out.push(b'"');
+    }
+    out.extend_from_slice(b",\"complete\":");
+    out.extend_from_slice(if r.complete { b"true" } else { b"false" });
+    if let Some(ua) = present(&r.user_agent) {
+        out.extend_from_slice(b",\"user_agent\":\"");
+        text(out, ua.as_bytes(), HEADER_CHARS);
+        out.push(b'"');
+    }
+    if let Some(referer) = present(&r.referer) {
+        out.extend_from_slice(b",\"referer\":\"");
+        let _ = write!(Escaping(out), "{}", Referer(referer));
+        out.push(b'"');
+    }
+    out.push(b'}');
+}
+
+/// A JSON number as serde_json writes an `f64` (shortest round-trip form; `null` when not
+/// finite, which a duration never is).
+fn number(out: &mut Vec<u8>, x: f64) {
+    if x.is_finite() {
+        out.extend_from_slice(zmij::Buffer::new().format_finite(x).as_bytes());
+    } else {
+        out.extend_from_slice(b"null");
+    }
+}
+
+/// `2026-12-01T21:40:53.123Z` (UTC, milliseconds), as `humantime::format_rfc3339_millis`.
+fn rfc3339_millis(time: SystemTime, out: &mut Vec<u8>) {
+    let since = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = since.as_secs();
+    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    digits(out, year.clamp(0, 9999) as u64, 4);
+    for (sep, n, width) in [
+        (b'-', u64::from(month), 2),
+        (b'-', u64::from(day), 2),
+        (b'T', rem / 3600, 2),
+        (b':', rem / 60 % 60, 2),
+        (b':', rem % 60, 2),
+        (b'.', u64::from(since.subsec_millis()), 3),
+    ] {
+        out.push(sep);
+        digits(out, n, width);
+    }
+    out.push(b'Z');
+}
+
+/// `n` in exactly `width` (at most 4) decimal digits, zero-padded.
+fn digits(out: &mut Vec<u8>, mut n: u64, width: usize) {
+    let mut buf = [b'0'; 4];
+    for slot in buf[..width].iter_mut().rev() {
+        *slot = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    out.extend_from_slice(&buf[..width]);
+}
+
+/// A header value's bytes as JSON string contents: invalid UTF-8 becomes U+FFFD, at most
+/// `max` characters (`usize::MAX`: no cap, nothing counted).
+fn text(out: &mut Vec<u8>, bytes: &[u8], max: usize) {
+    let mut left = max;
+    for chunk in bytes.utf8_chunks() {
+        let valid = chunk.valid();
+        if max == usize::MAX {
+            escape(out, valid);
+        } else if left > 0 {
+            // A str has at least as many bytes as characters: a short one fits whole.
+            let fits = valid.len() <= left;
+            match valid.char_indices().nth(left).filter(|_| !fits) {
+                Some((cut, _)) => {
+                    escape(out, &valid[..cut]);
+                    left = 0;
+                }
+                None => {
+                    escape(out, valid);
+                    left -= valid.chars().count();
+                }
+            }
+        }
+        if !chunk.invalid().is_empty() && left > 0 {
+            out.extend_from_slice("\u{fffd}".as_bytes());
+            if max != usize::MAX {
+                left -= 1;
+            }
+        }
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Appends `s` as the inside of a JSON string, escaped as serde_json escapes: `"` and `\`,
+/// the short forms `\b \f \n \r \t`, other control characters as `\u00XX`; the rest is
+/// copied in whole runs.
+pub(crate) fn escape(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    let mut plain = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let short: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[plain..i]);
+        if short.is_empty() {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 0xf)]);
+        } else {
+            out.extend_from_slice(short);
+        }
+        plain = i + 1;
+    }
+    out.extend_from_slice(&bytes[plain..]);
+}
+
+/// `fmt` into JSON string contents: each piece escaped as it is written.
+struct Escaping<'a>(&'a mut Vec<u8>);
+
+impl fmt::Write for Escaping<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        escape(self.0, s);
+        Ok(())
+    }
+}
+
+/// `fmt` into the buffer unescaped, for text that never needs it (an address).
+struct Raw<'a>(&'a mut Vec<u8>);
+
+impl fmt::Write for Raw<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::access_line::tests::record;
+    use crate::observe::access_line::Text;
+    use http::{HeaderValue, Method};
+    use serde::{Serialize, Serializer};
+    use std::net::IpAddr;
+    use std::time::Duration;
+
+    /// The line as serde_json writes it: the oracle the hand-written line is held to.
+    #[derive(Serialize)]
+    struct Oracle<'a> {
+        #[serde(serialize_with = "as_str")]
+        time: String,
+        #[serde(serialize_with = "display")]
+        request_id: Text<'a>,
+        client_ip: IpAddr,
+        method: &'a str,
+        #[serde(serialize_with = "display")]
+        host: Text<'a>,
+        #[serde(serialize_with = "display")]
+        target: Target<'a>,
+        protocol: &'static str,
+        tls: bool,
+        route: &'static str,
+        status: u16,
+        bytes_sent: u64,
+        duration_ms: f64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        upstream_ms: Option<f64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        offload: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        note: Option<&'static str>,
+        complete: bool,
+        #[serde(
+            skip_serializing_if = "Option::is_none",
+            serialize_with = "display_opt"
+        )]
+        user_agent: Option<Text<'a>>,
+        #[serde(
+            skip_serializing_if = "Option::is_none",
+            serialize_with = "display_opt"
+        )]
+        referer: Option<Referer<'a>>,
+    }
+
+    fn as_str<S: Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(v)
+    }
+    fn display<D: fmt::Display, S: Serializer>(v: &D, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+    fn display_opt<D: fmt::Display, S: Serializer>(v: &Option<D>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.collect_str(v),
+            None => s.serialize_none(),
+        }
+    }
+
+    fn oracle(r: &AccessRecord, time: SystemTime) -> String {
+        serde_json::to_string(&Oracle {
+            time: humantime::format_rfc3339_millis(time).to_string(),
+            request_id: Text::of(&r.request_id),
+            client_ip: r.client_ip,
+            method: r.method.as_str(),
+            host: Text::of(&r.host),
+            target: Target(&r.uri),
+            protocol: r.protocol,
+            tls: r.tls,
+            route: r.route,
+            status: r.status,
+            bytes_sent: r.bytes_sent,
+            duration_ms: r.duration_ms,
+            upstream_ms: r.upstream_ms,
+            offload: r.offload.as_deref(),
+            note: r.note,
+            complete: r.complete,
+            user_agent: present(&r.user_agent).map(Text::capped),
+            referer: present(&r.referer).map(Referer),
+        })
+        .unwrap()
+    }
+
+    fn ours(r: &AccessRecord, time: SystemTime) -> String {
+        let mut out = Vec::new();
+        write(r, time, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    /// A small deterministic generator (no crate needed for a test's random bytes).
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        /// Bytes a header value may hold (hyper refuses only NUL, CR, LF and DEL-less
+        /// controls other than tab), weighted towards the awkward ones.
+        fn header(&mut self, len: usize) -> HeaderValue {
+            let awkward = b"\"\\\t{}:,\xff\xfe\x80\xc3\xa9\xe2\x82";
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| match self.next() % 4 {
+                    0 => awkward[(self.next() % awkward.len() as u64) as usize],
+                    1 => 0x80 + (self.next() % 0x80) as u8,
+                    _ => 0x20 + (self.next() % 0x5f) as u8,
+                })
+                .collect();
+            HeaderValue::from_bytes(&bytes).unwrap()
+        }
+    }
+
+    #[test]
+    fn the_line_is_serde_jsons_byte_for_byte() {
+        let mut r = record();
+        r.upstream_ms = Some(1.25);
+        r.duration_ms = 3.0625;
+        r.offload = Some("/data/filedir/a\"b".into());
+        r.note = Some("rate_limited");
+        r.user_agent = Some(HeaderValue::from_static("curl/8"));
+        r.referer = Some(HeaderValue::from_static("https://lms/?sesskey=abc&id=1"));
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_625_253_123);
+        assert_eq!(ours(&r, t), oracle(&r, t));
+        let mut r = record();
+        r.client_ip = "2001:db8::1".parse().unwrap();
+        r.method = Method::from_bytes(b"PROPFIND").unwrap();
+        r.tls = true;
+        r.complete = true;
+        assert_eq!(ours(&r, t), oracle(&r, t));
+    }
+
+    #[test]
+    fn random_header_bytes_give_serde_jsons_line() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for i in 0..2000 {
+            let mut r = record();
+            let len = (rng.next() % 700) as usize;
+            r.user_agent = Some(rng.header(len));
+            r.referer = Some(rng.header(len / 2));
+            r.host = rng.header(len % 40);
+            r.request_id = rng.header(len % 33);
+            r.duration_ms = (rng.next() % 1_000_000) as f64 / 1000.0;
+            let t = SystemTime::UNIX_EPOCH + Duration::from_millis(rng.next() % 4_102_444_800_000);
+            let line = ours(&r, t);
+            assert_eq!(line, oracle(&r, t), "case {i}");
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            assert!(v.get("x").is_none());
+        }
+    }
+
+    #[test]
+    fn every_control_character_is_escaped_as_serde_json_does() {
+        let all: String = (0u8..0x80).map(char::from).collect();
+        let mut ours = Vec::new();
+        escape(&mut ours, &all);
+        let theirs = serde_json::to_string(&all).unwrap();
+        assert_eq!(format!("\"{}\"", String::from_utf8(ours).unwrap()), theirs);
+    }
+
+    #[test]
+    fn times_match_humantime() {
+        for ms in [
+            0u64,
+            999,
+            1_709_210_096_001,
+            951_825_600_500,
+            4_102_444_799_999,
+        ] {
+            let t = SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+            let mut out = Vec::new();
+            rfc3339_millis(t, &mut out);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                humantime::format_rfc3339_millis(t).to_string()
+            );
+        }
+    }
+}
