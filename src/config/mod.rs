@@ -21,7 +21,7 @@ use crate::observe::config::{LogConfig, SinkTarget};
 use crate::proxy::config::UpstreamConfig;
 use crate::sendfile::config::SendfileConfig;
 use crate::server::config::ServerConfig;
-use crate::sso::config::{Availability, ProviderKind, SsoConfig};
+use crate::sso::config::{Availability, SsoConfig};
 use crate::store::config::StoreConfig;
 use crate::webservice::config::WebserviceConfig;
 
@@ -389,24 +389,7 @@ impl Config {
                         format!("{:?} must be letters, digits, - or _", p.id),
                     );
                 }
-                let mut need = |name: &str, present: bool| {
-                    if !present {
-                        err(
-                            format!("{key}.{name}"),
-                            format!("is required for a {:?} provider", p.kind),
-                        );
-                    }
-                };
-                match p.kind {
-                    ProviderKind::Oidc => {
-                        need("issuer", p.issuer.is_some());
-                        need("client_id", p.client_id.is_some());
-                        need("user_claim", p.user_claim.is_some());
-                        crate::sso::config::check_client_auth(&key, p, &mut err);
-                    }
-                    ProviderKind::Saml => crate::sso::saml::config::check(&key, p, &mut err),
-                    ProviderKind::OAuth2 => crate::sso::oauth2::config::check(&key, p, &mut err),
-                }
+                crate::sso::provider_check::check_kind(&key, p, &mut err);
                 for (name, file) in [
                     ("client_secret_file", &p.client_secret_file),
                     ("client_key_file", &p.client_key_file),

@@ -11,8 +11,8 @@ use bytes::Bytes;
 
 use super::envelope::{self, Kind, SignedMessage};
 use super::fault::{self, Refusal};
-use super::keys::KeyPair;
 use super::peers::Peer;
+pub use super::respond::Pending;
 use super::respond::{self, Wrap};
 use super::xmlrpc::{self, MethodResponse, Value};
 use super::{seal, sign, xml, MnetState};
@@ -21,7 +21,7 @@ use crate::store::Store;
 /// What to do with a message.
 pub enum Decision {
     /// Send `body` (the peer's signedMessage, exactly as it signed it) to Moodle, and the
-    /// answer back through `Pending::answer`.
+    /// answer back through [`answer`].
     Forward { body: Bytes, pending: Pending },
     /// Answer at the edge with this XML (HTTP 200, text/xml).
     Answer {
@@ -31,15 +31,6 @@ pub enum Decision {
         /// The configured peer it concerned, when known.
         peer: Option<Arc<Peer>>,
     },
-}
-
-/// A forwarded call, waiting for Moodle's answer.
-pub struct Pending {
-    pub peer: Arc<Peer>,
-    pub method: String,
-    /// The peer's own clock when it sent the call: bounds the answer's timestamp.
-    pub request_ts: i64,
-    pub received: Instant,
 }
 
 /// A message that passed every check but the replay cache.
@@ -219,7 +210,7 @@ pub fn check(
                 seal::open(&sealed.data, &sealed.wrapped_key, &old.key).map(|p| (p, old))
             })
         });
-    observe(state, "open", started);
+    state.metrics.observe_crypto("open", started);
     let Some((signed_bytes, opened_with)) = opened else {
         return Err(refusal(
             state,
@@ -254,7 +245,7 @@ pub fn check(
     }
     let started = Instant::now();
     let verified = sign::verify(&signed.payload, &signed.signature, &peer.cert.load().key);
-    observe(state, "verify", started);
+    state.metrics.observe_crypto("verify", started);
     if !verified {
         return Err(refuse(fault::BAD_SIGNATURE));
     }
@@ -336,14 +327,6 @@ fn method_name_ok(method: &str) -> bool {
         && rest.chars().last().is_some_and(tail_ok)
 }
 
-pub(crate) fn observe(state: &MnetState, op: &str, started: Instant) {
-    state
-        .metrics
-        .crypto_seconds
-        .with_label_values(&[op])
-        .observe(started.elapsed().as_secs_f64());
-}
-
 /// An unencrypted, unsigned call: `system/keyswap` is answered here; anything else is refused.
 fn plain_call(state: &MnetState, text: &str, now: i64) -> Decision {
     let plain = |r: Refusal| refusal(state, r, Wrap::Plain, now, None);
@@ -382,15 +365,6 @@ fn plain_call(state: &MnetState, text: &str, now: i64) -> Decision {
         .into_bytes(),
         outcome,
         peer: peer.cloned(),
-    }
-}
-
-impl<'a> Wrap<'a> {
-    pub(crate) fn sealed(peer: &'a Peer, key: &'a KeyPair) -> Wrap<'a> {
-        Wrap::Sealed {
-            peer,
-            sign_with: Some(key),
-        }
     }
 }
 

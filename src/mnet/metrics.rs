@@ -1,6 +1,8 @@
 //! MNet metrics: calls by peer, method and outcome, refusals by reason, crypto time by
 //! operation, and the days left on every certificate. Registered once per process.
 
+use std::time::Instant;
+
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 pub struct MnetMetrics {
@@ -85,5 +87,12 @@ impl MnetMetrics {
         registry.register(Box::new(m.last_call.clone()))?;
         registry.register(Box::new(m.key_changes.clone()))?;
         Ok(m)
+    }
+
+    /// Records how long one crypto operation (open, verify, sign, seal) took since `started`.
+    pub(crate) fn observe_crypto(&self, op: &str, started: Instant) {
+        self.crypto_seconds
+            .with_label_values(&[op])
+            .observe(started.elapsed().as_secs_f64());
     }
 }

@@ -3,11 +3,11 @@
 //! wrapped as Moodle would wrap them for the request they answer (signed if it was signed,
 //! sealed if it was sealed).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::envelope::{self, Kind};
 use super::fault;
-use super::inbound::{observe, Pending};
 use super::keys::KeyPair;
 use super::peers::Peer;
 use super::{seal, sign, xml, MnetState};
@@ -23,6 +23,24 @@ pub(crate) enum Wrap<'a> {
     },
 }
 
+impl<'a> Wrap<'a> {
+    pub(crate) fn sealed(peer: &'a Peer, key: &'a KeyPair) -> Wrap<'a> {
+        Wrap::Sealed {
+            peer,
+            sign_with: Some(key),
+        }
+    }
+}
+
+/// A forwarded call, waiting for Moodle's answer (made by `inbound`, answered by [`answer`]).
+pub struct Pending {
+    pub peer: Arc<Peer>,
+    pub method: String,
+    /// The peer's own clock when it sent the call: bounds the answer's timestamp.
+    pub request_ts: i64,
+    pub received: Instant,
+}
+
 /// Wraps an XML-RPC answer; `timestamp` goes into the signature envelope. A crypto failure
 /// (which a loaded, checked key does not have) falls back to the plain answer.
 pub(crate) fn wrap(state: &MnetState, wrap: &Wrap<'_>, answer: &[u8], timestamp: i64) -> Vec<u8> {
@@ -33,7 +51,7 @@ pub(crate) fn wrap(state: &MnetState, wrap: &Wrap<'_>, answer: &[u8], timestamp:
         Some(key) => {
             let started = Instant::now();
             let signature = sign::sign(answer, &key.key);
-            observe(state, "sign", started);
+            state.metrics.observe_crypto("sign", started);
             match signature {
                 Ok(sig) => envelope::write_signed(answer, &sig, &state.site_wwwroot, timestamp)
                     .into_bytes(),
@@ -47,7 +65,7 @@ pub(crate) fn wrap(state: &MnetState, wrap: &Wrap<'_>, answer: &[u8], timestamp:
     };
     let started = Instant::now();
     let sealed = seal::seal(&inner, &peer.cert.load().key);
-    observe(state, "seal", started);
+    state.metrics.observe_crypto("seal", started);
     match sealed {
         Ok((data, key)) => envelope::write_encrypted(&data, &key, &state.site_wwwroot).into_bytes(),
         Err(e) => {

@@ -141,7 +141,8 @@ pub enum Availability {
     Except,
 }
 
-/// One identity provider. OIDC and SAML share one shape; `check` says which keys each needs.
+/// One identity provider. OIDC and SAML share one shape; `provider_check` says which keys each
+/// needs.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
@@ -261,37 +262,4 @@ fn default_idle() -> Duration {
 }
 fn default_absolute() -> Duration {
     Duration::from_secs(12 * 3600)
-}
-
-/// The keys `client_auth` needs: a secret file, or with `private_key_jwt` a key file (and then
-/// no secret, which would never be used).
-pub(crate) fn check_client_auth(
-    key: &str,
-    p: &ProviderConfig,
-    err: &mut dyn FnMut(String, String),
-) {
-    match p.client_auth {
-        ClientAuth::PrivateKeyJwt => {
-            if p.client_key_file.is_none() {
-                err(
-                    format!("{key}.client_key_file"),
-                    "is required with client_auth: private_key_jwt".into(),
-                );
-            }
-            if p.client_secret_file.is_some() {
-                err(
-                    format!("{key}.client_secret_file"),
-                    "is not used with client_auth: private_key_jwt (remove it)".into(),
-                );
-            }
-        }
-        ClientAuth::ClientSecretBasic | ClientAuth::ClientSecretPost => {
-            if p.client_secret_file.is_none() {
-                err(
-                    format!("{key}.client_secret_file"),
-                    format!("is required for a {:?} provider (or client_auth: private_key_jwt with client_key_file)", p.kind),
-                );
-            }
-        }
-    }
 }

@@ -29,6 +29,7 @@ pub(crate) mod oauth2;
 pub(crate) mod oidc;
 pub(crate) mod outbound;
 pub(crate) mod page_look;
+pub(crate) mod provider_check;
 pub(crate) mod return_url;
 pub(crate) mod return_watch;
 pub(crate) mod rules;

@@ -21,6 +21,9 @@ use crate::webservice::config::CircuitBreakerConfig;
 
 const BUCKETS: usize = 10;
 
+/// Scope label of the whole-upstream breaker (per-function breakers are labelled by function).
+pub(crate) const UPSTREAM_SCOPE: &str = "upstream";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum BreakerState {
     Closed,

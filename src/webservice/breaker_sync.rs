@@ -22,9 +22,9 @@ use dashmap::DashMap;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::store::Store;
-use crate::webservice::breaker::{Breaker, BreakerSettings, BreakerState, Transition};
-use crate::webservice::guard::note_transition;
-use crate::webservice::guard::UPSTREAM_SCOPE;
+use crate::webservice::breaker::{
+    Breaker, BreakerSettings, BreakerState, Transition, UPSTREAM_SCOPE,
+};
 use crate::webservice::metrics::WebserviceMetrics;
 
 /// The pub/sub channel (under `store.redis_key_prefix`).
@@ -201,7 +201,7 @@ fn apply(shared: &Shared, scope: &str, to: BreakerState, lasts: Duration) {
     };
     let Some(breaker) = breaker else { return };
     let transition = breaker.apply_remote(to, lasts, Instant::now());
-    note_transition(&shared.metrics, scope, transition);
+    shared.metrics.note_transition(scope, transition);
 }
 
 fn key(scope: &str) -> String {

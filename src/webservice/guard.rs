@@ -31,7 +31,9 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::body::ProxyBody;
 use crate::store::Store;
-use crate::webservice::breaker::{retry_after_secs, Breaker, BreakerSettings, Ticket, Transition};
+use crate::webservice::breaker::{
+    retry_after_secs, Breaker, BreakerSettings, Ticket, Transition, UPSTREAM_SCOPE,
+};
 use crate::webservice::breaker_sync::{self, BreakerSync};
 use crate::webservice::concurrency::{ConcurrencyCaps, SlotWait};
 use crate::webservice::config::{Sharing, WebserviceConfig};
@@ -43,9 +45,6 @@ use crate::webservice::outcome::CallReport;
 use crate::webservice::params::Params;
 use crate::webservice::policy::{Policy, PolicyRefusal};
 use crate::webservice::shared_limits::{SharedLimits, SharedRefusal};
-
-/// Scope label of the whole-upstream breaker.
-pub(crate) const UPSTREAM_SCOPE: &str = "upstream";
 
 /// A config value the guard cannot work with; `key` is the full key path.
 #[derive(Debug, thiserror::Error)]
@@ -207,7 +206,7 @@ impl Admission {
         let failed = report.class.counts_as_failure();
         for (breaker, ticket, scope) in std::mem::take(&mut self.tickets) {
             let transition = breaker.record(ticket, failed, duration, now);
-            note_transition(&self.metrics, &scope, transition);
+            self.metrics.note_transition(&scope, transition);
             publish_transition(self.sync.as_ref(), &scope, transition);
         }
         self.metrics
@@ -234,28 +233,6 @@ impl Drop for Admission {
 fn publish_transition(sync: Option<&BreakerSync>, scope: &Arc<str>, t: Option<Transition>) {
     if let (Some(sync), Some(t)) = (sync, t) {
         sync.changed(scope, t);
-    }
-}
-
-pub(crate) fn note_transition(
-    metrics: &WebserviceMetrics,
-    scope: &str,
-    transition: Option<Transition>,
-) {
-    if let Some(t) = transition {
-        metrics
-            .breaker_state
-            .with_label_values(&[scope])
-            .set(t.to.gauge());
-        metrics
-            .breaker_transitions
-            .with_label_values(&[scope, t.to.as_str()])
-            .inc();
-        tracing::warn!(
-            scope,
-            to = t.to.as_str(),
-            "web-service circuit breaker changed state"
-        );
     }
 }
 
@@ -509,7 +486,7 @@ impl Guard {
         admission: &mut Admission,
     ) -> Result<(), Rejection> {
         let (result, transition) = breaker.admit(now);
-        note_transition(&self.metrics, &scope, transition);
+        self.metrics.note_transition(&scope, transition);
         publish_transition(self.sync.as_ref(), &scope, transition);
         match result {
             Ok(ticket) => {

@@ -8,6 +8,8 @@ use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
+use crate::webservice::breaker::Transition;
+
 /// Distinct function labels kept beyond those named in config; later ones become "other".
 pub(crate) const MAX_FUNCTION_LABELS: usize = 500;
 
@@ -177,6 +179,24 @@ impl WebserviceMetrics {
             f
         } else {
             "other"
+        }
+    }
+
+    /// Records a breaker's state change (local or applied from another replica): the state
+    /// gauge, the transition counter and one warning line.
+    pub(crate) fn note_transition(&self, scope: &str, transition: Option<Transition>) {
+        if let Some(t) = transition {
+            self.breaker_state
+                .with_label_values(&[scope])
+                .set(t.to.gauge());
+            self.breaker_transitions
+                .with_label_values(&[scope, t.to.as_str()])
+                .inc();
+            tracing::warn!(
+                scope,
+                to = t.to.as_str(),
+                "web-service circuit breaker changed state"
+            );
         }
     }
 }

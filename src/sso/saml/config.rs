@@ -1,14 +1,13 @@
 //! The SAML-only keys of a `kind: saml` provider. The contract's keys (`idp_metadata_file`,
 //! `sp_entity_id`, `sp_cert_file`, `sp_key_file`, `user_attribute`) sit flat on the provider;
 //! the keys this module adds sit under the provider's `saml:` map, so the shared provider
-//! struct needs one field for all of them.
+//! struct needs one field for all of them. Their checks are `sso::provider_check`.
 
 use std::path::PathBuf;
 
 use serde::Deserialize;
 
 use crate::config::units::Duration;
-use crate::sso::config::ProviderConfig;
 
 /// `sso.providers[i].saml`: everything beyond the contract's keys, each with a safe default.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -85,70 +84,4 @@ fn default_request_lifetime() -> Duration {
 fn default_after_logout() -> String {
     // The login page's "signed out" notice, as after every other logout.
     "/auth/login?logged_out=1".to_string()
-}
-
-/// Config-time checks for one SAML provider: presence and shape, reported with the key path
-/// (`key` is `sso.providers[i]`). Reading the files and the metadata happens when the state is
-/// built, and reports the same way.
-pub(crate) fn check(key: &str, p: &ProviderConfig, err: &mut dyn FnMut(String, String)) {
-    let opts = p.saml.clone().unwrap_or_default();
-    match (&p.idp_metadata_file, &opts.idp_metadata_url) {
-        (None, None) => err(
-            format!("{key}.idp_metadata_file"),
-            format!("is required for a saml provider (or set {key}.saml.idp_metadata_url)"),
-        ),
-        (Some(_), Some(_)) => err(
-            format!("{key}.saml.idp_metadata_url"),
-            "set either idp_metadata_file or saml.idp_metadata_url, not both".into(),
-        ),
-        _ => {}
-    }
-    if let Some(u) = &opts.idp_metadata_url {
-        match url::Url::parse(u) {
-            Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {}
-            _ => err(
-                format!("{key}.saml.idp_metadata_url"),
-                format!("{u:?} is not an http(s) URL"),
-            ),
-        }
-    }
-    if opts.idp_metadata_refresh.get() < std::time::Duration::from_secs(10) {
-        err(
-            format!("{key}.saml.idp_metadata_refresh"),
-            "must be at least 10s".into(),
-        );
-    }
-    if p.user_attribute.as_deref().unwrap_or("").is_empty() {
-        err(
-            format!("{key}.user_attribute"),
-            "is required for a saml provider (the attribute that fills mapping_field, or NameID)"
-                .into(),
-        );
-    }
-    if p.sp_cert_file.is_some() != p.sp_key_file.is_some() {
-        err(
-            format!("{key}.sp_key_file"),
-            "sp_cert_file and sp_key_file go together".into(),
-        );
-    }
-    if opts.require_encrypted_assertions && p.sp_key_file.is_none() {
-        err(
-            format!("{key}.saml.require_encrypted_assertions"),
-            "needs sp_key_file to decrypt with".into(),
-        );
-    }
-    if let Some(id) = &p.sp_entity_id {
-        if id.is_empty() {
-            err(format!("{key}.sp_entity_id"), "must not be empty".into());
-        }
-    }
-    if !opts.after_logout.starts_with('/')
-        || opts.after_logout.starts_with("//")
-        || opts.after_logout.contains('\\')
-    {
-        err(
-            format!("{key}.saml.after_logout"),
-            format!("{:?} must be a path on wwwroot", opts.after_logout),
-        );
-    }
 }

@@ -1,18 +1,16 @@
-//! Where the IdP metadata comes from and how it stays current: a file (read at build, so a bad
-//! file is a config error) or an http(s) URL (fetched in the background, so start-up never waits
-//! on the network); both are read again every `saml.idp_metadata_refresh`. A reading that fails
-//! (unreachable, bad signature, no signing key) keeps the last good metadata and is logged.
+//! Where the IdP metadata comes from: a file (read at build, so a bad file is a config error)
+//! or an http(s) URL (fetched in the background, so start-up never waits on the network). The
+//! provider (`provider`) reads its source again every `saml.idp_metadata_refresh`; a reading
+//! that fails (unreachable, bad signature, no signing key) keeps the last good metadata and is
+//! logged.
 
 use crate::proxy::upstream::connector::{client_tls, web_roots};
 use std::path::PathBuf;
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-
-use super::provider::SamlProvider;
 
 /// The largest metadata document accepted (federation aggregates run to a few MiB).
 const MAX_METADATA: usize = 32 * 1024 * 1024;
@@ -57,26 +55,4 @@ async fn fetch(url: &str) -> Result<String, String> {
         .map_err(|e| format!("{url}: {e}"))?
         .to_bytes();
     String::from_utf8(body.to_vec()).map_err(|_| format!("{url}: the metadata is not UTF-8"))
-}
-
-/// Reads the metadata again every `every` while the provider lives (a reload that drops the
-/// provider ends the task). The first reading is at once when `now` is set (URL sources).
-pub(crate) fn spawn_refresh(provider: &Arc<SamlProvider>, every: Duration, now: bool) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return; // `moodle-edge check`: nothing runs, nothing to refresh
-    };
-    let weak: Weak<SamlProvider> = Arc::downgrade(provider);
-    runtime.spawn(async move {
-        let mut first = now;
-        loop {
-            if !first {
-                tokio::time::sleep(every).await;
-            }
-            first = false;
-            let Some(provider) = weak.upgrade() else {
-                return;
-            };
-            provider.refresh_metadata().await;
-        }
-    });
 }

@@ -7,8 +7,8 @@
 //! 3. `endpoints`: the identity goes to `sso::finish::finish_login` (the hand-off into Moodle).
 //!
 //! Logout both ways is `slo` (with `logout_message` and `redirect_binding`); the SP metadata
-//! is `sp_metadata`; where the IdP metadata comes from and how it stays fresh is
-//! `metadata_source`. Nothing here logs a SAML message, only why one was refused.
+//! is `sp_metadata`; where the IdP metadata comes from is `metadata_source`, and `provider`
+//! reads it again to keep it fresh. Nothing here logs a SAML message, only why one was refused.
 
 pub(crate) mod config;
 

@@ -1,8 +1,9 @@
 //! One SAML provider, built from its config: the SP's endpoints and keys, the IdP as the
-//! metadata last described it (swapped whole by a refresh), and the samael service provider
-//! made from both for each check.
+//! metadata last described it (swapped whole by a refresh, which a background task runs every
+//! `saml.idp_metadata_refresh`), and the samael service provider made from both for each check.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use samael::crypto::CertificateDer;
@@ -10,7 +11,7 @@ use samael::service_provider::ServiceProvider;
 
 use super::config::SamlOptions;
 use super::idp_metadata::{self, Idp};
-use super::metadata_source::{self, MetadataSource};
+use super::metadata_source::MetadataSource;
 use super::signature_policy;
 use super::sp_keys::{self, SpKeys};
 use super::sp_metadata::{self, SpEndpoints};
@@ -129,7 +130,7 @@ impl SamlProvider {
             sp_metadata,
             opts,
         });
-        metadata_source::spawn_refresh(
+        spawn_refresh(
             &provider,
             provider.opts.idp_metadata_refresh.get(),
             fetch_now,
@@ -188,4 +189,26 @@ impl SamlProvider {
             ..ServiceProvider::default()
         }
     }
+}
+
+/// Reads the metadata again every `every` while the provider lives (a reload that drops the
+/// provider ends the task). The first reading is at once when `now` is set (URL sources).
+fn spawn_refresh(provider: &Arc<SamlProvider>, every: Duration, now: bool) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return; // `moodle-edge check`: nothing runs, nothing to refresh
+    };
+    let weak: Weak<SamlProvider> = Arc::downgrade(provider);
+    runtime.spawn(async move {
+        let mut first = now;
+        loop {
+            if !first {
+                tokio::time::sleep(every).await;
+            }
+            first = false;
+            let Some(provider) = weak.upgrade() else {
+                return;
+            };
+            provider.refresh_metadata().await;
+        }
+    });
 }
