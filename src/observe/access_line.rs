@@ -1,5 +1,7 @@
-//! One access-log line, written straight into the sink's batch buffer: JSON (the default,
-//! `json_line.rs`) or nginx's combined format (here). Nothing is copied or allocated per line:
+//! One access-log line, written straight into the sink's batch buffer: the record, the
+//! adapters both formats share, and nginx's combined format (here); the JSON line (the
+//! default) is `json_line.rs`, and `access_log` writes the configured one. Nothing is copied
+//! or allocated per line:
 //! header values, the target and the time are written through adapters that redact, cap and
 //! escape as they go.
 //!
@@ -14,7 +16,6 @@ use std::time::SystemTime;
 
 use http::{HeaderValue, Method, Uri};
 
-use crate::observe::config::AccessFormat;
 use crate::observe::redact::{RedactedTarget, RedactedUrl};
 
 /// User-Agent and Referer are cut to this many characters (a line stays a line).
@@ -50,23 +51,8 @@ pub(crate) struct AccessRecord {
 }
 
 impl AccessRecord {
-    /// Appends the line (without its newline) to `out`.
-    pub(crate) fn write(
-        &self,
-        format: AccessFormat,
-        time: SystemTime,
-        out: &mut Vec<u8>,
-    ) -> io::Result<()> {
-        match format {
-            AccessFormat::Json => {
-                crate::observe::json_line::write(self, time, out);
-                Ok(())
-            }
-            AccessFormat::Combined => self.write_combined(time, out),
-        }
-    }
-
-    fn write_combined(&self, time: SystemTime, out: &mut Vec<u8>) -> io::Result<()> {
+    /// Appends the combined-format line (without its newline) to `out`.
+    pub(crate) fn write_combined(&self, time: SystemTime, out: &mut Vec<u8>) -> io::Result<()> {
         write!(
             out,
             "{ip} - - [{time}] \"{method} {target} {proto}\" {status} {bytes} \"{referer}\" \"{ua}\" rt={rt:.3} urt=",
@@ -319,70 +305,21 @@ pub(crate) mod tests {
         }
     }
 
-    fn line(r: &AccessRecord, format: AccessFormat) -> String {
+    fn line(r: &AccessRecord) -> String {
         let mut out = Vec::new();
-        r.write(format, SystemTime::UNIX_EPOCH, &mut out).unwrap();
+        r.write_combined(SystemTime::UNIX_EPOCH, &mut out).unwrap();
         String::from_utf8(out).unwrap()
     }
 
     /// Every byte a header value may hold (hyper takes obs-text and tabs; quotes and
     /// backslashes are ordinary), plus invalid UTF-8.
-    fn hostile() -> HeaderValue {
+    pub(crate) fn hostile() -> HeaderValue {
         HeaderValue::from_bytes(b"a\"b\\c\td\xff\xfe\x80e\"}\\\",\"x\":\"").unwrap()
     }
 
     #[test]
-    fn json_fields_and_redaction() {
-        let mut r = record();
-        r.referer = Some(HeaderValue::from_static(
-            "https://lms/v.php?id=2&sesskey=abc",
-        ));
-        r.user_agent = Some(HeaderValue::from_static("curl/8"));
-        let v: serde_json::Value = serde_json::from_str(&line(&r, AccessFormat::Json)).unwrap();
-        assert_eq!(v["time"], "1970-01-01T00:00:00.000Z");
-        assert_eq!(v["target"], "/x?wstoken=[redacted]");
-        assert_eq!(v["referer"], "https://lms/v.php?id=2&sesskey=[redacted]");
-        assert_eq!(v["user_agent"], "curl/8");
-        assert_eq!(v["request_id"], "r1");
-        assert!(v.get("upstream_ms").is_none());
-    }
-
-    #[test]
-    fn hostile_header_bytes_stay_valid_json_inside_their_field() {
-        let mut r = record();
-        r.user_agent = Some(hostile());
-        r.referer = Some(hostile());
-        r.host = hostile();
-        r.request_id = hostile();
-        // The path may hold quotes and backslashes (hyper passes them), the query backslashes.
-        r.uri = "/a\"b\\c{}|^?q=\\{}".parse().unwrap();
-        let text = line(&r, AccessFormat::Json);
-        assert!(!text.contains('\n'));
-        let v: serde_json::Value =
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
-        assert_eq!(
-            v["user_agent"],
-            "a\"b\\c\td\u{fffd}\u{fffd}\u{fffd}e\"}\\\",\"x\":\""
-        );
-        assert_eq!(v["host"], v["user_agent"]);
-        assert!(v.get("x").is_none(), "no field injected: {text}");
-        assert_eq!(v["target"], "/a\"b\\c{}|^?q=\\{}");
-    }
-
-    #[test]
-    fn long_header_values_are_capped() {
-        let mut r = record();
-        r.user_agent = Some(HeaderValue::from_str(&"é".repeat(2000)).unwrap());
-        let v: serde_json::Value = serde_json::from_str(&line(&r, AccessFormat::Json)).unwrap();
-        assert_eq!(
-            v["user_agent"].as_str().unwrap().chars().count(),
-            HEADER_CHARS
-        );
-    }
-
-    #[test]
     fn combined_format_has_the_usual_fields() {
-        let line = line(&record(), AccessFormat::Combined);
+        let line = line(&record());
         assert_eq!(
             line,
             "127.0.0.1 - - [01/Jan/1970:00:00:00 +0000] \"GET /x?wstoken=[redacted] HTTP/1.1\" 200 0 \"-\" \"-\" rt=0.000 urt=- rid=r1 route=page"
@@ -394,7 +331,7 @@ pub(crate) mod tests {
         let mut r = record();
         r.user_agent = Some(hostile());
         r.uri = "/a\"b".parse().unwrap();
-        let line = line(&r, AccessFormat::Combined);
+        let line = line(&r);
         assert!(line.contains("\"GET /a\\x22b HTTP/1.1\""), "{line}");
         assert!(
             line.contains("\"a\\x22b\\x5Cc\\x09d\\xEF\\xBF\\xBD"),

@@ -13,6 +13,7 @@ use pin_project_lite::pin_project;
 use crate::body::{BoxError, ProxyBody};
 pub(crate) use crate::observe::access_line::AccessRecord;
 use crate::observe::config::AccessFormat;
+use crate::observe::json_line;
 use crate::observe::metrics::CoreMetrics;
 use crate::observe::sink::LineSink;
 use crate::route::Route;
@@ -76,8 +77,25 @@ impl Finish {
             record.duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
             let time = SystemTime::now();
             let format = self.format;
-            self.sink.write_with(|out| record.write(format, time, out));
+            self.sink
+                .write_with(|out| write_line(&record, format, time, out));
         }
+    }
+}
+
+/// Appends `record`'s line (without its newline) in the configured format.
+fn write_line(
+    record: &AccessRecord,
+    format: AccessFormat,
+    time: SystemTime,
+    out: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    match format {
+        AccessFormat::Json => {
+            json_line::write(record, time, out);
+            Ok(())
+        }
+        AccessFormat::Combined => record.write_combined(time, out),
     }
 }
 

@@ -203,7 +203,7 @@ impl fmt::Write for Raw<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observe::access_line::tests::record;
+    use crate::observe::access_line::tests::{hostile, record};
     use crate::observe::access_line::Text;
     use http::{HeaderValue, Method};
     use serde::{Serialize, Serializer};
@@ -379,5 +379,54 @@ mod tests {
                 humantime::format_rfc3339_millis(t).to_string()
             );
         }
+    }
+
+    #[test]
+    fn json_fields_and_redaction() {
+        let mut r = record();
+        r.referer = Some(HeaderValue::from_static(
+            "https://lms/v.php?id=2&sesskey=abc",
+        ));
+        r.user_agent = Some(HeaderValue::from_static("curl/8"));
+        let v: serde_json::Value = serde_json::from_str(&ours(&r, SystemTime::UNIX_EPOCH)).unwrap();
+        assert_eq!(v["time"], "1970-01-01T00:00:00.000Z");
+        assert_eq!(v["target"], "/x?wstoken=[redacted]");
+        assert_eq!(v["referer"], "https://lms/v.php?id=2&sesskey=[redacted]");
+        assert_eq!(v["user_agent"], "curl/8");
+        assert_eq!(v["request_id"], "r1");
+        assert!(v.get("upstream_ms").is_none());
+    }
+
+    #[test]
+    fn hostile_header_bytes_stay_valid_json_inside_their_field() {
+        let mut r = record();
+        r.user_agent = Some(hostile());
+        r.referer = Some(hostile());
+        r.host = hostile();
+        r.request_id = hostile();
+        // The path may hold quotes and backslashes (hyper passes them), the query backslashes.
+        r.uri = "/a\"b\\c{}|^?q=\\{}".parse().unwrap();
+        let text = ours(&r, SystemTime::UNIX_EPOCH);
+        assert!(!text.contains('\n'));
+        let v: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(
+            v["user_agent"],
+            "a\"b\\c\td\u{fffd}\u{fffd}\u{fffd}e\"}\\\",\"x\":\""
+        );
+        assert_eq!(v["host"], v["user_agent"]);
+        assert!(v.get("x").is_none(), "no field injected: {text}");
+        assert_eq!(v["target"], "/a\"b\\c{}|^?q=\\{}");
+    }
+
+    #[test]
+    fn long_header_values_are_capped() {
+        let mut r = record();
+        r.user_agent = Some(HeaderValue::from_str(&"é".repeat(2000)).unwrap());
+        let v: serde_json::Value = serde_json::from_str(&ours(&r, SystemTime::UNIX_EPOCH)).unwrap();
+        assert_eq!(
+            v["user_agent"].as_str().unwrap().chars().count(),
+            HEADER_CHARS
+        );
     }
 }
