@@ -11,11 +11,15 @@
 //! user_agent?, referer? (`?`: left out when there is nothing to say).
 
 use std::fmt::{self, Write as _};
+use std::net::IpAddr;
 use std::time::SystemTime;
+
+use http::Uri;
 
 use crate::observe::access_line::{
     civil_from_days, present, AccessRecord, Referer, Target, HEADER_CHARS,
 };
+use crate::observe::redact;
 
 /// Appends the record's line (without its newline) to `out`.
 pub(crate) fn write(r: &AccessRecord, time: SystemTime, out: &mut Vec<u8>) {
@@ -24,14 +28,13 @@ pub(crate) fn write(r: &AccessRecord, time: SystemTime, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\",\"request_id\":\"");
     text(out, r.request_id.as_bytes(), usize::MAX);
     out.extend_from_slice(b"\",\"client_ip\":\"");
-    // An address's text never needs escaping; writing into a Vec cannot fail.
-    let _ = write!(Raw(out), "{}", r.client_ip);
+    address(out, r.client_ip);
     out.extend_from_slice(b"\",\"method\":\"");
     escape(out, r.method.as_str());
     out.extend_from_slice(b"\",\"host\":\"");
     text(out, r.host.as_bytes(), usize::MAX);
     out.extend_from_slice(b"\",\"target\":\"");
-    let _ = write!(Escaping(out), "{}", Target(&r.uri));
+    target(out, &r.uri);
     out.extend_from_slice(b"\",\"protocol\":\"");
     out.extend_from_slice(r.protocol.as_bytes());
     out.extend_from_slice(b"\",\"tls\":");
@@ -71,6 +74,41 @@ pub(crate) fn write(r: &AccessRecord, time: SystemTime, out: &mut Vec<u8>) {
         out.push(b'"');
     }
     out.push(b'}');
+}
+
+/// An address as its `Display` writes it; IPv4 (nearly every line) digit by digit, since
+/// `fmt` pads and formats each octet on its own. An address never needs escaping.
+fn address(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(itoa::Buffer::new().format(octet).as_bytes());
+            }
+        }
+        // Writing into a Vec cannot fail.
+        IpAddr::V6(_) => {
+            let _ = write!(Raw(out), "{ip}");
+        }
+    }
+}
+
+/// The target, secrets redacted: copied as it is when nothing in it is secret (the usual
+/// case), else written by the redacting `Display`.
+fn target(out: &mut Vec<u8>, uri: &Uri) {
+    let (path, query) = (uri.path(), uri.query());
+    if redact::needs_redaction(path, query) {
+        // Writing into a Vec cannot fail.
+        let _ = write!(Escaping(out), "{}", Target(uri));
+        return;
+    }
+    escape(out, path);
+    if let Some(q) = query {
+        out.push(b'?');
+        escape(out, q);
+    }
 }
 
 /// A JSON number as serde_json writes an `f64` (shortest round-trip form; `null` when not
@@ -119,6 +157,13 @@ fn digits(out: &mut Vec<u8>, mut n: u64, width: usize) {
 /// A header value's bytes as JSON string contents: invalid UTF-8 becomes U+FFFD, at most
 /// `max` characters (`usize::MAX`: no cap, nothing counted).
 fn text(out: &mut Vec<u8>, bytes: &[u8], max: usize) {
+    // Valid UTF-8 within the cap (nearly every value): one check, one escape.
+    if let Ok(s) = std::str::from_utf8(bytes) {
+        if s.len() <= max {
+            escape(out, s);
+            return;
+        }
+    }
     let mut left = max;
     for chunk in bytes.utf8_chunks() {
         let valid = chunk.valid();
@@ -149,31 +194,45 @@ fn text(out: &mut Vec<u8>, bytes: &[u8], max: usize) {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// For each byte: 0 when it is copied as it is, else the letter of its escape (`u` for
+/// `\u00XX`), as serde_json's table.
+const ESCAPES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = b'u';
+        b += 1;
+    }
+    t[0x08] = b'b';
+    t[0x09] = b't';
+    t[0x0a] = b'n';
+    t[0x0c] = b'f';
+    t[0x0d] = b'r';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t
+};
+
 /// Appends `s` as the inside of a JSON string, escaped as serde_json escapes: `"` and `\`,
 /// the short forms `\b \f \n \r \t`, other control characters as `\u00XX`; the rest is
 /// copied in whole runs.
 pub(crate) fn escape(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     let mut plain = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let short: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0..=0x1f => b"",
-            _ => continue,
-        };
+    while let Some(at) = bytes[plain..]
+        .iter()
+        .position(|&b| ESCAPES[usize::from(b)] != 0)
+    {
+        let i = plain + at;
+        let b = bytes[i];
         out.extend_from_slice(&bytes[plain..i]);
-        if short.is_empty() {
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[usize::from(b >> 4)]);
-            out.push(HEX[usize::from(b & 0xf)]);
-        } else {
-            out.extend_from_slice(short);
+        match ESCAPES[usize::from(b)] {
+            b'u' => {
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xf)]);
+            }
+            letter => out.extend_from_slice(&[b'\\', letter]),
         }
         plain = i + 1;
     }
@@ -345,6 +404,23 @@ mod tests {
             r.host = rng.header(len % 40);
             r.request_id = rng.header(len % 33);
             r.duration_ms = (rng.next() % 1_000_000) as f64 / 1000.0;
+            r.uri = [
+                "/",
+                "/x?wstoken=abc",
+                "/tokenpluginfile.php/abc/1/f.pdf",
+                "/a\"b\\c{}|^?q=\\{}",
+                "/pluginfile.php/1/a.png?forcedownload=1&x=%22",
+                "/login/index.php?ws%74oken=1&access.token=2",
+            ][(rng.next() % 6) as usize]
+                .parse()
+                .unwrap();
+            r.client_ip = match rng.next() % 3 {
+                0 => IpAddr::from((rng.next() as u32).to_be_bytes()),
+                1 => IpAddr::from([0, 0, 0, (rng.next() % 10) as u8]),
+                _ => IpAddr::from(
+                    (u128::from(rng.next()) << 64 | u128::from(rng.next())).to_be_bytes(),
+                ),
+            };
             let t = SystemTime::UNIX_EPOCH + Duration::from_millis(rng.next() % 4_102_444_800_000);
             let line = ours(&r, t);
             assert_eq!(line, oracle(&r, t), "case {i}");

@@ -85,6 +85,12 @@ pub fn redact_target(path: &str, query: Option<&str>) -> String {
     RedactedTarget { path, query }.to_string()
 }
 
+/// Whether [`RedactedTarget`] would change this target (a tokenpluginfile token or a secret
+/// query parameter): when not, a writer may copy it as it is.
+pub(crate) fn needs_redaction(path: &str, query: Option<&str>) -> bool {
+    path.starts_with("/tokenpluginfile.php/") || query.is_some_and(has_secret)
+}
+
 /// A request target as the logs write it: [`redact_target`] straight into the line.
 pub(crate) struct RedactedTarget<'a> {
     pub path: &'a str,
