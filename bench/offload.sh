@@ -8,9 +8,12 @@
 # rawurlencoded), Content-Type, Content-Disposition, Cache-Control and a content-hash ETag. No
 # Rust runs on the upstream side, so only the two proxies differ.
 #
-# Scenarios (SCENARIOS, default "tls1 tls20 http1 http20"):
+# Scenarios (SCENARIOS, default "tls1 tls20 h2tls1 h2tls20 http1 http20"):
 #   tls1    one download over TLS        curl -k --http1.1 -o /dev/null
 #   tls20   CONC downloads over TLS      CONC curls at once, each cut at CONC_SECONDS; total MiB/s
+#   h2tls1  one download over TLS, HTTP/2 as browsers fetch (curl --http2: ALPN picks h2 on both;
+#           a run that did not get HTTP/2 counts as an error)
+#   h2tls20 CONC downloads over TLS, HTTP/2, one connection each
 #   http1   one download, plain HTTP     (nginx uses sendfile(2) here: zero-copy)
 #   http20  CONC downloads, plain HTTP
 #
@@ -21,7 +24,7 @@
 #
 # Env (defaults in brackets):
 #   ROUNDS [3]  CONC [20]  CONC_SECONDS [8]  SIZE_MIB [1024]
-#   SCENARIOS ["tls1 tls20 http1 http20"]  PROXY_CPU [1]  CLIENT_CPU [0]  BASE_PORT [18300]
+#   SCENARIOS ["tls1 tls20 h2tls1 h2tls20 http1 http20"]  PROXY_CPU [1]  CLIENT_CPU [0]  BASE_PORT [18300]
 #              (uses BASE_PORT+10, +20, +21, +30, +31, +39)
 #   MOODLE_EDGE_BIN [target/release/moodle-edge; built with cargo build --release if missing]
 #   KEEP_DIR [0]  1 keeps the temp dir (configs, logs, raw curl output)
@@ -35,7 +38,7 @@ ROUNDS="${ROUNDS:-3}"
 CONC="${CONC:-20}"
 CONC_SECONDS="${CONC_SECONDS:-8}"
 SIZE_MIB="${SIZE_MIB:-1024}"
-SCENARIOS="${SCENARIOS:-tls1 tls20 http1 http20}"
+SCENARIOS="${SCENARIOS:-tls1 tls20 h2tls1 h2tls20 http1 http20}"
 PROXY_CPU="${PROXY_CPU:-1}"
 CLIENT_CPU="${CLIENT_CPU:-0}"
 BASE_PORT="${BASE_PORT:-18300}"
@@ -43,7 +46,7 @@ KEEP_DIR="${KEEP_DIR:-0}"
 MOODLE_EDGE_BIN="${MOODLE_EDGE_BIN:-$repo/target/release/moodle-edge}"
 
 require_positive ROUNDS CONC CONC_SECONDS SIZE_MIB BASE_PORT
-require_scenarios 'tls1|tls20|http1|http20'
+require_scenarios 'tls1|tls20|h2tls1|h2tls20|http1|http20'
 require_cmds nginx openssl curl ps awk
 ensure_edge_bin
 
@@ -106,7 +109,7 @@ $(nginx_temp_paths nginx)
     }
     server {
         listen 127.0.0.1:$port_nginx_http;
-        listen 127.0.0.1:$port_nginx_tls ssl;
+        listen 127.0.0.1:$port_nginx_tls ssl http2;
         ssl_certificate $dir/cert.pem;
         ssl_certificate_key $dir/key.pem;
         ssl_protocols TLSv1.2 TLSv1.3;
@@ -190,21 +193,24 @@ cpu_busy() {
 
 # run_load SCENARIO URL OUT: prints "bytes wall_ns errors".
 run_load() {
-    local scenario="$1" url="$2" out="$3" n=1 limit=() w0 w1 i
+    local scenario="$1" url="$2" out="$3" n=1 limit=() w0 w1 i proto=--http1.1 want=1.1
     case "$scenario" in
     *20) n="$CONC" limit=(--max-time "$CONC_SECONDS") ;;
+    esac
+    case "$scenario" in
+    h2*) proto=--http2 want=2 ;;
     esac
     w0="$(date +%s%N)"
     for i in $(seq 1 "$n"); do
         # curl exits 28 when --max-time cuts it: expected for the concurrent runs.
-        "${pin_client[@]}" curl -sk --http1.1 -o /dev/null "${limit[@]}" \
-            -w '%{http_code} %{size_download}\n' "$url/pluginfile.php/$i/big.bin" >"$out.$i" 2>&1 &
+        "${pin_client[@]}" curl -sk "$proto" -o /dev/null "${limit[@]}" \
+            -w '%{http_code} %{size_download} %{http_version}\n' "$url/pluginfile.php/$i/big.bin" >"$out.$i" 2>&1 &
     done
     wait
     w1="$(date +%s%N)"
     local bytes errors
     bytes="$(cat "$out".* | awk '{ b += $2 } END { print b + 0 }')"
-    errors="$(cat "$out".* | awk '$1 != 200 { e++ } END { print e + 0 }')"
+    errors="$(cat "$out".* | awk -v want="$want" '$1 != 200 || $3 != want { e++ } END { print e + 0 }')"
     if [[ "$n" == 1 && "$bytes" != "$size" ]]; then
         errors=$((errors + 1))
     fi
@@ -234,8 +240,8 @@ measure() {
 url_for() {
     local scenario="$1" proxy="$2"
     case "$scenario:$proxy" in
-    tls*:nginx) echo "https://127.0.0.1:$port_nginx_tls" ;;
-    tls*:moodle-edge) echo "https://127.0.0.1:$port_edge_tls" ;;
+    tls*:nginx | h2*:nginx) echo "https://127.0.0.1:$port_nginx_tls" ;;
+    tls*:moodle-edge | h2*:moodle-edge) echo "https://127.0.0.1:$port_edge_tls" ;;
     http*:nginx) echo "http://127.0.0.1:$port_nginx_http" ;;
     http*:moodle-edge) echo "http://127.0.0.1:$port_edge_http" ;;
     esac
@@ -252,7 +258,7 @@ echo "  host: $ncpu CPUs, $(uname -r)"
 for p in nginx:"$port_nginx_tls" moodle-edge:"$port_edge_tls"; do
     IFS=: read -r name tp <<<"$p"
     echo "  TLS $name: $(curl -skv --http1.1 -r 0-0 -o /dev/null "https://127.0.0.1:$tp/pluginfile.php/1/big.bin" 2>&1 |
-        sed -n 's/^\* SSL connection using //p' | head -1)"
+        sed -n 's/^\* SSL connection using //p' | head -1); with --http2: HTTP/$(curl -sk --http2 -r 0-0 -o /dev/null -w '%{http_version}' "https://127.0.0.1:$tp/pluginfile.php/1/big.bin")"
 done
 echo
 
