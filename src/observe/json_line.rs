@@ -216,7 +216,7 @@ const ESCAPES: [u8; 256] = {
 /// Appends `s` as the inside of a JSON string, escaped as serde_json escapes: `"` and `\`,
 /// the short forms `\b \f \n \r \t`, other control characters as `\u00XX`; the rest is
 /// copied in whole runs.
-pub(crate) fn escape(out: &mut Vec<u8>, s: &str) {
+fn escape(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     let mut plain = 0;
     while let Some(at) = bytes[plain..]
