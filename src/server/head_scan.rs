@@ -127,7 +127,7 @@ impl Scanner {
                     };
                     &bytes[take as usize..]
                 }
-                Phase::ChunkEnd => match bytes.iter().position(|&b| b == b'\n') {
+                Phase::ChunkEnd => match memchr::memchr(b'\n', bytes) {
                     Some(i) => {
                         self.phase = Phase::ChunkSize {
                             size: 0,
@@ -175,27 +175,36 @@ impl Scanner {
         };
     }
 
-    /// Head or trailer bytes: collects lines and acts on each complete one.
+    /// Head or trailer bytes: acts on each complete line. A line that arrived whole in this
+    /// read (the usual case) is looked at where it lies; only a line split across reads is
+    /// collected into `line` first.
     fn line_bytes<'a>(&mut self, bytes: &'a [u8]) -> &'a [u8] {
-        let (part, rest, complete) = match bytes.iter().position(|&b| b == b'\n') {
+        let (part, rest, complete) = match memchr::memchr(b'\n', bytes) {
             Some(i) => (&bytes[..i], &bytes[i + 1..], true),
             None => (bytes, &[][..], false),
         };
+        if complete && self.line.is_empty() && self.line_extra == 0 {
+            let keep = part.len().min(LINE_KEEP);
+            self.end_line(&part[..keep], part.len() - keep);
+            return rest;
+        }
         let room = LINE_KEEP.saturating_sub(self.line.len()).min(part.len());
         self.line.extend_from_slice(&part[..room]);
         self.line_extra += part.len() - room;
         if complete {
-            self.end_line();
+            let line = std::mem::take(&mut self.line);
+            self.end_line(&line, self.line_extra);
+            self.line = line;
             self.line.clear();
             self.line_extra = 0;
         }
         rest
     }
 
-    /// A whole line (without its LF) is in `line`.
-    fn end_line(&mut self) {
-        let line = self.line.strip_suffix(b"\r").unwrap_or(&self.line);
-        let empty = line.is_empty() && self.line_extra == 0;
+    /// A whole line (without its LF): its first `LINE_KEEP` bytes, and how many more it had.
+    fn end_line(&mut self, line: &[u8], extra: usize) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let empty = line.is_empty() && extra == 0;
         match self.phase {
             Phase::Trailers if empty => self.phase = self.body_done(),
             Phase::Head { first: true } if empty => {} // empty lines before a request line
@@ -207,14 +216,14 @@ impl Scanner {
                 };
             }
             Phase::Head { first: false } if empty => self.phase = self.head_done(),
-            Phase::Head { first: false } => self.header_line(),
+            Phase::Head { first: false } => self.header_line(line, extra),
             _ => {}
         }
     }
 
-    fn header_line(&mut self) {
-        let line = self.line.strip_suffix(b"\r").unwrap_or(&self.line);
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
+    fn header_line(&mut self, line: &[u8], extra: usize) {
+        // The longest name looked for is 17 bytes: a colon further in ends no such name.
+        let Some(colon) = memchr::memchr(b':', &line[..line.len().min(18)]) else {
             return;
         };
         let (name, value) = (&line[..colon], &line[colon + 1..]);
@@ -224,7 +233,7 @@ impl Scanner {
             self.upgrade = true;
         } else if name.eq_ignore_ascii_case(b"content-length") {
             let value = value.trim_ascii();
-            let parsed = (self.line_extra == 0 && !value.is_empty())
+            let parsed = (extra == 0 && !value.is_empty())
                 .then(|| std::str::from_utf8(value).ok()?.parse::<u64>().ok())
                 .flatten();
             match parsed {

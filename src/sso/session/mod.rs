@@ -22,7 +22,7 @@ use super::SsoState;
 #[derive(Debug, Clone)]
 pub(crate) struct CurrentSession {
     pub id: SessionId,
-    pub session: Session,
+    pub session: std::sync::Arc<Session>,
 }
 
 /// The browser's session if it has one that is alive and was made on this request's tenant.

@@ -6,7 +6,10 @@
 //! past its TTL). The idle clock is refreshed at most once per `REFRESH_EVERY`, so a busy
 //! session is not rewritten on every request.
 //!
-//! With Redis, `get` asks this replica's `SessionCache` first, then Redis. Every end of a
+//! `get` asks a `SessionCache` of decoded records first (every write puts its record there
+//! too), so a proxied request with a live session decodes nothing: with the memory store the
+//! copy is local truth kept for `REFRESH_EVERY`; with Redis it is this replica's short-lived
+//! copy (`store.session_cache.ttl`) in front of a round trip. Every end of a
 //! session (logout here, a back-channel or SAML logout, a new login replacing it) deletes the
 //! record and publishes its key on `ENDED_CHANNEL`; each replica's `watch_ended` task drops its
 //! copy. Background tasks hold only a weak token and stop when the sessions are dropped (a
@@ -51,8 +54,8 @@ pub(crate) struct Sessions {
     store: Store,
     idle: Duration,
     absolute: Duration,
-    /// This replica's copies of sessions read from Redis (None with the memory store, which
-    /// is already local, or with `store.session_cache.ttl: 0s`).
+    /// Decoded copies of the records read or written here, so a check decodes nothing (None
+    /// only with Redis and `store.session_cache.ttl: 0s`).
     cache: Option<SessionCache>,
     /// Cache hits and misses, the active-sessions gauge.
     metrics: Option<Arc<StoreMetrics>>,
@@ -69,11 +72,19 @@ fn now_secs() -> u64 {
 
 impl Sessions {
     pub(crate) fn new(store: Store, idle: Duration, absolute: Duration) -> Sessions {
+        // The memory store is this process's alone, so its decoded copies never go stale; the
+        // lifetimes are checked on every read of a copy as of a record.
+        let cache = matches!(store, Store::Memory(_)).then(|| {
+            SessionCache::new(
+                Duration::from_secs(REFRESH_EVERY),
+                SessionCacheConfig::default().max_entries,
+            )
+        });
         Sessions {
             store,
             idle,
             absolute,
-            cache: None,
+            cache,
             metrics: None,
             alive: Arc::new(()),
         }
@@ -86,12 +97,18 @@ impl Sessions {
         cfg: &SessionCacheConfig,
         metrics: Arc<StoreMetrics>,
     ) -> Sessions {
-        if matches!(self.store, Store::Redis(_)) && !cfg.ttl.get().is_zero() {
-            self.cache = Some(SessionCache::new(cfg.ttl.get(), cfg.max_entries));
-        }
+        let shared = matches!(self.store, Store::Redis(_));
+        self.cache = match shared {
+            true => (!cfg.ttl.get().is_zero())
+                .then(|| SessionCache::new(cfg.ttl.get(), cfg.max_entries)),
+            false => Some(SessionCache::new(
+                Duration::from_secs(REFRESH_EVERY),
+                cfg.max_entries,
+            )),
+        };
         self.metrics = Some(metrics.clone());
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            if let Some(cache) = &self.cache {
+            if let (true, Some(cache)) = (shared, &self.cache) {
                 rt.spawn(watch_ended(self.store.clone(), cache.clone()));
             }
             rt.spawn(count_active(
@@ -129,25 +146,26 @@ impl Sessions {
             last_seen: now,
         };
         let id = SessionId::new();
-        self.write(&id, &session, now).await?;
+        let session = self.write(&id, session, now).await?;
         for r in session.handle.refs() {
             self.index_add(&r.index_key(&session.provider), &id.store_key())
                 .await?;
         }
-        Ok((id, session))
+        Ok((id, Session::clone(&session)))
     }
 
-    /// The session if it is alive; refreshes its idle clock when due. With the cache, a copy
-    /// read here lately answers without a round trip (and while Redis fails).
-    pub(crate) async fn get(&self, id: &SessionId) -> Result<Option<Session>, SessionError> {
+    /// The session if it is alive; refreshes its idle clock when due. A decoded copy read or
+    /// written here lately answers without decoding (with Redis: without a round trip, and
+    /// while Redis fails).
+    pub(crate) async fn get(&self, id: &SessionId) -> Result<Option<Arc<Session>>, SessionError> {
         let key = id.store_key();
         if let Some(cache) = &self.cache {
             let cached = cache.get(&key);
-            if let Some(m) = &self.metrics {
+            if let (Some(m), Store::Redis(_)) = (&self.metrics, &self.store) {
                 m.cache(cached.is_some());
             }
             if let Some(session) = cached {
-                return self.serve_cached(id, &key, cache, &session).await;
+                return self.serve_cached(id, &key, cache, session).await;
             }
         }
         let Some(bytes) = self.store.get(&key).await? else {
@@ -161,10 +179,11 @@ impl Sessions {
         }
         if now.saturating_sub(session.last_seen) >= REFRESH_EVERY {
             session.last_seen = now;
-            self.write(id, &session, now).await?;
+            return Ok(Some(self.write(id, session, now).await?));
         }
+        let session = Arc::new(session);
         if let Some(cache) = &self.cache {
-            cache.put(&key, Arc::new(session.clone()));
+            cache.put(&key, session.clone());
         }
         Ok(Some(session))
     }
@@ -176,23 +195,25 @@ impl Sessions {
         id: &SessionId,
         key: &str,
         cache: &SessionCache,
-        session: &Session,
-    ) -> Result<Option<Session>, SessionError> {
+        session: Arc<Session>,
+    ) -> Result<Option<Arc<Session>>, SessionError> {
         let now = now_secs();
-        if self.expired(session, now) {
+        if self.expired(&session, now) {
             cache.forget(key);
             return Ok(None);
         }
         if now.saturating_sub(session.last_seen) < REFRESH_EVERY {
-            return Ok(Some(session.clone()));
+            return Ok(Some(session));
         }
-        let mut fresh = session.clone();
+        let mut fresh = Session::clone(&session);
         fresh.last_seen = now;
-        match self.write(id, &fresh, now).await {
-            Ok(()) => cache.put(key, Arc::new(fresh.clone())),
-            Err(e) => tracing::debug!(error = %e, "sso: idle refresh of a cached session failed"),
+        match self.write(id, fresh, now).await {
+            Ok(fresh) => Ok(Some(fresh)),
+            Err(e) => {
+                tracing::debug!(error = %e, "sso: idle refresh of a cached session failed");
+                Ok(Some(session))
+            }
         }
-        Ok(Some(fresh))
     }
 
     /// Ends one session (logout at the edge).
@@ -206,7 +227,7 @@ impl Sessions {
             cache.forget(key);
         }
         self.store.delete(key).await?;
-        if self.cache.is_some() {
+        if matches!(self.store, Store::Redis(_)) && self.cache.is_some() {
             // After the delete: a replica that re-reads on the message finds nothing.
             if let Err(e) = self.store.publish(ENDED_CHANNEL, key.as_bytes()).await {
                 tracing::warn!(error = %e, "sso: logout not published; other replicas drop the session within store.session_cache.ttl");
@@ -243,14 +264,23 @@ impl Sessions {
             || now.saturating_sub(s.last_seen) >= self.idle.as_secs()
     }
 
-    async fn write(&self, id: &SessionId, s: &Session, now: u64) -> Result<(), SessionError> {
+    /// Stores the record and keeps its decoded copy.
+    async fn write(
+        &self,
+        id: &SessionId,
+        s: Session,
+        now: u64,
+    ) -> Result<Arc<Session>, SessionError> {
         let absolute_left = (s.created + self.absolute.as_secs()).saturating_sub(now);
         let idle_left = (s.last_seen + self.idle.as_secs()).saturating_sub(now);
         let ttl = Duration::from_secs(absolute_left.min(idle_left).max(1));
-        self.store
-            .set(&id.store_key(), &serde_json::to_vec(s)?, ttl)
-            .await?;
-        Ok(())
+        let key = id.store_key();
+        self.store.set(&key, &serde_json::to_vec(&s)?, ttl).await?;
+        let s = Arc::new(s);
+        if let Some(cache) = &self.cache {
+            cache.put(&key, s.clone());
+        }
+        Ok(s)
     }
 
     /// Adds a session key to a handle's list. Read-modify-write: two logins of one handle at
