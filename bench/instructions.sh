@@ -24,6 +24,10 @@
 #     `combined buffer=64k flush=1s`, moodle-edge its default JSON) into a file; pipe: the
 #     same, moodle-edge's on standard output read through a pipe; off: no access log
 #   BASE_PORT [18500]   MOODLE_EDGE_BIN [target/release/moodle-edge]   KEEP_DIR [0]
+#   SESSIONS []  "redis": every request carries a logged-in edge session cookie, which
+#     moodle-edge checks against a redis-server started here, through its replica cache (the
+#     default `store.session_cache.ttl`): the per-request cost of SSO being on (the other
+#     proxies get the same header and ignore it; Redis's own instructions are not counted)
 #
 # Only 127.0.0.1 is used. Every process the script starts is stopped by PID on exit.
 set -euo pipefail
@@ -37,12 +41,15 @@ CONNS="${CONNS:-64}"
 BASE_PORT="${BASE_PORT:-18500}"
 KEEP_DIR="${KEEP_DIR:-0}"
 ACCESS_LOG="${ACCESS_LOG:-file}"
+SESSIONS="${SESSIONS:-}"
 pin_proxy=()
+pin_upstream=()
 MOODLE_EDGE_BIN="${MOODLE_EDGE_BIN:-$repo/target/release/moodle-edge}"
 FLOOR_BIN="$repo/target/release/examples/hyper_floor"
 
 require_positive REQUESTS CONNS
 [[ "$ACCESS_LOG" =~ ^(off|file|pipe)$ ]] || bad_setting "ACCESS_LOG must be off, file or pipe"
+[[ -z "$SESSIONS" || "$SESSIONS" == redis ]] || bad_setting "SESSIONS must be empty or redis"
 nginx_log=on
 [[ "$ACCESS_LOG" == off ]] && nginx_log=off
 require_whole WARMUP BASE_PORT
@@ -67,6 +74,7 @@ check_ports_free "$port_upstream" "$port_proxy" "$port_tls" "$port_admin"
 make_cert
 mkdir -p "$dir/moodledata"
 upstream_nginx_conf >"$dir/upstream.conf"
+[[ -n "$SESSIONS" ]] && start_session_redis $((BASE_PORT + 90))
 # The proxy nginxes of load.sh, without a master process, so callgrind sees the worker itself.
 for job in same bare; do
     name=nginx
@@ -92,13 +100,14 @@ moodle:
   dataroot: "$dir/moodledata"
 EOF
 edge_log_yaml "$ACCESS_LOG" moodle-edge
+[[ -z "$SESSIONS" ]] || edge_sso_yaml $((BASE_PORT + 90)) 5s
 } >"$dir/moodle-edge.yaml"
 
 start upstream nginx -p "$dir/upstream" -c "$dir/upstream.conf" -e "$dir/upstream/error.log"
 wait_ready "http://127.0.0.1:$port_upstream/" upstream
 [[ " $PROXIES " == *" moodle-edge "* ]] && check_edge_config "$MOODLE_EDGE_BIN"
 
-echo "instructions per request (callgrind; user space only), $REQUESTS requests over $CONNS connections after $WARMUP; access log: $ACCESS_LOG"
+echo "instructions per request (callgrind; user space only), $REQUESTS requests over $CONNS connections after $WARMUP; access log: $ACCESS_LOG${SESSIONS:+; an edge session checked in $SESSIONS}"
 for proxy in $PROXIES; do
     out="$dir/$proxy.callgrind"
     grind=(valgrind --tool=callgrind --callgrind-out-file="$out")
@@ -123,11 +132,11 @@ for proxy in $PROXIES; do
         sleep 0.2
     done
     if ((WARMUP > 0)); then
-        h2load --h1 -n "$WARMUP" -c "$CONNS" -t1 "http://127.0.0.1:$port_proxy/" >/dev/null
+        h2load --h1 -n "$WARMUP" -c "$CONNS" -t1 "${session_hdr[@]}" "http://127.0.0.1:$port_proxy/" >/dev/null
     fi
     # `env` execs valgrind, so this PID is valgrind's own.
     callgrind_control --zero "$pid" >/dev/null 2>&1
-    h2load --h1 -n "$REQUESTS" -c "$CONNS" -t1 "http://127.0.0.1:$port_proxy/" >"$dir/$proxy.h2load"
+    h2load --h1 -n "$REQUESTS" -c "$CONNS" -t1 "${session_hdr[@]}" "http://127.0.0.1:$port_proxy/" >"$dir/$proxy.h2load"
     callgrind_control --dump "$pid" >/dev/null 2>&1
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true

@@ -392,3 +392,36 @@ start_piped() {
     started_pid=$!
     pids+=("$started_pid")
 }
+
+# start_session_redis PORT: a redis-server on PORT (pinned like the upstream, "${pin_upstream[@]}")
+# holding one live edge session, written as the proxy writes it (under the sha256 of the id, a
+# JSON record); sets session_hdr to the request header that carries it.
+session_hdr=()
+start_session_redis() {
+    local rport="$1" id now
+    require_cmds redis-server redis-cli sha256sum openssl
+    check_ports_free "$rport"
+    start redis "${pin_upstream[@]}" redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no
+    for _ in $(seq 100); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    id="$(openssl rand -hex 32)" now="$(date +%s)"
+    redis-cli -p "$rport" set "moodle-edge:sso:s:$(printf %s "$id" | sha256sum | cut -c1-64)" \
+        "{\"tenant\":null,\"provider\":\"campus\",\"user\":\"bench\",\"firstname\":null,\"lastname\":null,\"email\":null,\"handle\":{\"kind\":\"oidc\",\"sub\":\"bench\",\"sid\":null,\"id_token\":\"x\"},\"csrf\":\"00\",\"created\":$now,\"last_seen\":$now}" \
+        px 7200000 >/dev/null
+    session_hdr=(-H "cookie: moodle-edge-sso=$id; __Host-moodle-edge-sso=$id")
+    echo "x" >"$dir/secret"
+}
+
+# edge_sso_yaml PORT TTL: the store and sso sections of a moodle-edge config that checks every
+# request's edge session against the redis-server on PORT, with that replica-cache TTL.
+edge_sso_yaml() {
+    cat <<EOF
+store:
+  backend: redis
+  redis_url: "redis://127.0.0.1:$1/0"
+  session_cache: { ttl: "$2" }
+sso:
+  moodle_handoff: { token_file: "$dir/secret" }
+  providers:
+    - { id: campus, kind: oidc, label: { en: Campus }, issuer: "http://127.0.0.1:9", client_id: bench, client_secret_file: "$dir/secret", user_claim: sub }
+EOF
+}

@@ -155,35 +155,16 @@ EOF
     } >"$dir/$label.yaml"
 }
 
-# session_variants: a redis-server on BASE_PORT+90 holding one live edge session (written as
-# the proxy writes it: under the sha256 of the id), and the two moodle-edge-redis variants.
-session_hdr=()
+# session_variants: a redis-server on BASE_PORT+90 holding one live edge session, and the two
+# moodle-edge-redis variants.
 session_variants() {
-    local rport=$((BASE_PORT + 90)) id now ttl label
-    require_cmds redis-server redis-cli sha256sum
-    check_ports_free "$rport"
-    start redis "${pin_upstream[@]}" redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no
-    for _ in $(seq 100); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
-    id="$(openssl rand -hex 32)" now="$(date +%s)"
-    redis-cli -p "$rport" set "moodle-edge:sso:s:$(printf %s "$id" | sha256sum | cut -c1-64)" \
-        "{\"tenant\":null,\"provider\":\"campus\",\"user\":\"bench\",\"firstname\":null,\"lastname\":null,\"email\":null,\"handle\":{\"kind\":\"oidc\",\"sub\":\"bench\",\"sid\":null,\"id_token\":\"x\"},\"csrf\":\"00\",\"created\":$now,\"last_seen\":$now}" \
-        px 7200000 >/dev/null
-    session_hdr=(-H "cookie: moodle-edge-sso=$id; __Host-moodle-edge-sso=$id")
-    echo "x" >"$dir/secret"
+    local rport=$((BASE_PORT + 90)) ttl label
+    start_session_redis "$rport"
     for ttl in 5s 0s; do
         label=moodle-edge-redis
         [[ "$ttl" == 0s ]] && label=moodle-edge-redis-nocache
         edge_config "$label" "$MOODLE_EDGE_BIN" off "$next_port"
-        cat >>"$dir/$label.yaml" <<EOF
-store:
-  backend: redis
-  redis_url: "redis://127.0.0.1:$rport/0"
-  session_cache: { ttl: "$ttl" }
-sso:
-  moodle_handoff: { token_file: "$dir/secret" }
-  providers:
-    - { id: campus, kind: oidc, label: { en: Campus }, issuer: "http://127.0.0.1:9", client_id: bench, client_secret_file: "$dir/secret", user_claim: sub }
-EOF
+        edge_sso_yaml "$rport" "$ttl" >>"$dir/$label.yaml"
         variants+=("$label:edge-off:$next_port:$((next_port + 1))")
         next_port=$((next_port + 10))
     done

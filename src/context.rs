@@ -165,14 +165,16 @@ pub(crate) trait Watch: Send + 'static {
 
     /// The answer about to go to the client (after offload or pass-through). It may wrap the
     /// body (to see its end) or replace the answer (e.g. read it whole and re-seal it).
-    fn response(
-        self: Box<Self>,
-        ctx: &RequestContext,
-        response: Response<ProxyBody>,
-    ) -> BoxFuture<'static, Response<ProxyBody>> {
+    fn response(self: Box<Self>, ctx: &RequestContext, response: Response<ProxyBody>) -> Seen {
         let _ = ctx;
-        Box::pin(std::future::ready(response))
+        Seen::Now(response)
     }
+}
+
+/// A watcher's answer: most hand it on at once, so only those that must wait are boxed.
+pub(crate) enum Seen {
+    Now(Response<ProxyBody>),
+    Later(BoxFuture<'static, Response<ProxyBody>>),
 }
 
 /// The request context: what the stages learn about one request, in the order they learn it.

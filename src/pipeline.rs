@@ -23,7 +23,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
 use crate::body::ProxyBody;
-use crate::context::{ConnInfo, RequestContext, RequestId};
+use crate::context::{ConnInfo, RequestContext, RequestId, Seen};
 use crate::observe::log_stage;
 use crate::proxy::headers::{self, HeaderKinds};
 use crate::proxy::sanitize::SanitizeStage;
@@ -139,7 +139,10 @@ async fn run_stages(
     recycle_header_map(std::mem::take(&mut req.parts.headers));
     if !ctx.watchers.is_empty() {
         for watcher in std::mem::take(&mut ctx.watchers) {
-            response = watcher.response(ctx, response).await;
+            response = match watcher.response(ctx, response) {
+                Seen::Now(r) => r,
+                Seen::Later(f) => f.await,
+            };
         }
     }
     response

@@ -7,13 +7,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderName, HeaderValue, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 
 use crate::body::{self, ProxyBody};
-use crate::context::{RequestContext, Watch};
+use crate::context::{RequestContext, Seen, Watch};
 use crate::route::{Route, MNET_PATH};
 use crate::stage::{Flow, Stage, StageRequest};
 use crate::state::State;
@@ -111,12 +110,8 @@ struct Reseal {
 }
 
 impl Watch for Reseal {
-    fn response(
-        self: Box<Self>,
-        _ctx: &RequestContext,
-        response: Response<ProxyBody>,
-    ) -> BoxFuture<'static, Response<ProxyBody>> {
-        Box::pin(async move {
+    fn response(self: Box<Self>, _ctx: &RequestContext, response: Response<ProxyBody>) -> Seen {
+        Seen::Later(Box::pin(async move {
             let (parts, mut body) = response.into_parts();
             let mut whole = Vec::new();
             // A broken or oversized answer becomes fault 712 (an empty body is not MNet).
@@ -138,7 +133,7 @@ impl Watch for Reseal {
                 }
             }
             answer(&self.mnet, &self.pending, parts.status, &whole)
-        })
+        }))
     }
 }
 

@@ -222,6 +222,13 @@ impl Scanner {
     }
 
     fn header_line(&mut self, line: &[u8], extra: usize) {
+        // Most lines name none of the three: their first letter says so.
+        if !matches!(
+            line.first().map(u8::to_ascii_lowercase),
+            Some(b't' | b'u' | b'c')
+        ) {
+            return;
+        }
         // The longest name looked for is 17 bytes: a colon further in ends no such name.
         let Some(colon) = memchr::memchr(b':', &line[..line.len().min(18)]) else {
             return;

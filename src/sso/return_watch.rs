@@ -10,19 +10,20 @@
 
 use std::sync::Arc;
 
-use futures_util::future::BoxFuture;
 use http::header::LOCATION;
+use http::uri::PathAndQuery;
 use http::{HeaderValue, Response};
 use url::Url;
 
 use crate::body::ProxyBody;
-use crate::context::{RequestContext, Watch};
+use crate::context::{RequestContext, Seen, Watch};
 
 use super::SsoState;
 
 pub(crate) struct ReturnWatch {
-    /// The page asked for (path and query), the `wantsurl` to add.
-    wanted: String,
+    /// The page asked for (path and query), the `wantsurl` to add; shares the request's
+    /// bytes (no copy for the many answers that are not a login redirect).
+    wanted: PathAndQuery,
     /// wwwroot (to resolve a relative Location and know our origin) and `sso.intercept`.
     sso: Arc<SsoState>,
 }
@@ -34,11 +35,8 @@ impl ReturnWatch {
         path.contains(".php") || path.ends_with('/')
     }
 
-    pub(crate) fn new(wanted: &str, sso: Arc<SsoState>) -> ReturnWatch {
-        ReturnWatch {
-            wanted: wanted.to_string(),
-            sso,
-        }
+    pub(crate) fn new(wanted: PathAndQuery, sso: Arc<SsoState>) -> ReturnWatch {
+        ReturnWatch { wanted, sso }
     }
 }
 
@@ -57,11 +55,7 @@ fn rewrite(root: &Url, intercept: &[String], wanted: &str, location: &str) -> Op
 }
 
 impl Watch for ReturnWatch {
-    fn response(
-        self: Box<Self>,
-        _ctx: &RequestContext,
-        mut response: Response<ProxyBody>,
-    ) -> BoxFuture<'static, Response<ProxyBody>> {
+    fn response(self: Box<Self>, _ctx: &RequestContext, mut response: Response<ProxyBody>) -> Seen {
         if response.status().is_redirection() {
             let rewritten = response
                 .headers()
@@ -69,14 +63,19 @@ impl Watch for ReturnWatch {
                 .and_then(|l| l.to_str().ok())
                 .and_then(|l| {
                     let sso = &self.sso;
-                    rewrite(&sso.wwwroot.url, &sso.config.intercept, &self.wanted, l)
+                    rewrite(
+                        &sso.wwwroot.url,
+                        &sso.config.intercept,
+                        self.wanted.as_str(),
+                        l,
+                    )
                 })
                 .and_then(|l| HeaderValue::from_str(&l).ok());
             if let Some(l) = rewritten {
                 response.headers_mut().insert(LOCATION, l);
             }
         }
-        Box::pin(std::future::ready(response))
+        Seen::Now(response)
     }
 }
 

@@ -225,10 +225,10 @@ impl Stage for SsoStage {
             }
         };
         if answer.is_none() && ctx.route == Route::Page && req.parts.method == Method::GET {
-            let wanted = req.parts.uri.path_and_query().map(|p| p.as_str());
+            let wanted = req.parts.uri.path_and_query();
             if let (Some(wanted), Some(sso)) = (wanted, state.sso.as_ref()) {
                 if ReturnWatch::wanted_for(req.parts.uri.path()) {
-                    ctx.watch(Box::new(ReturnWatch::new(wanted, sso.clone())));
+                    ctx.watch(Box::new(ReturnWatch::new(wanted.clone(), sso.clone())));
                 }
             }
         }

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 
 pub struct StoreMetrics {
     /// Seconds per Redis operation (`op` = get, set, set_if_absent, delete, ping, publish, scan).
@@ -14,6 +16,9 @@ pub struct StoreMetrics {
     fallbacks: IntCounterVec,
     /// Session lookups answered by this replica's cache (`result` = hit | miss).
     session_cache: IntCounterVec,
+    /// Its two series, resolved once: every checked request counts one.
+    cache_hit: IntCounter,
+    cache_miss: IntCounter,
     /// Sessions alive in the store (counted every few seconds, shared across replicas).
     active_sessions: IntGauge,
 }
@@ -36,7 +41,17 @@ impl StoreMetrics {
     }
 
     fn build() -> Result<StoreMetrics, prometheus::Error> {
+        let session_cache = IntCounterVec::new(
+            Opts::new(
+                "moodle_edge_session_cache_total",
+                "Session lookups by this replica's cache in front of the store (hit, miss)",
+            ),
+            &["result"],
+        )?;
         Ok(StoreMetrics {
+            cache_hit: session_cache.get_metric_with_label_values(&["hit"])?,
+            cache_miss: session_cache.get_metric_with_label_values(&["miss"])?,
+            session_cache,
             round_trip: HistogramVec::new(
                 HistogramOpts::new(
                     "moodle_edge_store_round_trip_seconds",
@@ -62,13 +77,6 @@ impl StoreMetrics {
                 ),
                 &["use", "action"],
             )?,
-            session_cache: IntCounterVec::new(
-                Opts::new(
-                    "moodle_edge_session_cache_total",
-                    "Session lookups by this replica's cache in front of the store (hit, miss)",
-                ),
-                &["result"],
-            )?,
             active_sessions: IntGauge::new(
                 "moodle_edge_sso_active_sessions",
                 "Edge sessions alive in the store (all replicas), counted every 15s",
@@ -90,9 +98,11 @@ impl StoreMetrics {
     }
 
     pub(crate) fn cache(&self, hit: bool) {
-        self.session_cache
-            .with_label_values(&[if hit { "hit" } else { "miss" }])
-            .inc();
+        if hit {
+            self.cache_hit.inc();
+        } else {
+            self.cache_miss.inc();
+        }
     }
 
     pub(crate) fn set_active_sessions(&self, n: u64) {

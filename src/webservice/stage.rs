@@ -6,13 +6,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::future::BoxFuture;
 use http::header::CONTENT_TYPE;
 use http::{Method, Response, StatusCode};
 
 use crate::body::ProxyBody;
 use crate::context::RequestContext;
-use crate::context::Watch;
+use crate::context::{Seen, Watch};
 use crate::proxy::upstream::ForwardError;
 use crate::route::Route;
 use crate::stage::{Flow, Stage, StageRequest};
@@ -164,11 +163,7 @@ impl Watch for WsAdmitted {
 
     /// Follows the answer: when its body has been sent, the outcome (HTTP status and any Moodle
     /// exception in the body) goes to the breaker, the metrics and the audit log.
-    fn response(
-        self: Box<Self>,
-        ctx: &RequestContext,
-        response: Response<ProxyBody>,
-    ) -> BoxFuture<'static, Response<ProxyBody>> {
+    fn response(self: Box<Self>, ctx: &RequestContext, response: Response<ProxyBody>) -> Seen {
         // The breaker judges Moodle's time to answer: neither the client's upload (see
         // `moodle_time`) nor its download.
         let to_headers = self.moodle_time(ctx);
@@ -179,13 +174,10 @@ impl Watch for WsAdmitted {
             admitted_at,
             audit,
         } = *self;
-        Box::pin(std::future::ready(outcome::wrap_response(
-            response,
-            move |report| {
-                let total: Duration = admitted_at.elapsed();
-                audit.record(&call, &report, total, Some(&request_id));
-                admission.finish(&report, to_headers);
-            },
-        )))
+        Seen::Now(outcome::wrap_response(response, move |report| {
+            let total: Duration = admitted_at.elapsed();
+            audit.record(&call, &report, total, Some(&request_id));
+            admission.finish(&report, to_headers);
+        }))
     }
 }
