@@ -14,6 +14,7 @@
 //! stage (or when the upstream failed), in the order they asked.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -36,12 +37,14 @@ use crate::stage::{BodyLimits, Flow, RequestBody, Stage, StageRequest};
 use crate::state::State;
 use crate::webservice::stage::GuardStage;
 
-/// The service function: runs the stages, then the log stage.
-pub(crate) async fn handle(
+/// The service function: runs the stages, then the log stage. The setup runs before the future
+/// is made, so only what the stages need is in it: hyper moves the future once per request, and
+/// every byte of it is copied (docs/performance.md).
+pub(crate) fn handle(
     state: Arc<State>,
     conn: Arc<ConnInfo>,
     mut req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
+) -> impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static {
     let started = Instant::now();
     let in_flight = conn.head_clock.start();
     let on_upgrade = upgrade::is_upgrade_request(&req).then(|| hyper::upgrade::on(&mut req));
@@ -63,19 +66,21 @@ pub(crate) async fn handle(
         upgrade: on_upgrade.is_some(),
         kinds,
     };
-    // The request and the context are lent to the stages, never moved: both are large, and
-    // every move is a copy (docs/performance.md).
-    let mut response = run_stages(&state, &mut ctx, &mut req, on_upgrade).await;
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        // The connection now carries another protocol; no request head will follow.
-        ctx.conn.head_clock.turn_off();
+    async move {
+        // The request and the context are lent to the stages, never moved: both are large,
+        // and every move is a copy.
+        let mut response = run_stages(&state, &mut ctx, &mut req, on_upgrade).await;
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // The connection now carries another protocol; no request head will follow.
+            ctx.conn.head_clock.turn_off();
+        }
+        response
+            .headers_mut()
+            .insert(headers::X_REQUEST_ID, ctx.request_id.header_value().clone());
+        Ok(log_stage::finish(
+            &state, &mut ctx, log_base, in_flight, response,
+        ))
     }
-    response
-        .headers_mut()
-        .insert(headers::X_REQUEST_ID, ctx.request_id.header_value().clone());
-    Ok(log_stage::finish(
-        &state, &mut ctx, log_base, in_flight, response,
-    ))
 }
 
 /// Runs one stage; its answer, if it gave one, ends the request.

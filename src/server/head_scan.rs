@@ -108,6 +108,9 @@ impl Scanner {
         while !bytes.is_empty() {
             bytes = match self.phase {
                 Phase::Done => return,
+                Phase::Head { first: false } if self.line.is_empty() && self.line_extra == 0 => {
+                    self.header_lines(bytes)
+                }
                 Phase::Head { .. } | Phase::Trailers => self.line_bytes(bytes),
                 Phase::Fixed(n) => {
                     let take = n.min(bytes.len() as u64);
@@ -173,6 +176,35 @@ impl Scanner {
             // hyper refuses this body and closes the connection.
             _ => Phase::Done,
         };
+    }
+
+    /// Header lines, starting at the start of one: the common case, kept to a few instructions
+    /// per line. Only lines whose first letter could begin one of the three names are looked
+    /// at; the blank line ends the head; a partial last line is left to `line_bytes`.
+    fn header_lines<'a>(&mut self, bytes: &'a [u8]) -> &'a [u8] {
+        let mut start = 0;
+        for nl in memchr::memchr_iter(b'\n', bytes) {
+            let line = &bytes[start..nl];
+            start = nl + 1;
+            match line {
+                [] | [b'\r'] => {
+                    self.phase = self.head_done();
+                    return &bytes[start..];
+                }
+                [first, ..] if matches!(first | 0x20, b't' | b'u' | b'c') => {
+                    // Cut and trimmed as `line_bytes` and `end_line` do, so a line is read the
+                    // same however the reads split it.
+                    let keep = line.len().min(LINE_KEEP);
+                    let kept = &line[..keep];
+                    self.header_line(kept.strip_suffix(b"\r").unwrap_or(kept), line.len() - keep);
+                    if self.phase == Phase::Done {
+                        return &[];
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.line_bytes(&bytes[start..])
     }
 
     /// Head or trailer bytes: acts on each complete line. A line that arrived whole in this

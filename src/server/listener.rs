@@ -1,6 +1,7 @@
 //! The accept stage: one accept loop per public listener, the connection limit, TLS with SNI
 //! and ALPN, the header-read timeout, HTTP/1.1 and HTTP/2, and a graceful stop.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -236,16 +237,20 @@ impl Acceptor {
         let measure_heads = max_header < HYPER_MIN_BUF;
         let service = service_fn(move |req: Request<Incoming>| {
             let state = shared.load_full();
-            let conn = conn.clone();
-            let conflicting = verdicts.next_request_conflicts();
-            async move {
-                if conflicting {
-                    return Ok(framing_conflict(&state));
-                }
-                if measure_heads && head_size(&req) > max_header {
-                    return Ok(header_too_large(&state));
-                }
-                pipeline::handle(state, conn, req).await
+            let refused = if verdicts.next_request_conflicts() {
+                Some(framing_conflict(&state))
+            } else if measure_heads && head_size(&req) > max_header {
+                Some(header_too_large(&state))
+            } else {
+                None
+            };
+            match refused {
+                Some(response) => Serve::Refused {
+                    response: Some(response),
+                },
+                None => Serve::Pipeline {
+                    fut: pipeline::handle(state, conn.clone(), req),
+                },
             }
         });
 
@@ -321,6 +326,34 @@ impl Acceptor {
                 tracing::debug!(reason, error = %e, "client connection ended with an error");
                 Err(reason)
             }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The service's future: a refusal found before the pipeline, or the pipeline's own future.
+    /// Not an async block around the pipeline: that would be as large again, and hyper copies
+    /// the service's future once per request.
+    #[project = ServeProj]
+    enum Serve<F> {
+        Refused { response: Option<Response<ProxyBody>> },
+        Pipeline { #[pin] fut: F },
+    }
+}
+
+impl<F> Future for Serve<F>
+where
+    F: Future<Output = Result<Response<ProxyBody>, Infallible>>,
+{
+    type Output = Result<Response<ProxyBody>, Infallible>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            // Polled once: hyper never polls a finished future again.
+            ServeProj::Refused { response } => Poll::Ready(Ok(response
+                .take()
+                .unwrap_or_else(|| Response::new(crate::body::empty())))),
+            ServeProj::Pipeline { fut } => fut.poll(cx),
         }
     }
 }

@@ -65,7 +65,11 @@ pub(crate) async fn cookie_session_alive(
     let Some(id) = SessionId::parse(raw) else {
         return Some(Ok(false));
     };
-    Some(sessions.get(&id).await.map(|s| s.is_some()))
+    if sessions.fresh_copy(&id).is_some() {
+        return Some(Ok(true));
+    }
+    // Boxed: a store call's future is large, and every request's future would carry its size.
+    Some(Box::pin(sessions.get(&id)).await.map(|s| s.is_some()))
 }
 
 /// The per-request session check on its own, for `benches/sso_session.rs`: a memory (or
