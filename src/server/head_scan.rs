@@ -455,6 +455,51 @@ mod tests {
         assert_eq!(every_step(long.as_bytes()), vec![0]);
     }
 
+    /// Random heads and bodies from pieces that matter to the scan (both names in any case,
+    /// lengths, chunked bodies, long and bare-LF lines): however the reads split the bytes,
+    /// the verdict is the one the whole buffer gets (the in-place and the collected paths agree).
+    #[test]
+    fn random_wires_get_one_verdict_for_every_split() {
+        const LINES: &[&str] = &[
+            "Host: a\r\n",
+            "content-length: 3\r\n",
+            "Content-Length:7\r\n",
+            "TRANSFER-ENCODING: chunked\r\n",
+            "transfer-encoding: chunked\n",
+            "Upgrade: x\r\n",
+            "Cookie: a=b; c=d\r\n",
+            "Content-Type: text/plain\r\n",
+            "content-length:                        5\r\n", // 40 bytes before the CR: the cut-off
+            "\r\r\n",
+            "u\r\n",
+        ];
+        let mut rng = fastrand::Rng::with_seed(0x5ca1_ab1e);
+        for _ in 0..300 {
+            let mut wire = Vec::new();
+            for _ in 0..rng.usize(1..4) {
+                wire.extend_from_slice(b"POST / HTTP/1.1\r\n");
+                for _ in 0..rng.usize(0..6) {
+                    wire.extend_from_slice(LINES[rng.usize(..LINES.len())].as_bytes());
+                }
+                wire.extend_from_slice(if rng.bool() { b"\r\n" } else { b"\n" });
+                match rng.u8(0..3) {
+                    0 => wire.extend_from_slice(b"abcdefg"),
+                    1 => wire.extend_from_slice(b"3\r\nabc\r\n0\r\nX: y\r\n\r\n"),
+                    _ => {}
+                }
+            }
+            let whole = scan(&wire, wire.len());
+            for step in 1..wire.len() {
+                assert_eq!(
+                    scan(&wire, step),
+                    whole,
+                    "step {step}: {:?}",
+                    String::from_utf8_lossy(&wire)
+                );
+            }
+        }
+    }
+
     #[test]
     fn the_service_matches_requests_with_heads() {
         let verdicts = HeadVerdicts::default();
