@@ -179,8 +179,8 @@ impl Scanner {
     }
 
     /// Header lines, starting at the start of one: the common case, kept to a few instructions
-    /// per line. Only lines whose first letter could begin one of the three names are looked
-    /// at; the blank line ends the head; a partial last line is left to `line_bytes`.
+    /// per line (`header_line` rejects most by their first letter); the blank line ends the
+    /// head; a partial last line is left to `line_bytes`.
     fn header_lines<'a>(&mut self, bytes: &'a [u8]) -> &'a [u8] {
         let mut start = 0;
         for nl in memchr::memchr_iter(b'\n', bytes) {
@@ -191,7 +191,7 @@ impl Scanner {
                     self.phase = self.head_done();
                     return &bytes[start..];
                 }
-                [first, ..] if matches!(first | 0x20, b't' | b'u' | b'c') => {
+                _ => {
                     // Cut and trimmed as `line_bytes` and `end_line` do, so a line is read the
                     // same however the reads split it.
                     let keep = line.len().min(LINE_KEEP);
@@ -201,7 +201,6 @@ impl Scanner {
                         return &[];
                     }
                 }
-                _ => {}
             }
         }
         self.line_bytes(&bytes[start..])

@@ -72,14 +72,7 @@ fn now_secs() -> u64 {
 
 impl Sessions {
     pub(crate) fn new(store: Store, idle: Duration, absolute: Duration) -> Sessions {
-        // The memory store is this process's alone, so its decoded copies never go stale; the
-        // lifetimes are checked on every read of a copy as of a record.
-        let cache = matches!(store, Store::Memory(_)).then(|| {
-            SessionCache::new(
-                Duration::from_secs(REFRESH_EVERY),
-                SessionCacheConfig::default().max_entries,
-            )
-        });
+        let cache = decoded_copies(&store, &SessionCacheConfig::default());
         Sessions {
             store,
             idle,
@@ -98,14 +91,7 @@ impl Sessions {
         metrics: Arc<StoreMetrics>,
     ) -> Sessions {
         let shared = matches!(self.store, Store::Redis(_));
-        self.cache = match shared {
-            true => (!cfg.ttl.get().is_zero())
-                .then(|| SessionCache::new(cfg.ttl.get(), cfg.max_entries)),
-            false => Some(SessionCache::new(
-                Duration::from_secs(REFRESH_EVERY),
-                cfg.max_entries,
-            )),
-        };
+        self.cache = decoded_copies(&self.store, cfg);
         self.metrics = Some(metrics.clone());
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             if let (true, Some(cache)) = (shared, &self.cache) {
@@ -319,6 +305,17 @@ impl Sessions {
             .await?;
         Ok(())
     }
+}
+
+/// The decoded copies a store's sessions get. The memory store is this process's alone, so its
+/// copies never go stale (the lifetimes are checked on every read of a copy as of a record);
+/// Redis's are this replica's, kept for `store.session_cache.ttl` (none with `0s`).
+fn decoded_copies(store: &Store, cfg: &SessionCacheConfig) -> Option<SessionCache> {
+    let ttl = match store {
+        Store::Memory(_) => Duration::from_secs(REFRESH_EVERY),
+        Store::Redis(_) => cfg.ttl.get(),
+    };
+    (!ttl.is_zero()).then(|| SessionCache::new(ttl, cfg.max_entries))
 }
 
 /// Drops ended sessions from this replica's cache as other replicas (and this one) publish
