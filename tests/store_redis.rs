@@ -84,6 +84,64 @@ async fn redis_store_sets_gets_expires_and_refuses_replays() {
     assert!(keys.contains("moodle-edge-test:nonce:1"), "{keys}");
 }
 
+/// Two replicas adding to one set at the same instant: every add lands (SADD, not a
+/// read-modify-write of a list), the set has a lifetime, and removing its members drops it.
+#[tokio::test]
+async fn set_adds_from_two_replicas_at_once_all_land() {
+    let redis = Redis::start_with_password("s3cret-for-tests");
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("redis-password");
+    std::fs::write(&pw, "s3cret-for-tests\n").unwrap();
+    let a = Store::build(&store_config(redis.port, pw.clone())).unwrap();
+    let b = Store::build(&store_config(redis.port, pw)).unwrap();
+    let adds = (0..100).map(|i| {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        async move {
+            store
+                .members_add("set:h", &format!("sso:s:{i}"), Duration::from_secs(60))
+                .await
+        }
+    });
+    for r in futures_util::future::join_all(adds).await {
+        r.unwrap();
+    }
+    let mut members = b.members("set:h").await.unwrap();
+    members.sort();
+    members.dedup();
+    assert_eq!(members.len(), 100, "an add from one replica was lost");
+    let ttl = redis.cli(&["PTTL", "moodle-edge-test:set:h"]);
+    let ttl: i64 = ttl.trim().parse().unwrap_or(-1);
+    assert!(ttl > 0 && ttl <= 60_000, "the set has its lifetime: {ttl}");
+    a.members_remove("set:h", &members).await.unwrap();
+    assert!(a.members("set:h").await.unwrap().is_empty());
+    assert_eq!(a.get("set:h").await.ok().flatten(), None);
+}
+
+/// Logins of one OIDC `sid` at the same instant on two replicas are all ended by the one
+/// back-channel logout that names it: none escapes the handle's index.
+#[tokio::test]
+async fn concurrent_logins_of_one_sid_on_two_replicas_all_end_at_its_logout() {
+    use moodle_edge::internals::sso::session::SessionProbe;
+    let redis = Redis::start(&[]);
+    let url = format!("redis://127.0.0.1:{}/0", redis.port);
+    // No per-replica copies: every check reads Redis, so only the index decides the outcome.
+    let a = SessionProbe::redis(&url, Duration::ZERO).unwrap();
+    let b = SessionProbe::redis(&url, Duration::ZERO).unwrap();
+    let logins = (0..40).map(|i| {
+        let probe = if i % 2 == 0 { &a } else { &b };
+        probe.login()
+    });
+    let cookies = futures_util::future::join_all(logins).await;
+    assert!(cookies.iter().all(|h| !h.is_empty()), "every login was stored");
+    for h in &cookies {
+        assert!(a.check(h).await, "logged in");
+    }
+    assert_eq!(a.end_logins().await.unwrap(), 40, "every login of the sid is indexed");
+    for h in &cookies {
+        assert!(!b.check(h).await, "a login escaped the back-channel logout");
+    }
+}
+
 #[tokio::test]
 async fn a_wrong_password_is_an_error_not_a_panic() {
     let redis = Redis::start_with_password("s3cret-for-tests");

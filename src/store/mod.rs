@@ -115,6 +115,42 @@ impl Store {
         }
     }
 
+    /// Adds `member` to the set under `key` (made if absent), which then lives `ttl` from now.
+    /// Atomic on both back ends: adds at the same instant from several replicas all land.
+    pub async fn members_add(
+        &self,
+        key: &str,
+        member: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                m.members_add(key, member, ttl);
+                Ok(())
+            }
+            Store::Redis(r) => r.members_add(key, member, ttl).await,
+        }
+    }
+
+    /// The members of the set under `key`, in no order (none when absent).
+    pub async fn members(&self, key: &str) -> Result<Vec<String>, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(m.members(key)),
+            Store::Redis(r) => r.members(key).await,
+        }
+    }
+
+    /// Takes members out of the set under `key`; an emptied set is gone.
+    pub async fn members_remove(&self, key: &str, gone: &[String]) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                m.members_remove(key, gone);
+                Ok(())
+            }
+            Store::Redis(r) => r.members_remove(key, gone).await,
+        }
+    }
+
     /// How many keys start with `prefix` (the active-sessions gauge).
     pub async fn count_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
         match self {

@@ -159,6 +159,43 @@ impl RedisStore {
             .await
     }
 
+    /// SADD and PEXPIRE in one MULTI: the set never lives on without its lifetime.
+    pub async fn members_add(
+        &self,
+        key: &str,
+        member: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let key = self.key(key);
+        let ms = ttl.as_millis().max(1) as i64;
+        self.run("members_add", |mut c| async move {
+            redis::pipe()
+                .atomic()
+                .sadd(&key, member)
+                .ignore()
+                .pexpire(&key, ms)
+                .ignore()
+                .query_async(&mut c)
+                .await
+        })
+        .await
+    }
+
+    pub async fn members(&self, key: &str) -> Result<Vec<String>, StoreError> {
+        let key = self.key(key);
+        self.run("members", |mut c| async move { c.smembers(key).await })
+            .await
+    }
+
+    pub async fn members_remove(&self, key: &str, gone: &[String]) -> Result<(), StoreError> {
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let key = self.key(key);
+        self.run("members_remove", |mut c| async move { c.srem(key, gone).await })
+            .await
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         let _: String = self
             .run("ping", |mut c| async move {

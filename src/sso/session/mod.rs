@@ -153,4 +153,16 @@ impl SessionProbe {
             Some(Ok(true))
         )
     }
+
+    /// Ends every session of the probe's `sid`, as a back-channel logout does; how many were
+    /// alive, or the store's error.
+    pub async fn end_logins(&self) -> Result<usize, String> {
+        self.sessions
+            .end_by_handle(
+                "campus",
+                super::identity::HandleRef::OidcSid("f3a1c2d4-e5b6-4789-9abc-def012345678"),
+            )
+            .await
+            .map_err(|e| e.to_string())
+    }
 }

@@ -242,11 +242,15 @@ impl Sessions {
         provider: &str,
         handle: HandleRef<'_>,
     ) -> Result<usize, SessionError> {
-        let index = index_store_key(&handle.index_key(provider));
-        let Some(bytes) = self.store.get(&index).await? else {
-            return Ok(0);
-        };
-        let keys: Vec<String> = serde_json::from_slice(&bytes)?;
+        let handle_key = handle.index_key(provider);
+        let index = index_store_key(&handle_key);
+        let mut keys = self.store.members(&index).await?;
+        // Sessions a replica of the build before the set indexed (a JSON list under the old
+        // key) are still ended during a rolling upgrade.
+        let legacy = legacy_index_store_key(&handle_key);
+        if let Some(bytes) = self.store.get(&legacy).await? {
+            keys.extend(serde_json::from_slice::<Vec<String>>(&bytes).unwrap_or_default());
+        }
         let mut alive = 0;
         for key in &keys {
             if self.store.get(key).await?.is_some() {
@@ -255,7 +259,8 @@ impl Sessions {
             // Ended even when gone here: another replica may still hold a copy.
             self.end_key(key).await?;
         }
-        self.store.delete(&index).await?;
+        self.store.members_remove(&index, &keys).await?;
+        self.store.delete(&legacy).await?;
         Ok(alive)
     }
 
@@ -283,26 +288,21 @@ impl Sessions {
         Ok(s)
     }
 
-    /// Adds a session key to a handle's list. Read-modify-write: two logins of one handle at
-    /// the same instant may keep only one entry; the other session then simply ends by its
-    /// own lifetime rather than by the logout message.
+    /// Adds a session key to the set of those a handle names: one atomic add, so two logins
+    /// of one handle at the same instant (on one replica or two) are both ended by its logout.
     async fn index_add(&self, handle_key: &str, session_key: &str) -> Result<(), SessionError> {
         let key = index_store_key(handle_key);
-        let mut keys: Vec<String> = match self.store.get(&key).await? {
-            Some(b) => serde_json::from_slice(&b).unwrap_or_default(),
-            None => Vec::new(),
-        };
-        keys.push(session_key.to_string());
-        // A handle names few sessions; drop those that are gone so the list stays short.
-        let mut live = Vec::with_capacity(keys.len());
-        for k in keys {
-            if k == session_key || self.store.get(&k).await?.is_some() {
-                live.push(k);
+        self.store
+            .members_add(&key, session_key, self.absolute)
+            .await?;
+        // A handle names few sessions; drop those that are gone so the set stays short.
+        let mut gone = Vec::new();
+        for k in self.store.members(&key).await? {
+            if k != session_key && self.store.get(&k).await?.is_none() {
+                gone.push(k);
             }
         }
-        self.store
-            .set(&key, &serde_json::to_vec(&live)?, self.absolute)
-            .await?;
+        self.store.members_remove(&key, &gone).await?;
         Ok(())
     }
 }
@@ -360,11 +360,18 @@ async fn count_active(store: Store, metrics: Arc<StoreMetrics>, alive: Weak<()>)
 
 /// Handle keys hold provider-chosen text: hashed so any value makes a safe store key.
 fn index_store_key(handle_key: &str) -> String {
+    format!("sso:hs:{}", handle_digest(handle_key))
+}
+
+/// Where builds before the set kept a handle's sessions, as one JSON list (read-modify-write,
+/// which could lose an entry to a concurrent login): only read and deleted now.
+fn legacy_index_store_key(handle_key: &str) -> String {
+    format!("sso:h:{}", handle_digest(handle_key))
+}
+
+fn handle_digest(handle_key: &str) -> String {
     use sha2::{Digest, Sha256};
-    format!(
-        "sso:h:{}",
-        hex::encode(Sha256::digest(handle_key.as_bytes()))
-    )
+    hex::encode(Sha256::digest(handle_key.as_bytes()))
 }
 
 #[cfg(test)]
