@@ -393,7 +393,7 @@ if ((logging)); then
 else
     echo "  keepalive_requests 100000 on both sides; no access log on either proxy"
 fi
-[[ -n "$MOODLE_EDGE_BEFORE" ]] && echo "  before: $MOODLE_EDGE_BEFORE (a second build, same variants but off)"
+[[ -n "$MOODLE_EDGE_BEFORE" ]] && echo "  before: $MOODLE_EDGE_BEFORE (a second build, the same log variants: $LOGS)"
 echo "  layout $LAYOUT: $pinning"
 echo "  $ROUNDS rounds x ${DURATION}s per scenario and proxy, $CONNS connections, order alternates per round"
 echo "  host: $(nproc) CPUs, $(uname -r)"

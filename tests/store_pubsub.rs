@@ -88,6 +88,25 @@ async fn two_replicas_hear_each_other_and_survive_a_redis_restart() {
     assert_eq!(next(&mut on_a).await, Bytes::from_static(b"session-2"));
 }
 
+/// The keep-alive PING (every 5 s) on a subscribed connection does not end it: a reconnection
+/// moves the epoch, and every subscriber then drops what it cached (the session copies).
+#[tokio::test]
+async fn a_quiet_subscription_outlives_its_keepalive_pings() {
+    let redis = RedisServer::start(free_port());
+    let (a, b) = (store(&redis), store(&redis));
+    let mut on_a = a.subscribe("quiet");
+    epoch_reaches(&a, 1).await;
+    // Two pings and a half.
+    tokio::time::sleep(Duration::from_millis(12_500)).await;
+    assert_eq!(
+        *a.epochs().borrow(),
+        1,
+        "the pub/sub connection was re-made while Redis was up"
+    );
+    b.publish("quiet", b"still here").await.unwrap();
+    assert_eq!(next(&mut on_a).await, Bytes::from_static(b"still here"));
+}
+
 #[tokio::test]
 async fn a_frozen_redis_delays_messages_but_does_not_lose_the_subscription() {
     let mut redis = RedisServer::start(free_port());

@@ -132,11 +132,18 @@ async fn concurrent_logins_of_one_sid_on_two_replicas_all_end_at_its_logout() {
         probe.login()
     });
     let cookies = futures_util::future::join_all(logins).await;
-    assert!(cookies.iter().all(|h| !h.is_empty()), "every login was stored");
+    assert!(
+        cookies.iter().all(|h| !h.is_empty()),
+        "every login was stored"
+    );
     for h in &cookies {
         assert!(a.check(h).await, "logged in");
     }
-    assert_eq!(a.end_logins().await.unwrap(), 40, "every login of the sid is indexed");
+    assert_eq!(
+        a.end_logins().await.unwrap(),
+        40,
+        "every login of the sid is indexed"
+    );
     for h in &cookies {
         assert!(!b.check(h).await, "a login escaped the back-channel logout");
     }

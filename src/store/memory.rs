@@ -79,18 +79,18 @@ impl MemoryStore {
     /// Adds `member` to the set under `key` and gives the set `ttl` from now. One atomic step
     /// per key (moka's compute), so two adds at the same instant both land.
     pub fn members_add(&self, key: &str, member: &str, ttl: Duration) {
-        self.cache
-            .entry_by_ref(key)
-            .and_compute_with(|current| {
-                let mut set = current.map(|e| decode_set(&e.into_value().value)).unwrap_or_default();
-                if !set.iter().any(|m| m == member) {
-                    set.push(member.to_string());
-                }
-                moka::ops::compute::Op::Put(Entry {
-                    value: encode_set(&set).into(),
-                    ttl,
-                })
-            });
+        self.cache.entry_by_ref(key).and_compute_with(|current| {
+            let mut set = current
+                .map(|e| decode_set(&e.into_value().value))
+                .unwrap_or_default();
+            if !set.iter().any(|m| m == member) {
+                set.push(member.to_string());
+            }
+            moka::ops::compute::Op::Put(Entry {
+                value: encode_set(&set).into(),
+                ttl,
+            })
+        });
     }
 
     /// The members of the set under `key` (none when it is absent).

@@ -318,7 +318,9 @@ async fn forward(
                 }
             }
             _ = ping.tick() => {
-                match tokio::time::timeout(OP_TIMEOUT, sink.ping::<String>()).await {
+                // Any reply proves the connection: a subscribed connection answers PING with
+                // ["pong", ""] (RESP2), an unsubscribed one with PONG.
+                match tokio::time::timeout(OP_TIMEOUT, sink.ping::<redis::Value>()).await {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => return Ended::Lost(e.to_string()),
                     Err(_) => return Ended::Lost("ping timed out".into()),

@@ -192,8 +192,11 @@ impl RedisStore {
             return Ok(());
         }
         let key = self.key(key);
-        self.run("members_remove", |mut c| async move { c.srem(key, gone).await })
-            .await
+        self.run(
+            "members_remove",
+            |mut c| async move { c.srem(key, gone).await },
+        )
+        .await
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
