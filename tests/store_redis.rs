@@ -25,12 +25,18 @@ fn store_config(port: u16, password_file: std::path::PathBuf) -> StoreConfig {
     }
 }
 
-#[tokio::test]
-async fn redis_store_sets_gets_expires_and_refuses_replays() {
+/// A redis-server with a password and the file holding it (kept while the dir lives).
+fn redis_with_password_file() -> (Redis, tempfile::TempDir, std::path::PathBuf) {
     let redis = Redis::start_with_password("s3cret-for-tests");
     let dir = tempfile::tempdir().unwrap();
     let pw = dir.path().join("redis-password");
     std::fs::write(&pw, "s3cret-for-tests\n").unwrap();
+    (redis, dir, pw)
+}
+
+#[tokio::test]
+async fn redis_store_sets_gets_expires_and_refuses_replays() {
+    let (redis, _dir, pw) = redis_with_password_file();
     let store = Store::build(&store_config(redis.port, pw)).unwrap();
     store.ping().await.unwrap();
     store
@@ -88,10 +94,7 @@ async fn redis_store_sets_gets_expires_and_refuses_replays() {
 /// read-modify-write of a list), the set has a lifetime, and removing its members drops it.
 #[tokio::test]
 async fn set_adds_from_two_replicas_at_once_all_land() {
-    let redis = Redis::start_with_password("s3cret-for-tests");
-    let dir = tempfile::tempdir().unwrap();
-    let pw = dir.path().join("redis-password");
-    std::fs::write(&pw, "s3cret-for-tests\n").unwrap();
+    let (redis, _dir, pw) = redis_with_password_file();
     let a = Store::build(&store_config(redis.port, pw.clone())).unwrap();
     let b = Store::build(&store_config(redis.port, pw)).unwrap();
     let adds = (0..100).map(|i| {
