@@ -15,18 +15,42 @@ use sha2::{Digest, Sha256};
 /// it without counting or recording it.
 pub const PROBE_PATH: &str = "/__probe";
 
-/// A port that was free a moment ago (bind :0, then drop). Never hands out the same port twice
-/// in one test process.
+/// A port that was free a moment ago (bound, then dropped). Never hands out the same port twice
+/// in one test process. Taken below the kernel's ephemeral range (32768-60999 by default), where
+/// `bind :0` and every outgoing connection take theirs: a port from there can be taken by some
+/// test's client connection between this check and the proxy's own bind ("Address already in
+/// use" at start-up, seen in a full run).
 pub fn free_port() -> u16 {
+    const FIRST: u16 = 20_000;
+    const LAST: u16 = 32_000;
     static USED: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    static NEXT: OnceLock<Mutex<u16>> = OnceLock::new();
     let used = USED.get_or_init(|| Mutex::new(HashSet::new()));
-    loop {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = l.local_addr().unwrap().port();
-        if used.lock().unwrap().insert(port) {
+    // Test binaries run one after another; each starts at its own place in the range.
+    let next = NEXT.get_or_init(|| {
+        let seed = std::process::id() as u64
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos() as u64)
+                .unwrap_or(0);
+        Mutex::new(FIRST + (seed % u64::from(LAST - FIRST)) as u16)
+    });
+    for _ in FIRST..LAST {
+        let port = {
+            let mut n = next.lock().unwrap();
+            let port = *n;
+            *n = if *n + 1 >= LAST { FIRST } else { *n + 1 };
+            port
+        };
+        if used.lock().unwrap().contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            used.lock().unwrap().insert(port);
             return port;
         }
     }
+    panic!("no free port in 127.0.0.1:{FIRST}-{LAST}");
 }
 
 /// Polls `cond` every 20ms until it holds; panics naming `what` after `timeout`.
