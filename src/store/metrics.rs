@@ -8,7 +8,8 @@ use prometheus::{
 };
 
 pub struct StoreMetrics {
-    /// Seconds per Redis operation (`op` = get, set, set_if_absent, delete, members_add, members, members_remove, ping, publish, scan).
+    /// Seconds per Redis operation (`op` = get, set, set_if_absent, delete, members_add,
+    /// members, members_remove, ping, publish, scan).
     round_trip: HistogramVec,
     /// Failed Redis operations (errors and timeouts), by `op`.
     errors: IntCounterVec,

@@ -188,9 +188,6 @@ impl RedisStore {
     }
 
     pub async fn members_remove(&self, key: &str, gone: &[String]) -> Result<(), StoreError> {
-        if gone.is_empty() {
-            return Ok(());
-        }
         let key = self.key(key);
         self.run(
             "members_remove",

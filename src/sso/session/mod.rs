@@ -72,6 +72,9 @@ pub(crate) async fn cookie_session_alive(
     Some(Box::pin(sessions.get(&id)).await.map(|s| s.is_some()))
 }
 
+/// The OIDC `sid` of every probe login, so `end_logins` names them all.
+const PROBE_SID: &str = "f3a1c2d4-e5b6-4789-9abc-def012345678";
+
 /// The per-request session check on its own, for `benches/sso_session.rs`: a memory (or
 /// Redis) store with one live session like a real OIDC login's.
 pub struct SessionProbe {
@@ -127,7 +130,7 @@ impl SessionProbe {
             attributes: Default::default(),
             handle: super::identity::ProtocolHandle::Oidc {
                 sub: "0b7e1f2a-5c3d-4e6f-8a9b-0c1d2e3f4a5b".into(),
-                sid: Some("f3a1c2d4-e5b6-4789-9abc-def012345678".into()),
+                sid: Some(PROBE_SID.into()),
                 // A typical RS256 ID token's length.
                 id_token: "x".repeat(900),
             },
@@ -158,10 +161,7 @@ impl SessionProbe {
     /// alive, or the store's error.
     pub async fn end_logins(&self) -> Result<usize, String> {
         self.sessions
-            .end_by_handle(
-                "campus",
-                super::identity::HandleRef::OidcSid("f3a1c2d4-e5b6-4789-9abc-def012345678"),
-            )
+            .end_by_handle("campus", super::identity::HandleRef::OidcSid(PROBE_SID))
             .await
             .map_err(|e| e.to_string())
     }
