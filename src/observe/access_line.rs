@@ -37,8 +37,10 @@ pub(crate) struct AccessRecord {
     pub route: &'static str,
     pub status: u16,
     pub bytes_sent: u64,
-    pub duration_ms: f64,
-    pub upstream_ms: Option<f64>,
+    /// Whole microseconds (nginx's `$request_time` has milliseconds): an integer formats
+    /// without a float formatter and still reads as serde_json's number (`json_line.rs`).
+    pub duration_us: u64,
+    pub upstream_us: Option<u64>,
     /// The file served, when the answer was offloaded.
     pub offload: Option<String>,
     /// Why the edge answered itself (rate_limited, body_too_large, ...) when it did.
@@ -65,10 +67,10 @@ impl AccessRecord {
             bytes = self.bytes_sent,
             referer = Escaped(OrDash(present(&self.referer).map(Referer))),
             ua = Escaped(OrDash(present(&self.user_agent).map(Text::capped))),
-            rt = self.duration_ms / 1000.0,
+            rt = self.duration_us as f64 / 1e6,
         )?;
-        match self.upstream_ms {
-            Some(ms) => write!(out, "{:.3}", ms / 1000.0)?,
+        match self.upstream_us {
+            Some(us) => write!(out, "{:.3}", us as f64 / 1e6)?,
             None => out.push(b'-'),
         }
         write!(
@@ -295,8 +297,8 @@ pub(crate) mod tests {
             route: "page",
             status: 200,
             bytes_sent: 0,
-            duration_ms: 0.0,
-            upstream_ms: None,
+            duration_us: 0,
+            upstream_us: None,
             offload: None,
             note: None,
             complete: false,

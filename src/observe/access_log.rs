@@ -74,13 +74,18 @@ impl Finish {
         if let Some(mut record) = self.record.take() {
             record.bytes_sent = self.bytes;
             record.complete = complete;
-            record.duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+            record.duration_us = micros(self.started.elapsed());
             let time = SystemTime::now();
             let format = self.format;
             self.sink
                 .write_with(|out| write_line(&record, format, time, out));
         }
     }
+}
+
+/// A duration in whole microseconds (saturating: no request lasts 584,000 years).
+pub(crate) fn micros(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Appends `record`'s line (without its newline) in the configured format.

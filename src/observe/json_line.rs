@@ -46,10 +46,10 @@ pub(crate) fn write(r: &AccessRecord, time: SystemTime, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"bytes_sent\":");
     out.extend_from_slice(itoa::Buffer::new().format(r.bytes_sent).as_bytes());
     out.extend_from_slice(b",\"duration_ms\":");
-    number(out, r.duration_ms);
-    if let Some(ms) = r.upstream_ms {
+    millis(out, r.duration_us);
+    if let Some(us) = r.upstream_us {
         out.extend_from_slice(b",\"upstream_ms\":");
-        number(out, ms);
+        millis(out, us);
     }
     if let Some(file) = &r.offload {
         out.extend_from_slice(b",\"offload\":\"");
@@ -111,14 +111,32 @@ fn target(out: &mut Vec<u8>, uri: &Uri) {
     }
 }
 
-/// A JSON number as serde_json writes an `f64` (shortest round-trip form; `null` when not
-/// finite, which a duration never is).
-fn number(out: &mut Vec<u8>, x: f64) {
-    if x.is_finite() {
-        out.extend_from_slice(zmij::Buffer::new().format_finite(x).as_bytes());
-    } else {
-        out.extend_from_slice(b"null");
+/// Microseconds as milliseconds, the JSON number serde_json writes for the `f64`
+/// `micros / 1000.0`: `12.0`, `0.151`, `2.5`. Below 10^12 (11 days) that `f64`'s shortest form
+/// is the exact decimal (its digits are more than 0.001 apart, an `f64` there far closer), so
+/// integer digits do; beyond, the float formatter.
+fn millis(out: &mut Vec<u8>, micros: u64) {
+    if micros >= 1_000_000_000_000 {
+        out.extend_from_slice(
+            zmij::Buffer::new()
+                .format_finite(micros as f64 / 1000.0)
+                .as_bytes(),
+        );
+        return;
     }
+    out.extend_from_slice(itoa::Buffer::new().format(micros / 1000).as_bytes());
+    let mut frac = micros % 1000;
+    if frac == 0 {
+        out.extend_from_slice(b".0");
+        return;
+    }
+    let mut width = 3;
+    while frac % 10 == 0 {
+        frac /= 10;
+        width -= 1;
+    }
+    out.push(b'.');
+    digits(out, frac, width);
 }
 
 /// `2026-12-01T21:40:53.123Z` (UTC, milliseconds), as `humantime::format_rfc3339_millis`.
@@ -157,7 +175,12 @@ fn digits(out: &mut Vec<u8>, mut n: u64, width: usize) {
 /// A header value's bytes as JSON string contents: invalid UTF-8 becomes U+FFFD, at most
 /// `max` characters (`usize::MAX`: no cap, nothing counted).
 fn text(out: &mut Vec<u8>, bytes: &[u8], max: usize) {
-    // Valid UTF-8 within the cap (nearly every value): one check, one escape.
+    // Plain ASCII within the cap (nearly every value): one scan, one copy.
+    if bytes.len() <= max && !any_special(bytes, true) {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    // Valid UTF-8 within the cap: one check, one escape.
     if let Ok(s) = std::str::from_utf8(bytes) {
         if s.len() <= max {
             escape(out, s);
@@ -218,6 +241,10 @@ const ESCAPES: [u8; 256] = {
 /// copied in whole runs.
 fn escape(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
+    if !any_special(bytes, false) {
+        out.extend_from_slice(bytes);
+        return;
+    }
     let mut plain = 0;
     while let Some(at) = bytes[plain..]
         .iter()
@@ -237,6 +264,37 @@ fn escape(out: &mut Vec<u8>, s: &str) {
         plain = i + 1;
     }
     out.extend_from_slice(&bytes[plain..]);
+}
+
+/// Whether `bytes` hold a byte JSON escapes (`"`, `\\`, a control character) or, with
+/// `non_ascii`, any byte of 0x80 and above; eight bytes at a time, since nearly every field is
+/// plain and the byte-by-byte table walk was the line's largest cost.
+fn any_special(bytes: &[u8], non_ascii: bool) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    /// A high bit in each byte of `w` that is zero (exact as to whether there is one).
+    fn zero_byte(w: u64) -> u64 {
+        w.wrapping_sub(ONES) & !w & HIGH
+    }
+    let high = if non_ascii { HIGH } else { 0 };
+    let mut words = bytes.chunks_exact(8);
+    for chunk in &mut words {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_ne_bytes(word);
+        // Bytes below 0x20: `w - 0x20` borrows into their high bit (a byte of 0x80 and above
+        // is cleared by `!w`).
+        let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+        let quote = zero_byte(w ^ (ONES * u64::from(b'"')));
+        let backslash = zero_byte(w ^ (ONES * u64::from(b'\\')));
+        if control | quote | backslash | (w & high) != 0 {
+            return true;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .any(|&b| ESCAPES[usize::from(b)] != 0 || (non_ascii && b >= 0x80))
 }
 
 /// `fmt` into JSON string contents: each piece escaped as it is written.
@@ -333,8 +391,8 @@ mod tests {
             route: r.route,
             status: r.status,
             bytes_sent: r.bytes_sent,
-            duration_ms: r.duration_ms,
-            upstream_ms: r.upstream_ms,
+            duration_ms: r.duration_us as f64 / 1000.0,
+            upstream_ms: r.upstream_us.map(|us| us as f64 / 1000.0),
             offload: r.offload.as_deref(),
             note: r.note,
             complete: r.complete,
@@ -374,8 +432,8 @@ mod tests {
     #[test]
     fn the_line_is_serde_jsons_byte_for_byte() {
         let mut r = record();
-        r.upstream_ms = Some(1.25);
-        r.duration_ms = 3.0625;
+        r.upstream_us = Some(1_250);
+        r.duration_us = 3_063;
         r.offload = Some("/data/filedir/a\"b".into());
         r.note = Some("rate_limited");
         r.user_agent = Some(HeaderValue::from_static("curl/8"));
@@ -400,7 +458,8 @@ mod tests {
             r.referer = Some(rng.header(len / 2));
             r.host = rng.header(len % 40);
             r.request_id = rng.header(len % 33);
-            r.duration_ms = (rng.next() % 1_000_000) as f64 / 1000.0;
+            r.duration_us = rng.next() % 100_000_000;
+            r.upstream_us = (i % 3 != 0).then(|| rng.next() % 10_000);
             r.uri = [
                 "/",
                 "/x?wstoken=abc",
@@ -433,6 +492,47 @@ mod tests {
         escape(&mut ours, &all);
         let theirs = serde_json::to_string(&all).unwrap();
         assert_eq!(format!("\"{}\"", String::from_utf8(ours).unwrap()), theirs);
+    }
+
+    #[test]
+    fn durations_are_serde_jsons_numbers() {
+        let mut rng = Rng(fastrand::Rng::with_seed(7));
+        let some = (0..20_000u64)
+            .chain([
+                999_999_999_999,
+                1_000_000_000_000,
+                86_400_000_000_000,
+                u64::MAX,
+            ])
+            .chain((0..20_000).map(|_| rng.next() % 1_000_000_000_000))
+            .collect::<Vec<_>>();
+        let some = some.into_iter().chain((0..2_000).map(|_| rng.next()));
+        for us in some {
+            let mut ours = Vec::new();
+            millis(&mut ours, us);
+            let theirs = serde_json::to_string(&(us as f64 / 1000.0)).unwrap();
+            assert_eq!(String::from_utf8(ours).unwrap(), theirs, "{us} us");
+        }
+    }
+
+    #[test]
+    fn the_word_scan_finds_what_the_table_finds() {
+        let mut rng = Rng(fastrand::Rng::with_seed(11));
+        for _ in 0..20_000 {
+            let len = (rng.next() % 40) as usize;
+            let mut bytes: Vec<u8> = (0..len).map(|_| 0x20 + (rng.next() % 0x5f) as u8).collect();
+            if len > 0 && rng.next() % 2 == 0 {
+                let at = (rng.next() as usize) % len;
+                let awkward = b"\"\\\x00\x1f\t\x7f\x80\xff ";
+                bytes[at] = awkward[(rng.next() % awkward.len() as u64) as usize];
+            }
+            for non_ascii in [false, true] {
+                let table = bytes
+                    .iter()
+                    .any(|&b| ESCAPES[usize::from(b)] != 0 || (non_ascii && b >= 0x80));
+                assert_eq!(any_special(&bytes, non_ascii), table, "{bytes:?}");
+            }
+        }
     }
 
     #[test]

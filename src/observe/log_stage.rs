@@ -8,7 +8,7 @@ use http_body_util::BodyExt;
 
 use crate::body::ProxyBody;
 use crate::context::RequestContext;
-use crate::observe::access_log::{AccessRecord, Finish, LoggedBody};
+use crate::observe::access_log::{micros, AccessRecord, Finish, LoggedBody};
 use crate::state::State;
 use crate::timer::head_clock::InFlight;
 
@@ -81,8 +81,8 @@ pub(crate) fn finish(
             route: route.label(),
             status,
             bytes_sent: 0,
-            duration_ms: 0.0,
-            upstream_ms: ctx.upstream_time.map(|d| d.as_secs_f64() * 1000.0),
+            duration_us: 0,
+            upstream_us: ctx.upstream_time.map(micros),
             offload: ctx.offload.take(),
             note: ctx.note,
             complete: false,
