@@ -139,6 +139,16 @@ start() {
     pids+=("$started_pid")
 }
 
+# edge_env: the environment the shipped systemd unit gives the proxy (its Environment= lines),
+# as `env` arguments, so the benches run moodle-edge as a site's unit starts it; nginx runs as
+# it is. UNIT_ENV=0 leaves it out (to measure what it changes).
+edge_env=(env)
+if [[ "${UNIT_ENV:-1}" != 0 ]]; then
+    while IFS= read -r line; do
+        edge_env+=("${line#Environment=}")
+    done < <(grep '^Environment=' "$repo/systemd/moodle-edge.service")
+fi
+
 # show_output NAME: the last lines NAME printed and logged, on stderr.
 show_output() {
     cat "$dir/$1.out" "$dir/$1/error.log" 2>/dev/null | tail -20 >&2

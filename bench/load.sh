@@ -49,6 +49,8 @@
 #                       here: moodle-edge-redis (replica cache on, the default) and
 #                       moodle-edge-redis-nocache (one Redis round trip per request); both log
 #                       nothing, so compare them with moodle-edge-off (docs/scale-out.md)
+#   UNIT_ENV [1]  moodle-edge runs with the environment of systemd/moodle-edge.service (its
+#                 Environment= lines, as a site runs it); 0 runs the bare binary
 #   KEEP_DIR [0]        1 keeps the temp dir (configs, logs, raw tool output) for inspection
 #   IDLE_WAIT [120]     seconds to wait for an otherwise idle machine before starting
 #
@@ -222,9 +224,9 @@ for v in "${variants[@]}"; do
         cp "$dir/$name.yaml" "$dir/moodle-edge.yaml"
         check_edge_config "$bin"
         if [[ "$kind" == *-pipe ]]; then
-            start_piped "$name" "${pin_proxy[@]}" "$bin" run --config "$dir/$name.yaml"
+            start_piped "$name" "${pin_proxy[@]}" "${edge_env[@]}" "$bin" run --config "$dir/$name.yaml"
         else
-            start "$name" "${pin_proxy[@]}" "$bin" run --config "$dir/$name.yaml"
+            start "$name" "${pin_proxy[@]}" "${edge_env[@]}" "$bin" run --config "$dir/$name.yaml"
         fi
         ;;
     esac
@@ -381,6 +383,7 @@ echo "moodle-edge load benchmark"
 echo "  $(nginx -v 2>&1 | sed 's/.*: //'); $(wrk -v 2>&1 | head -1 | awk '{ print "wrk", $2 }'); $(h2load --version | head -1)"
 if [[ "$EDGE" == moodle-edge ]]; then
     echo "  moodle-edge: $MOODLE_EDGE_BIN ($("$MOODLE_EDGE_BIN" --version 2>/dev/null || echo 'version unknown'))"
+    echo "  moodle-edge environment (the unit's): ${edge_env[*]:1}"
 elif [[ "$EDGE" == nginx ]]; then
     echo "  EDGE=nginx: a second identical nginx stands in for moodle-edge (harness check)"
 else

@@ -27,6 +27,8 @@
 #   SCENARIOS ["tls1 tls20 h2tls1 h2tls20 http1 http20"]  PROXY_CPU [1]  CLIENT_CPU [0]  BASE_PORT [18300]
 #              (uses BASE_PORT+10, +20, +21, +30, +31, +39)
 #   MOODLE_EDGE_BIN [target/release/moodle-edge; built with cargo build --release if missing]
+#   UNIT_ENV [1]  moodle-edge runs with the environment of systemd/moodle-edge.service (its
+#                 Environment= lines, as a site runs it); 0 runs the bare binary
 #   KEEP_DIR [0]  1 keeps the temp dir (configs, logs, raw curl output)
 #
 # Only 127.0.0.1 is used. Every process the script starts is stopped by PID on exit.
@@ -169,7 +171,7 @@ start upstream "${pin_client[@]}" nginx -p "$dir/upstream" -c "$dir/upstream.con
 start nginx "${pin_proxy[@]}" nginx -p "$dir/nginx" -c "$dir/nginx.conf" -e "$dir/nginx/error.log"
 nginx_pid=$started_pid
 check_edge_config "$MOODLE_EDGE_BIN"
-start moodle-edge "${pin_proxy[@]}" "$MOODLE_EDGE_BIN" run --config "$dir/moodle-edge.yaml"
+start moodle-edge "${pin_proxy[@]}" "${edge_env[@]}" "$MOODLE_EDGE_BIN" run --config "$dir/moodle-edge.yaml"
 edge_pid=$started_pid
 for p in nginx:"$port_nginx_http":"$port_nginx_tls" moodle-edge:"$port_edge_http":"$port_edge_tls"; do
     IFS=: read -r name hp tp <<<"$p"
@@ -250,6 +252,7 @@ url_for() {
 echo "moodle-edge offload throughput benchmark"
 echo "  $(nginx -v 2>&1 | sed 's/.*: //'); $(curl --version | head -1 | awk '{ print $1, $2, $5 }')"
 echo "  moodle-edge: $MOODLE_EDGE_BIN ($("$MOODLE_EDGE_BIN" --version 2>/dev/null || echo 'version unknown'))"
+echo "  moodle-edge environment (the unit's): ${edge_env[*]:1}"
 echo "  file: ${SIZE_MIB} MiB, page-cache warm; upstream: nginx answering X-Accel-Redirect with an empty body"
 echo "  nginx: 1 worker, sendfile on, tcp_nopush on; moodle-edge: worker_threads 1; no access log on either"
 echo "  $pinning"
