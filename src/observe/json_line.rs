@@ -266,7 +266,7 @@ fn escape(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&bytes[plain..]);
 }
 
-/// Whether `bytes` hold a byte JSON escapes (`"`, `\\`, a control character) or, with
+/// Whether `bytes` hold a byte JSON escapes (`"`, `\`, a control character) or, with
 /// `non_ascii`, any byte of 0x80 and above; eight bytes at a time, since nearly every field is
 /// plain and the byte-by-byte table walk was the line's largest cost.
 fn any_special(bytes: &[u8], non_ascii: bool) -> bool {
